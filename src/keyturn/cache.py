@@ -1,0 +1,390 @@
+"""The cache: single-flight, refresh-ahead, for every grant and every store.
+
+Theory of operation
+-------------------
+A :class:`TokenCache` wraps a grant's two fetch functions (sync and async, both driving the same
+protocol flow) and a :class:`~keyturn.stores.base.Store`. It keeps the current token in memory with
+two deadlines on the monotonic clock: ``refresh_at`` (expiry minus the leeway, minus a little
+jitter) and ``expires_at``.
+
+* Before ``refresh_at`` every caller gets the cached token: one attribute read and one clock read.
+* After it, exactly one caller of this process becomes the *leader* of a refresh (a "flight"). The
+  others either keep getting the old token, while it is still valid, or wait for the flight's
+  result. Threads and asyncio tasks join the same flight; async callers wait without blocking the
+  event loop.
+* The leader runs one *transaction* under the store's lock (a file lock, a Redis lock): re-read the
+  store — another process may have refreshed meanwhile — and adopt that token if it is fresh;
+  otherwise fetch with the newest refresh token, save, and adopt. So N processes make one request,
+  and a rotated refresh token is never used twice.
+* A failed refresh raises to every waiter and leaves the cache as it was. While the old token is
+  still valid the leader serves it instead and tries again after a short backoff.
+
+The transaction is written once, as a generator of store and fetch operations, and run by a sync
+and an async driver, so the rules above exist once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Final
+
+from .errors import InvalidGrant, KeyturnError
+from .stores.base import Store, StoreLock
+from .token import Token, fingerprint, monotonic_deadlines
+
+__all__ = ["TokenCache"]
+
+log = logging.getLogger("keyturn.cache")
+
+Fetch = Callable[[Token | None], Token]
+AsyncFetch = Callable[[Token | None], Awaitable[Token]]
+
+# Operations of a transaction; the drivers carry them out.
+_LOAD: Final = "load"
+_FETCH: Final = "fetch"
+_SAVE: Final = "save"
+Op = tuple[str, Token | None]
+Transaction = Generator[Op, Any, "_Entry | None"]
+
+#: After a failed refresh while the old token is still valid, wait this long before trying again.
+FAILURE_BACKOFF: Final = (2.0, 60.0)
+
+
+class _Entry:
+    """The token in memory and its monotonic deadlines."""
+
+    __slots__ = ("access_token", "expires_at", "refresh_at", "token")
+
+    def __init__(self, token: Token, refresh_at: float, expires_at: float) -> None:
+        self.token = token
+        self.access_token = token.access_token
+        self.refresh_at = refresh_at
+        self.expires_at = expires_at
+
+
+class _Flight:
+    """One refresh in progress; its future gives the result to every waiter."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.future: concurrent.futures.Future[Token] = concurrent.futures.Future()
+        # Running futures cannot be cancelled: a waiter that gives up never cancels the flight.
+        self.future.set_running_or_notify_cancel()
+        self.loop = loop
+
+
+class _NullStore(Store):
+    """``store=None``: nothing is kept, every call fetches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def load(self, key: str) -> Token | None:
+        return None
+
+    def save(self, key: str, token: Token) -> None:
+        return None
+
+    def delete(self, key: str) -> None:
+        return None
+
+    def lock(self, key: str) -> StoreLock:
+        from .stores.base import LocalLock
+
+        return LocalLock(self._lock)
+
+
+class TokenCache:
+    """Serve a cached token until ``refresh_at``; then refresh once for all concurrent callers."""
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        fetch: Fetch,
+        afetch: AsyncFetch,
+        store: Store | None,
+        seed: Token | None = None,
+        leeway: float = 60.0,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(getattr(fetch, "__self__", None), TokenCache):
+            raise TypeError("a TokenCache cannot wrap another TokenCache")
+        self.key = key
+        self._fetch = fetch
+        self._afetch = afetch
+        self._keep = store is not None
+        self.store: Store = store if store is not None else _NullStore()
+        self._seed = seed
+        self._leeway = leeway
+        self._jitter = jitter
+        self._clock = clock
+        self._wall = wall
+        self._entry: _Entry | None = None
+        self._mutex = threading.Lock()
+        self._flight: _Flight | None = None
+        self._failures = 0
+
+    # -- the fast path -------------------------------------------------------------------------------
+
+    def access_token(self) -> str:
+        entry = self._entry
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry.access_token
+        return self.token().access_token
+
+    async def aaccess_token(self) -> str:
+        entry = self._entry
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry.access_token
+        return (await self.atoken()).access_token
+
+    # -- joining or leading a flight -----------------------------------------------------------------
+
+    def _join(self, loop: asyncio.AbstractEventLoop | None) -> tuple[_Flight, bool]:
+        with self._mutex:
+            if self._flight is not None:
+                return self._flight, False
+            self._flight = _Flight(loop)
+            return self._flight, True
+
+    def _still_valid(self, entry: _Entry | None, now: float) -> bool:
+        return entry is not None and bool(entry.access_token) and now < entry.expires_at
+
+    def token(self) -> Token:
+        """The current token, refreshed if due. Blocks only while no valid token exists."""
+        entry = self._entry
+        now = self._clock()
+        if entry is not None and now < entry.refresh_at:
+            return entry.token
+        loop = _running_loop()
+        flight, leader = self._join(loop)
+        if not leader:
+            if entry is not None and self._still_valid(entry, now):
+                return entry.token
+            if flight.loop is not None and flight.loop is loop:
+                raise KeyturnError(
+                    "the token expired while an async refresh runs on this event loop; call "
+                    "`await aget_access_token()` from async code"
+                )
+            return flight.future.result()
+        if loop is not None and entry is not None and self._still_valid(entry, now):
+            # A sync call on an event-loop thread (pyFirecREST's async client does this): refresh
+            # in a task and serve the still-valid token now, so the loop is never blocked.
+            flight.loop = loop
+            loop.create_task(self._lead_async(flight, entry))
+            return entry.token
+        try:
+            result = self._drive_sync(self._transaction(entry))
+        except BaseException as exc:
+            return self._failed(flight, entry, exc)
+        return self._succeeded(flight, result)
+
+    async def atoken(self) -> Token:
+        """The current token, refreshed if due, without blocking the event loop."""
+        entry = self._entry
+        now = self._clock()
+        if entry is not None and now < entry.refresh_at:
+            return entry.token
+        loop = asyncio.get_running_loop()
+        flight, leader = self._join(loop)
+        if not leader:
+            if entry is not None and self._still_valid(entry, now):
+                return entry.token
+            return await asyncio.shield(asyncio.wrap_future(flight.future))
+        # The refresh runs in its own task: a caller that is cancelled while waiting does not
+        # cancel the refresh that every other caller waits for.
+        return await asyncio.shield(loop.create_task(self._lead_async(flight, entry)))
+
+    async def _lead_async(self, flight: _Flight, entry: _Entry | None) -> Token:
+        try:
+            result = await self._drive_async(self._transaction(entry))
+        except BaseException as exc:
+            return self._failed(flight, entry, exc)
+        return self._succeeded(flight, result)
+
+    def _succeeded(self, flight: _Flight, entry: _Entry | None) -> Token:
+        assert entry is not None
+        self._failures = 0
+        with self._mutex:
+            self._flight = None
+        flight.future.set_result(entry.token)
+        return entry.token
+
+    def _failed(self, flight: _Flight, entry: _Entry | None, exc: BaseException) -> Token:
+        with self._mutex:
+            self._flight = None
+        now = self._clock()
+        if isinstance(exc, Exception) and entry is not None and self._still_valid(entry, now):
+            # Serve the still-valid token while the provider is unwell; try again after a backoff
+            # that grows with each failure but never reaches past the token's expiry.
+            self._failures += 1
+            delay = min(FAILURE_BACKOFF[0] * 2 ** (self._failures - 1), FAILURE_BACKOFF[1])
+            self._entry = _Entry(entry.token, min(now + delay, entry.expires_at), entry.expires_at)
+            log.warning("token refresh failed (%s); serving the cached token %s for up to %.0f s",
+                        exc.__class__.__name__, fingerprint(entry.access_token),
+                        entry.expires_at - now)
+            flight.future.set_result(entry.token)
+            return entry.token
+        flight.future.set_exception(exc)
+        raise exc
+
+    # -- the transaction, written once ----------------------------------------------------------------
+
+    def _fresh(self, token: Token) -> _Entry | None:
+        """An entry for ``token`` if it need not be refreshed yet (jitter not applied here)."""
+        if not token.access_token:
+            return None
+        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self._clock(),
+                                        leeway=self._leeway, jitter=0.0)
+        if self._clock() >= deadlines.refresh_at:
+            return None
+        return self._adopt(token)
+
+    def _adopt(self, token: Token) -> _Entry:
+        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self._clock(),
+                                        leeway=self._leeway, jitter=self._jitter)
+        entry = _Entry(token, deadlines.refresh_at, deadlines.expires_at)
+        if self._keep:
+            self._entry = entry
+        else:
+            self._seed = token
+        return entry
+
+    def _transaction(self, entry: _Entry | None) -> Transaction:
+        """Under the store's lock: re-read, adopt a fresh token, or fetch, save and adopt."""
+        previous = entry.token if entry is not None else self._seed
+        stored = yield (_LOAD, None)
+        if stored is not None:
+            fresh = self._fresh(stored)
+            if fresh is not None and (entry is None or stored.access_token != entry.access_token):
+                return fresh
+            previous = stored
+        try:
+            token = yield (_FETCH, previous)
+        except InvalidGrant:
+            # Where the store could not lock across processes, another process may have rotated
+            # the refresh token under us: the newest one is in the store, not an error to report.
+            latest = yield (_LOAD, None)
+            used = previous.refresh_token if previous is not None else None
+            if latest is None or not latest.refresh_token or latest.refresh_token == used:
+                raise
+            fresh = self._fresh(latest)
+            if fresh is not None:
+                return fresh
+            token = yield (_FETCH, latest)
+        if previous is not None and token.refresh_token is None and previous.refresh_token:
+            # RFC 6749 §6: the server "MAY issue a new refresh token"; when it does not, the old
+            # one stays valid and must be kept.
+            token = token.with_refresh_token(previous.refresh_token)
+        yield (_SAVE, token)
+        return self._adopt(token)
+
+    def _drive_sync(self, transaction: Transaction) -> _Entry | None:
+        store, key = self.store, self.key
+        with store.lock(key):
+            reply: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    op, arg = transaction.throw(error) if error else transaction.send(reply)
+                except StopIteration as stop:
+                    result: _Entry | None = stop.value
+                    return result
+                reply, error = None, None
+                try:
+                    if op == _LOAD:
+                        reply = store.load(key) if self._keep else None
+                    elif op == _FETCH:
+                        reply = self._fetch(arg)
+                    else:
+                        assert arg is not None
+                        store.save(key, arg)
+                except Exception as exc:
+                    error = exc
+
+    async def _drive_async(self, transaction: Transaction) -> _Entry | None:
+        store, key = self.store, self.key
+        async with store.lock(key):
+            reply: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    op, arg = transaction.throw(error) if error else transaction.send(reply)
+                except StopIteration as stop:
+                    result: _Entry | None = stop.value
+                    return result
+                reply, error = None, None
+                try:
+                    if op == _LOAD:
+                        reply = await store.aload(key) if self._keep else None
+                    elif op == _FETCH:
+                        reply = await self._afetch(arg)
+                    else:
+                        assert arg is not None
+                        await store.asave(key, arg)
+                except Exception as exc:
+                    error = exc
+
+    # -- forgetting ----------------------------------------------------------------------------------
+
+    def invalidate(self, access_token: str | None = None) -> None:
+        """Forget the access token (keep the refresh token), here and in the store.
+
+        With ``access_token`` given (the one a server just refused), do nothing if the cache already
+        holds another one: fifty requests that got a 401 together cause one refresh, not fifty.
+        """
+        entry = self._entry
+        if access_token is not None and entry is not None and entry.access_token != access_token:
+            return
+        self._entry = None
+        if entry is not None:
+            self._seed = Token.refresh_only(entry.token.refresh_token) if (
+                entry.token.refresh_token) else self._seed
+        if not self._keep:
+            return
+        with self.store.lock(self.key):
+            stored = self.store.load(self.key)
+            if stored is not None and (access_token is None or stored.access_token == access_token):
+                self.store.save(self.key, _expired(stored))
+
+    def forget(self) -> None:
+        """Forget everything, in memory and in the store."""
+        self._entry = None
+        self._seed = None
+        if self._keep:
+            with self.store.lock(self.key):
+                self.store.delete(self.key)
+
+    def has_valid_token(self) -> bool:
+        """True when a token that has not expired is cached (it may be due for a refresh)."""
+        return self._still_valid(self._entry, self._clock())
+
+    @property
+    def current(self) -> Token | None:
+        entry = self._entry
+        return entry.token if entry is not None else None
+
+
+def _expired(token: Token) -> Token:
+    """The token marked as expired, its refresh token kept."""
+    return Token(
+        access_token=token.access_token, token_type=token.token_type, expires_at=0.0,
+        issued_at=0.0, scope=token.scope, refresh_token=token.refresh_token,
+        id_token=token.id_token, refresh_expires_at=token.refresh_expires_at, extra=token.extra,
+    )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,121 @@
+"""Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2, RFC 8705 §2).
+
+A :class:`ClientAuth` adds the client's credentials to a form request: it never sends a request
+itself. The secret and key stay inside it; its repr shows only the method and client id.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+from ..errors import ConfigError
+from .jwt import SigningKey, build_assertion, load_signing_key, secret_signing_key
+
+__all__ = ["AUTH_METHODS", "ClientAuth", "basic_credentials"]
+
+AUTH_METHODS: Final = (
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+)
+
+_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def basic_credentials(client_id: str, client_secret: str) -> str:
+    """The Authorization header value for client_secret_basic.
+
+    RFC 6749 §2.3.1: "The client identifier is encoded using the application/x-www-form-urlencoded
+    encoding algorithm ..., and the encoded value is used as the username; the client password is
+    encoded using the same algorithm and used as the password."
+    """
+    user = quote(client_id, safe="").replace("%20", "+")
+    password = quote(client_secret, safe="").replace("%20", "+")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+@dataclass(frozen=True, repr=False)
+class ClientAuth:
+    """How a client proves who it is. Build with :meth:`create`, which checks the combination."""
+
+    client_id: str
+    method: str
+    _secret: str | None = field(default=None)
+    _key: SigningKey | None = field(default=None)
+
+    def __repr__(self) -> str:
+        return f"ClientAuth(client_id={self.client_id!r}, method={self.method!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a keyturn ClientAuth holds a secret and cannot be pickled")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        client_id: str | None,
+        client_secret: str | None = None,
+        private_key: Any = None,
+        auth_method: str | None = None,
+        signing_alg: str | None = None,
+        has_client_cert: bool = False,
+    ) -> ClientAuth:
+        if not client_id:
+            raise ConfigError("client_id= is required")
+        method = auth_method or _default_method(client_secret, private_key, has_client_cert)
+        if method not in AUTH_METHODS:
+            raise ConfigError(f"auth_method={method!r} is not one of {', '.join(AUTH_METHODS)}")
+        if method in ("client_secret_basic", "client_secret_post", "client_secret_jwt"):
+            if not client_secret:
+                raise ConfigError(f"auth_method={method!r} needs client_secret=")
+            key = secret_signing_key(client_secret, alg=signing_alg or "HS256") if (
+                method == "client_secret_jwt") else None
+            return cls(client_id, method, client_secret, key)
+        if method == "private_key_jwt":
+            if private_key is None:
+                raise ConfigError("auth_method='private_key_jwt' needs private_key= (PEM or JWK)")
+            return cls(client_id, method, None, load_signing_key(private_key, alg=signing_alg))
+        if method == "tls_client_auth" and not has_client_cert:
+            raise ConfigError("auth_method='tls_client_auth' needs cert= (client certificate)")
+        return cls(client_id, method)
+
+    def apply(
+        self, form: dict[str, str | list[str]], headers: dict[str, str], *, audience: str,
+        now: float,
+    ) -> None:
+        """Add the credentials to a token-endpoint request. ``audience`` is the endpoint URL."""
+        if self.method == "client_secret_basic":
+            assert self._secret is not None
+            headers["Authorization"] = basic_credentials(self.client_id, self._secret)
+            return
+        # Every other method names the client in the body (RFC 6749 §2.3.1 for post; §3.2.1 for
+        # public clients; RFC 8705 §2 for mutual TLS).
+        form["client_id"] = self.client_id
+        if self.method == "client_secret_post":
+            assert self._secret is not None
+            form["client_secret"] = self._secret
+        elif self.method in ("client_secret_jwt", "private_key_jwt"):
+            assert self._key is not None
+            # RFC 7523 §3: iss and sub are the client_id; aud identifies the authorization server,
+            # for which the token endpoint URL is the value every server accepts.
+            form["client_assertion_type"] = _ASSERTION_TYPE
+            form["client_assertion"] = build_assertion(
+                self._key, issuer=self.client_id, subject=self.client_id, audience=audience,
+                now=now,
+            )
+
+
+def _default_method(secret: str | None, key: Any, has_cert: bool) -> str:
+    if key is not None:
+        return "private_key_jwt"
+    if secret:
+        return "client_secret_basic"
+    if has_cert:
+        return "tls_client_auth"
+    return "none"

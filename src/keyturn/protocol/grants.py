@@ -1,0 +1,165 @@
+"""Token requests and token responses (RFC 6749 §4-§6, RFC 7523 §2.1, RFC 8693, RFC 8707).
+
+:func:`token_flow` is the one flow every grant uses: build the form, let the client authenticate,
+send it to the token endpoint, parse the answer. The grant-specific part is only which parameters
+go into the form, which the builders below return.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from ..errors import InvalidResponse, oauth_error
+from ..token import Token
+from .client_auth import ClientAuth
+from .http import Flow, HttpRequest, HttpResponse
+
+__all__ = [
+    "GRANT_CLIENT_CREDENTIALS",
+    "GRANT_DEVICE_CODE",
+    "GRANT_JWT_BEARER",
+    "GRANT_REFRESH_TOKEN",
+    "GRANT_TOKEN_EXCHANGE",
+    "normalize_scope",
+    "parse_error_response",
+    "parse_token_response",
+    "scope_param",
+    "token_flow",
+]
+
+GRANT_CLIENT_CREDENTIALS: Final = "client_credentials"
+GRANT_REFRESH_TOKEN: Final = "refresh_token"
+GRANT_DEVICE_CODE: Final = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+#: Response members that are secrets or already attributes of Token: never copied into `extra`.
+_NOT_EXTRA: Final = frozenset(
+    {"access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope",
+     "refresh_expires_in", "refresh_token_expires_in"}
+)
+
+
+def normalize_scope(scope: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The scope as an ordered tuple of unique, non-empty tokens (RFC 6749 §3.3: space-delimited,
+    order does not matter)."""
+    if scope is None:
+        return ()
+    items = scope.split() if isinstance(scope, str) else [s for part in scope for s in part.split()]
+    return tuple(dict.fromkeys(items))
+
+
+def scope_param(scope: tuple[str, ...]) -> dict[str, str | list[str]]:
+    return {"scope": " ".join(scope)} if scope else {}
+
+
+def token_flow(
+    *,
+    endpoint: str,
+    grant_type: str,
+    params: Mapping[str, str | list[str]],
+    client_auth: ClientAuth,
+    now: float,
+    requested_scope: tuple[str, ...] = (),
+    idempotent: bool = True,
+) -> Flow[Token]:
+    """Request a token from the token endpoint and parse the answer."""
+    form: dict[str, str | list[str]] = {"grant_type": grant_type}
+    form.update({k: v for k, v in params.items() if v not in (None, "", [])})
+    headers = {"Accept": "application/json"}
+    client_auth.apply(form, headers, audience=endpoint, now=now)
+    response = yield HttpRequest(
+        "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
+        purpose="token endpoint",
+    )
+    return parse_token_response(response, now=now, requested_scope=requested_scope)
+
+
+def parse_error_response(response: HttpResponse, purpose: str) -> Exception:
+    """The typed error for a non-success answer: the server's OAuth error when it sent one."""
+    try:
+        body = response.json_object(purpose)
+    except InvalidResponse as exc:
+        return exc
+    error = body.get("error")
+    if isinstance(error, str) and error:
+        description = body.get("error_description")
+        uri = body.get("error_uri")
+        return oauth_error(
+            error,
+            description if isinstance(description, str) else None,
+            uri if isinstance(uri, str) else None,
+            status=response.status,
+            url=response.url,
+        )
+    return InvalidResponse(
+        f"the {purpose} answered HTTP {response.status} without an OAuth error code",
+        url=response.url,
+        status=response.status,
+    )
+
+
+def _seconds(body: Mapping[str, Any], name: str, response: HttpResponse) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    # Some servers (Azure AD v1) send "3599" as a string; a number in a string is still a number.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidResponse(
+            f"the token endpoint sent {name}={str(value)[:20]!r}, which is not a number of seconds",
+            url=response.url,
+            status=response.status,
+        )
+    if value < 0:
+        raise InvalidResponse(
+            f"the token endpoint sent a negative {name} ({value})", url=response.url,
+            status=response.status,
+        )
+    return float(value)
+
+
+def parse_token_response(
+    response: HttpResponse, *, now: float, requested_scope: tuple[str, ...] = ()
+) -> Token:
+    """A :class:`Token` from a successful answer (RFC 6749 §5.1), or the typed error."""
+    if response.status != 200:
+        raise parse_error_response(response, "token endpoint")
+    if response.content_type == "application/x-www-form-urlencoded":
+        # Legacy servers (GitHub without an Accept header) answer with a form.
+        from urllib.parse import parse_qsl
+
+        body: dict[str, Any] = dict(parse_qsl(response.body.decode("utf-8", "replace")))
+    else:
+        body = response.json_object("token endpoint")
+    if isinstance(body.get("error"), str):
+        raise parse_error_response(response, "token endpoint")
+    access = body.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise InvalidResponse(
+            "the token endpoint answered HTTP 200 without an access_token", url=response.url,
+            status=response.status,
+        )
+    token_type = body.get("token_type")
+    expires_in = _seconds(body, "expires_in", response)
+    refresh_in = _seconds(body, "refresh_token_expires_in", response)
+    if refresh_in is None:
+        refresh_in = _seconds(body, "refresh_expires_in", response)
+    scope = body.get("scope")
+    refresh = body.get("refresh_token")
+    id_token = body.get("id_token")
+    return Token(
+        access_token=access,
+        token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        expires_at=None if expires_in is None else now + expires_in,
+        issued_at=now,
+        # RFC 6749 §5.1: scope is "OPTIONAL, if identical to the scope requested by the client".
+        scope=tuple(scope.split()) if isinstance(scope, str) else (requested_scope or None),
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        refresh_expires_at=None if not refresh_in else now + refresh_in,
+        extra={k: v for k, v in body.items() if k not in _NOT_EXTRA},
+    )

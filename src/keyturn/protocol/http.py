@@ -1,0 +1,92 @@
+"""HTTP requests and responses as plain values, and the shape of a protocol flow.
+
+A flow is a generator that yields the :class:`HttpRequest` it needs sent and receives the
+:class:`HttpResponse`; its return value is the result (a token, a metadata document). It never
+touches a socket, a clock or a sleep: ``transport.run`` and ``transport.arun`` drive the same flow
+for sync and async callers, so no grant is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import InvalidResponse
+
+__all__ = ["Flow", "HttpRequest", "HttpResponse", "run_offline"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request to send. ``form`` is sent urlencoded; a key with a list value is repeated."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    form: Mapping[str, str | list[str]] | None = field(default=None, repr=False)
+    #: False when sending it twice could do harm (a rotating refresh token): the transport then
+    #: retries it only when it surely never reached the server.
+    idempotent: bool = True
+    #: What the request is for, in words, for error messages ("token endpoint").
+    purpose: str = "endpoint"
+
+    def form_items(self) -> list[tuple[str, str]]:
+        items: list[tuple[str, str]] = []
+        for key, value in (self.form or {}).items():
+            if isinstance(value, list):
+                items.extend((key, v) for v in value)
+            else:
+                items.append((key, value))
+        return items
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A received response. ``headers`` keys are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    def json_object(self, purpose: str) -> dict[str, Any]:
+        """The body as a JSON object, or :class:`InvalidResponse` naming the endpoint."""
+        try:
+            value = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            looks = "an HTML page" if self.body.lstrip()[:1] == b"<" else "not JSON"
+            raise InvalidResponse(
+                f"the {purpose} answered HTTP {self.status} with {looks} "
+                f"(content-type {self.content_type or 'missing'}): check the URL",
+                url=self.url,
+                status=self.status,
+            ) from None
+        if not isinstance(value, dict):
+            raise InvalidResponse(
+                f"the {purpose} answered HTTP {self.status} with JSON that is not an object",
+                url=self.url,
+                status=self.status,
+            )
+        return value
+
+
+Flow = Generator[HttpRequest, HttpResponse, T]
+
+
+def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
+    """Drive a flow with canned responses keyed by URL: for unit tests and examples."""
+    try:
+        request = next(flow)
+        while True:
+            request = flow.send(responses[request.url])
+    except StopIteration as stop:
+        result: T = stop.value
+        return result

@@ -1,0 +1,292 @@
+"""What every token source shares: configuration, endpoints, the cache, the public methods.
+
+A source subclass writes only its grant: :meth:`Source._grant` returns the grant type and the form
+parameters. Fetching (sync and async), discovery, client authentication, caching and the
+requests/httpx integrations come from here and from the modules it composes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .. import transport
+from ..cache import TokenCache
+from ..errors import ConfigError, DiscoveryError
+from ..integrations.httpx_auth import HttpxAuth
+from ..integrations.requests_auth import RequestsAuth
+from ..integrations.sdk import SdkAuth
+from ..protocol.client_auth import ClientAuth
+from ..protocol.endpoints import check_endpoint_url
+from ..protocol.grants import normalize_scope, token_flow
+from ..protocol.http import Flow
+from ..protocol.metadata import ServerMetadata, discover
+from ..stores.base import Store
+from ..stores.memory import MemoryStore
+from ..token import Token, fingerprint
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DEFAULT", "Grant", "Source"]
+
+log = logging.getLogger("keyturn")
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: Marks "use the source's default store" (``None`` means "no cache").
+DEFAULT: Any = _Default()
+
+#: Metadata documents by issuer, shared by every source of the process.
+_METADATA: dict[tuple[str, bool], tuple[ServerMetadata, float]] = {}
+_METADATA_LOCK = threading.Lock()
+METADATA_TTL = 3600.0
+
+
+class Grant:
+    """A grant's request: its type, its form parameters, and whether it may be sent twice."""
+
+    __slots__ = ("grant_type", "idempotent", "params")
+
+    def __init__(self, grant_type: str, params: Mapping[str, str | list[str] | None],
+                 *, idempotent: bool = True) -> None:
+        self.grant_type = grant_type
+        self.params = {k: v for k, v in params.items() if v is not None}
+        self.idempotent = idempotent
+
+
+class Source(SdkAuth, HttpxAuth, RequestsAuth):
+    """Base of the token sources: ``get_access_token()`` and everything around it."""
+
+    #: The grant type, part of the cache key.
+    grant_type: ClassVar[str] = ""
+    #: The store used when ``store=`` is not given.
+    default_store: ClassVar[Callable[[], Store | None]] = MemoryStore
+
+    def __init__(
+        self,
+        *,
+        issuer: str | None = None,
+        token_endpoint: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        private_key: Any = None,
+        auth_method: str | None = None,
+        signing_alg: str | None = None,
+        scope: str | Iterable[str] | None = None,
+        audience: str | None = None,
+        resource: str | Iterable[str] | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        store: Store | None = DEFAULT,
+        leeway: float = 60.0,
+        verify: Any = True,
+        cert: Any = None,
+        timeout: float = 30.0,
+        allow_insecure_http: bool = False,
+        on_refresh: Callable[[Token], None] | None = None,
+        subject: str | None = None,
+        seed: Token | None = None,
+    ) -> None:
+        if not issuer and not token_endpoint:
+            raise ConfigError("give issuer= (for discovery) or token_endpoint=")
+        if leeway < 0:
+            raise ConfigError("leeway= must be zero or more seconds")
+        self.issuer = issuer.rstrip("/") if issuer else None
+        self._allow_http = allow_insecure_http
+        if issuer:
+            check_endpoint_url(issuer, "issuer", allow_http=allow_insecure_http)
+        if token_endpoint:
+            check_endpoint_url(token_endpoint, "token_endpoint", allow_http=allow_insecure_http)
+        self._token_endpoint = token_endpoint
+        self.client_auth = ClientAuth.create(
+            client_id=client_id, client_secret=client_secret, private_key=private_key,
+            auth_method=auth_method, signing_alg=signing_alg, has_client_cert=cert is not None,
+        )
+        self.scope = normalize_scope(scope)
+        self.audience = audience
+        self.resource = tuple(sorted(set([resource] if isinstance(resource, str) else resource or [])))
+        for value in self.resource:
+            # RFC 8707 §2: "Its value MUST be an absolute URI ... MUST NOT include a fragment".
+            if "://" not in value or "#" in value:
+                raise ConfigError(f"resource={value!r} must be an absolute URI without a fragment")
+        self.extra_params = dict(extra_params or {})
+        self._http = transport.HttpSettings(verify=verify, cert=cert, timeout=timeout)
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+        self._on_refresh = on_refresh
+        self._metadata: ServerMetadata | None = None
+        if store is DEFAULT:
+            store = type(self).default_store()
+        self.cache = TokenCache(
+            key=self._cache_key(subject), fetch=self._fetch, afetch=self._afetch, store=store,
+            seed=seed, leeway=leeway,
+        )
+
+    # -- identity ------------------------------------------------------------------------------------
+
+    def _cache_key(self, subject: str | None) -> str:
+        """Everything that changes the token, so two configurations never share one."""
+        parts = {
+            "issuer": self.issuer,
+            "token_endpoint": self._token_endpoint,
+            "client_id": self.client_auth.client_id,
+            "auth_method": self.client_auth.method,
+            "grant": self.grant_type,
+            "subject": subject,
+            "scope": sorted(self.scope),
+            "audience": self.audience,
+            "resource": list(self.resource),
+            "extra": sorted(self.extra_params.items()),
+        }
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return f"keyturn:v1:{digest[:32]}"
+
+    def __repr__(self) -> str:
+        where = self.issuer or self._token_endpoint
+        scope = " ".join(self.scope)
+        return (f"{type(self).__name__}(issuer={where!r}, client_id="
+                f"{self.client_auth.client_id!r}, auth_method={self.client_auth.method!r}, "
+                f"scope={scope!r})")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"a keyturn {type(self).__name__} holds secrets and cannot be pickled")
+
+    # -- public API --------------------------------------------------------------------------------
+
+    def get_access_token(self) -> str:
+        """A valid access token: cached when fresh, else refreshed once for all callers."""
+        return self.cache.access_token()
+
+    async def aget_access_token(self) -> str:
+        return await self.cache.aaccess_token()
+
+    def get_token(self) -> Token:
+        return self.cache.token()
+
+    async def aget_token(self) -> Token:
+        return await self.cache.atoken()
+
+    def _needs_wait(self) -> bool:
+        return not self.cache.has_valid_token()
+
+    def invalidate(self, access_token: str | None = None) -> None:
+        """Forget the cached access token (the refresh token is kept). With ``access_token``, only
+        if it is still the current one."""
+        self.cache.invalidate(access_token)
+
+    def logout(self) -> None:
+        """Forget every token of this source, in memory and in the store."""
+        self.cache.forget()
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- endpoints -----------------------------------------------------------------------------------
+
+    def _metadata_flow(self) -> Flow[ServerMetadata]:
+        if self._metadata is not None:
+            return self._metadata
+        if self.issuer is None:
+            self._metadata = ServerMetadata(issuer="", token_endpoint=self._token_endpoint)
+            return self._metadata
+        cache_key = (self.issuer, self._allow_http)
+        now = time.monotonic()
+        with _METADATA_LOCK:
+            cached = _METADATA.get(cache_key)
+        if cached is not None and now - cached[1] < METADATA_TTL:
+            metadata = cached[0]
+        else:
+            metadata = yield from discover(self.issuer, allow_http=self._allow_http)
+            with _METADATA_LOCK:
+                _METADATA[cache_key] = (metadata, now)
+        self._metadata = metadata
+        return metadata
+
+    def _endpoint_flow(self) -> Flow[str]:
+        if self._token_endpoint:
+            return self._token_endpoint
+        metadata = yield from self._metadata_flow()
+        if not metadata.token_endpoint:
+            raise DiscoveryError(
+                f"issuer {self.issuer} names no token_endpoint: pass token_endpoint=",
+                url=self.issuer,
+            )
+        return metadata.token_endpoint
+
+    # -- fetching ------------------------------------------------------------------------------------
+
+    def _grant(self, previous: Token | None) -> Grant:
+        """The grant request to make, given the newest stored token. Each source writes this."""
+        raise NotImplementedError
+
+    def _base_params(self) -> dict[str, str | list[str] | None]:
+        """Scope, audience, resource and extra parameters, for grants that send them."""
+        params: dict[str, str | list[str] | None] = {}
+        if self.scope:
+            params["scope"] = " ".join(self.scope)
+        if self.audience:
+            params["audience"] = self.audience
+        if self.resource:
+            params["resource"] = list(self.resource)
+        params.update(self.extra_params)
+        return params
+
+    def _flow(self, previous: Token | None) -> Flow[Token]:
+        grant = self._grant(previous)
+        endpoint = yield from self._endpoint_flow()
+        token = yield from token_flow(
+            endpoint=endpoint, grant_type=grant.grant_type, params=grant.params,
+            client_auth=self.client_auth, now=time.time(), requested_scope=self.scope,
+            idempotent=grant.idempotent,
+        )
+        return token
+
+    def _sync_client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._http.client()
+                client = self._client
+        return client
+
+    def _fetch(self, previous: Token | None) -> Token:
+        token = transport.run(self._flow(previous), self._sync_client(), self._http.retry)
+        self._fetched(token)
+        return token
+
+    async def _afetch(self, previous: Token | None) -> Token:
+        # A fresh client per refresh: refreshes are rare, and an AsyncClient is bound to the loop
+        # it was first used on, while a source may serve several loops.
+        async with self._http.async_client() as client:
+            token = await transport.arun(self._flow(previous), client, self._http.retry)
+        self._fetched(token)
+        return token
+
+    def _fetched(self, token: Token) -> None:
+        log.info("%s got a new access token %s (expires in %s s)", type(self).__name__,
+                 fingerprint(token.access_token),
+                 "?" if token.expires_at is None else f"{token.expires_at - time.time():.0f}")
+        if self._on_refresh is not None:
+            try:
+                self._on_refresh(token)
+            except Exception as exc:
+                log.error("on_refresh callback failed (%s); the token is kept in the store",
+                          exc.__class__.__name__)

@@ -1,0 +1,114 @@
+"""What every token store offers: records by key, and a lock that spans a refresh transaction.
+
+The cache uses a store like this, for every grant::
+
+    with store.lock(key):          # other threads, processes, hosts wait here
+        token = store.load(key)    # someone else may have refreshed while we waited
+        if token is still fresh: use it
+        else: fetch a new one; store.save(key, new)
+
+so that N callers needing a token make one request, and a rotated refresh token is always read
+back before it is used.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from types import TracebackType
+
+from ..token import Token
+
+__all__ = ["LocalLock", "Store", "StoreLock"]
+
+#: How long an async waiter sleeps between attempts at a lock held elsewhere (seconds).
+ASYNC_POLL = (0.005, 0.1)
+
+
+class StoreLock(abc.ABC):
+    """An exclusive lock on one key. Sync callers block in :meth:`acquire`; async callers poll in
+    :meth:`aacquire` so that a cancelled task never leaves a lock taken by an orphan thread."""
+
+    @abc.abstractmethod
+    def try_acquire(self) -> bool: ...
+
+    @abc.abstractmethod
+    def acquire(self) -> None: ...
+
+    @abc.abstractmethod
+    def release(self) -> None: ...
+
+    async def aacquire(self) -> None:
+        delay = ASYNC_POLL[0]
+        while not self.try_acquire():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, ASYNC_POLL[1])
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> StoreLock:
+        await self.aacquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class LocalLock(StoreLock):
+    """A lock that holds within this process only."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def try_acquire(self) -> bool:
+        return self._lock.acquire(blocking=False)
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+class Store(abc.ABC):
+    """A place where tokens live between calls, and possibly between processes and hosts."""
+
+    #: True when the store is shared beyond this process (files, Redis).
+    shared: bool = False
+
+    @abc.abstractmethod
+    def load(self, key: str) -> Token | None:
+        """The token under ``key``, or None. A damaged record is reported and treated as absent."""
+
+    @abc.abstractmethod
+    def save(self, key: str, token: Token) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def lock(self, key: str) -> StoreLock:
+        """A new, not yet acquired, lock on ``key``."""
+
+    # Async twins: by default the blocking call runs in a worker thread so the loop never waits on
+    # a disk or a socket. Stores whose calls never block override them.
+    async def aload(self, key: str) -> Token | None:
+        return await asyncio.to_thread(self.load, key)
+
+    async def asave(self, key: str, token: Token) -> None:
+        await asyncio.to_thread(self.save, key, token)
+
+    async def adelete(self, key: str) -> None:
+        await asyncio.to_thread(self.delete, key)

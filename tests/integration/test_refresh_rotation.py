@@ -1,0 +1,106 @@
+"""Rotating refresh tokens (the `public` client rotates on every use, and the provider revokes the
+whole grant when a rotated token is used again): never a spurious invalid_grant."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from keyturn import FileStore, InvalidGrant, LoginRequired, MemoryStore, RefreshToken
+
+
+def refresh_source(provider, refresh_token, **kwargs):
+    kwargs.setdefault("store", MemoryStore())
+    return RefreshToken(issuer=provider.issuer, client_id="public", refresh_token=refresh_token,
+                        **kwargs)
+
+
+def test_rotation_replaces_the_refresh_token(fresh_stats):
+    provider = fresh_stats
+    initial = provider.mint_refresh_token("public")
+    seen: list[str] = []
+    source = refresh_source(provider, initial, on_refresh=lambda t: seen.append(t.refresh_token))
+    first = source.get_token()
+    assert first.refresh_token and first.refresh_token != initial
+    assert seen == [first.refresh_token]
+    assert source.cache.store.load(source.cache.key).refresh_token == first.refresh_token
+    # The old one is spent: the provider refuses it (and would revoke the grant).
+    time.sleep(max(0.0, first.expires_at - time.time()) + 0.05)
+    second = source.get_token()
+    assert second.refresh_token not in (initial, first.refresh_token)
+    assert provider.token_requests("public", "refresh_token") == 2
+
+
+def test_8_threads_refreshing_one_rotating_token(fresh_stats):
+    provider = fresh_stats
+    source = refresh_source(provider, provider.mint_refresh_token("public"))
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            results.append(source.get_access_token())
+        except Exception as exc:  # collected and asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert len(set(results)) == 1
+    assert provider.token_requests("public", "refresh_token") == 1
+
+
+def _refresh_worker(issuer, refresh_token, path, barrier, queue):
+    source = RefreshToken(issuer=issuer, client_id="public", refresh_token=refresh_token,
+                          store=FileStore(path))
+    barrier.wait()
+    try:
+        queue.put(("ok", source.get_access_token()))
+    except Exception as exc:
+        queue.put(("error", repr(exc)))
+
+
+def test_8_processes_share_one_rotating_token(fresh_stats, tmp_path):
+    provider = fresh_stats
+    initial = provider.mint_refresh_token("public")
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(8), context.Queue()
+    processes = [context.Process(target=_refresh_worker,
+                                 args=(provider.issuer, initial, str(tmp_path), barrier, queue))
+                 for _ in range(8)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert [r for r in results if r[0] == "error"] == []
+    assert len({r[1] for r in results}) == 1
+    assert provider.token_requests("public", "refresh_token") == 1
+    # A process started later with the same (now spent) initial token finds its successor.
+    late = RefreshToken(issuer=provider.issuer, client_id="public", refresh_token=initial,
+                        store=FileStore(tmp_path))
+    assert late.get_access_token() == results[0][1]
+
+
+def test_a_refused_refresh_token_is_invalid_grant(fresh_stats):
+    provider = fresh_stats
+    source = refresh_source(provider, "not-a-real-refresh-token")
+    with pytest.raises(InvalidGrant) as info:
+        source.get_access_token()
+    assert "not-a-real-refresh-token" not in str(info.value)
+    assert "log in again" in str(info.value)
+
+
+def test_refresh_only_source_without_refresh_token_needs_login(fresh_stats):
+    provider = fresh_stats
+    source = refresh_source(provider, provider.mint_refresh_token("public"))
+    source.logout()
+    with pytest.raises(LoginRequired):
+        source.get_access_token()
