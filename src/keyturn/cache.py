@@ -356,13 +356,17 @@ class TokenCache:
             if stored is not None and (access_token is None or stored.access_token == access_token):
                 self.store.save(self.key, _expired(stored))
 
-    def forget(self) -> None:
-        """Forget everything, in memory and in the store."""
+    def forget(self) -> Token | None:
+        """Forget everything, in memory and in the store; return the newest token forgotten."""
+        entry, seed = self._entry, self._seed
+        newest = entry.token if entry is not None else seed
         self._entry = None
         self._seed = None
         if self._keep:
             with self.store.lock(self.key):
+                newest = self.store.load(self.key) or newest
                 self.store.delete(self.key)
+        return newest
 
     def has_valid_token(self) -> bool:
         """True when a token that has not expired is cached (it may be due for a refresh)."""

@@ -104,3 +104,27 @@ def test_refresh_only_source_without_refresh_token_needs_login(fresh_stats):
     source.logout()
     with pytest.raises(LoginRequired):
         source.get_access_token()
+
+
+def introspect(provider, token: str) -> bool:
+    import httpx
+
+    client = provider.clients["basic"]
+    response = httpx.post(provider.introspection_endpoint, data={"token": token},
+                          auth=client.basic_auth, trust_env=False)
+    return bool(response.json()["active"])
+
+
+def test_logout_forgets_and_revokes(fresh_stats, tmp_path):
+    provider = fresh_stats
+    store = FileStore(tmp_path)
+    source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
+    token = source.get_token()
+    assert introspect(provider, token.access_token)
+    source.logout()
+    assert store.load(source.cache.key) is None
+    assert list(tmp_path.glob("*.json")) == []
+    assert not introspect(provider, token.access_token)
+    with pytest.raises(InvalidGrant):
+        RefreshToken(issuer=provider.issuer, client_id="public", refresh_token=token.refresh_token,
+                     store=None).get_access_token()

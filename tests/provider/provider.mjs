@@ -14,7 +14,21 @@
 //   refresh_token_ttl  default refresh-token lifetime, seconds (default 14 days)
 //   device_code_ttl    device-code lifetime, seconds (default 600)
 //
-// Test-control endpoints (this test server only) live under /__test/, see README.md.
+// Test-control endpoints (this test server only):
+//   GET  /__test/stats[?log=1]      {"token_requests": {client_id: {grant_type: n}}, "total": n}
+//                                   (+ "log": [{t, client_id, grant_type, status}] with ?log=1).
+//                                   client_id from the body, Basic auth or client_assertion iss;
+//                                   "_unknown" if none. Every POST /token is counted, including
+//                                   rejected and injected-failure ones.
+//   POST /__test/reset[?all=1]      clear counts and pending fail_next (?all=1: device knobs too)
+//   POST /__test/mint_refresh_token {"client_id", "scope", "account_id", "resource"?,
+//                                    "expires_in"?, "gty"?} -> {"refresh_token", "grant_id", ...}
+//   POST /__test/device_knobs       {"interval": n|null, "slow_down_times": n}
+//   POST /__test/fail_next          {"status": 503, "count": 2, "body"?: {...}, "retry_after"?}
+//   GET  /__test/health
+// Also enforced here (oidc-provider accepts them interchangeably): client_secret_basic clients
+// must not send client_secret in the body, client_secret_post clients must not send Basic auth
+// (401 invalid_client, "client authentication method mismatch ...").
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import transport
 from ..cache import TokenCache
-from ..errors import ConfigError, DiscoveryError
+from ..errors import ConfigError, DiscoveryError, KeyturnError
 from ..integrations.httpx_auth import HttpxAuth
 from ..integrations.requests_auth import RequestsAuth
 from ..integrations.sdk import SdkAuth
@@ -26,6 +26,7 @@ from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import normalize_scope, token_flow
 from ..protocol.http import Flow
 from ..protocol.metadata import ServerMetadata, discover
+from ..protocol.revocation import revocation_flow
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from ..token import Token, fingerprint
@@ -184,8 +185,33 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         self.cache.invalidate(access_token)
 
     def logout(self) -> None:
-        """Forget every token of this source, in memory and in the store."""
-        self.cache.forget()
+        """Forget every token of this source, in memory and in the store, then revoke them at the
+        server when it offers RFC 7009 revocation. A failed revocation is logged, not raised: the
+        tokens are gone from here either way."""
+        token = self.cache.forget()
+        if token is None:
+            return
+        try:
+            transport.run(self._revoke_flow(token), self._sync_client(), self._http.retry)
+        except KeyturnError as exc:
+            log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
+                        exc.__class__.__name__)
+
+    def _revoke_flow(self, token: Token) -> Flow[None]:
+        if self.issuer is None:
+            return
+        metadata = yield from self._metadata_flow()
+        endpoint = metadata.revocation_endpoint
+        if endpoint is None:
+            return
+        audience = metadata.token_endpoint or endpoint
+        # The refresh token first: revoking it usually takes its access tokens along.
+        for value, hint in ((token.refresh_token, "refresh_token"),
+                            (token.access_token, "access_token")):
+            if value:
+                yield from revocation_flow(endpoint=endpoint, token=value, token_type_hint=hint,
+                                           client_auth=self.client_auth, audience=audience,
+                                           now=time.time())
 
     def close(self) -> None:
         client, self._client = self._client, None
