@@ -119,9 +119,12 @@ class InvalidResponse(KeyturnError):
     """The server's answer is not a valid response for the endpoint (HTML, bad JSON, missing fields)."""
 
     def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
         self.url = safe_url(url) if url else None
         self.status = status
+        # Name the endpoint: "the token endpoint answered HTML" alone does not say which URL to fix.
+        if self.url and self.url not in message:
+            message = f"{message} [{self.url}]"
+        super().__init__(message)
 
 
 class StoreError(KeyturnError):

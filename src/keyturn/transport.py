@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .errors import InvalidResponse, TransportError, safe_url
-from .protocol.http import Flow, HttpRequest, HttpResponse
+from .protocol.http import Flow, HttpRequest, HttpResponse, Wait
 
 __all__ = ["HttpSettings", "RetryPolicy", "arun", "run"]
 
@@ -190,10 +190,15 @@ def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy()
         sleep: Callable[[float], None] = time.sleep) -> T:
     """Drive ``flow`` to its result with a sync client."""
     try:
-        request = next(flow)
+        step = next(flow)
         while True:
+            if isinstance(step, Wait):
+                sleep(max(0.0, step.until - time.time()))
+                step = flow.send(time.time())
+                continue
+            request: HttpRequest = step
             response = _exchange(lambda r: _send(client, r), request, policy, sleep)
-            request = flow.send(response)
+            step = flow.send(response)
     except StopIteration as stop:
         result: T = stop.value
         return result
@@ -202,8 +207,13 @@ def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy()
 async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = RetryPolicy()) -> T:
     """Drive ``flow`` to its result with an async client; never blocks the event loop."""
     try:
-        request = next(flow)
+        step = next(flow)
         while True:
+            if isinstance(step, Wait):
+                await asyncio.sleep(max(0.0, step.until - time.time()))
+                step = flow.send(time.time())
+                continue
+            request: HttpRequest = step
             attempt = policy
             while True:
                 try:
@@ -216,7 +226,7 @@ async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = R
                     break
                 await asyncio.sleep(delay)
             assert response is not None
-            request = flow.send(response)
+            step = flow.send(response)
     except StopIteration as stop:
         result: T = stop.value
         return result

@@ -7,6 +7,7 @@ go into the form, which the builders below return.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -77,10 +78,20 @@ def token_flow(
     return parse_token_response(response, now=now, requested_scope=requested_scope)
 
 
+def _body(response: HttpResponse, purpose: str) -> dict[str, Any]:
+    """The response's members, from JSON or, for legacy servers, from a form."""
+    if response.content_type == "application/x-www-form-urlencoded":
+        # Legacy servers (GitHub without an Accept header) answer with a form, errors included.
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(response.body.decode("utf-8", "replace")))
+    return response.json_object(purpose)
+
+
 def parse_error_response(response: HttpResponse, purpose: str) -> Exception:
     """The typed error for a non-success answer: the server's OAuth error when it sent one."""
     try:
-        body = response.json_object(purpose)
+        body = _body(response, purpose)
     except InvalidResponse as exc:
         return exc
     error = body.get("error")
@@ -106,20 +117,26 @@ def _seconds(body: Mapping[str, Any], name: str, response: HttpResponse) -> floa
     if value is None:
         return None
     # Some servers (Azure AD v1) send "3599" as a string; a number in a string is still a number.
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # (ASCII digits only: str.isdigit() also accepts "²", which int() refuses.)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        with contextlib.suppress(ValueError):  # more digits than int() converts
+            value = int(value)
+    seconds: float | None = None
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        with contextlib.suppress(OverflowError):  # an integer beyond any float
+            seconds = float(value)
+    if seconds is None or not math.isfinite(seconds):
         raise InvalidResponse(
             f"the token endpoint sent {name}={str(value)[:20]!r}, which is not a number of seconds",
             url=response.url,
             status=response.status,
         )
-    if value < 0:
+    if seconds < 0:
         raise InvalidResponse(
             f"the token endpoint sent a negative {name} ({value})", url=response.url,
             status=response.status,
         )
-    return float(value)
+    return seconds
 
 
 def parse_token_response(
@@ -128,13 +145,7 @@ def parse_token_response(
     """A :class:`Token` from a successful answer (RFC 6749 §5.1), or the typed error."""
     if response.status != 200:
         raise parse_error_response(response, "token endpoint")
-    if response.content_type == "application/x-www-form-urlencoded":
-        # Legacy servers (GitHub without an Accept header) answer with a form.
-        from urllib.parse import parse_qsl
-
-        body: dict[str, Any] = dict(parse_qsl(response.body.decode("utf-8", "replace")))
-    else:
-        body = response.json_object("token endpoint")
+    body = _body(response, "token endpoint")
     if isinstance(body.get("error"), str):
         raise parse_error_response(response, "token endpoint")
     access = body.get("access_token")

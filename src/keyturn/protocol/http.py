@@ -1,8 +1,9 @@
 """HTTP requests and responses as plain values, and the shape of a protocol flow.
 
 A flow is a generator that yields the :class:`HttpRequest` it needs sent and receives the
-:class:`HttpResponse`; its return value is the result (a token, a metadata document). It never
-touches a socket, a clock or a sleep: ``transport.run`` and ``transport.arun`` drive the same flow
+:class:`HttpResponse`, or yields a :class:`Wait` and receives the wall-clock time once the wait is
+over; its return value is the result (a token, a metadata document). It never touches a socket, a
+clock or a sleep: ``transport.run`` and ``transport.arun`` drive the same flow
 for sync and async callers, so no grant is written twice.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from ..errors import InvalidResponse
 
-__all__ = ["Flow", "HttpRequest", "HttpResponse", "run_offline"]
+__all__ = ["Flow", "HttpRequest", "HttpResponse", "Wait", "run_offline"]
 
 T = TypeVar("T")
 
@@ -78,15 +79,29 @@ class HttpResponse:
         return value
 
 
-Flow = Generator[HttpRequest, HttpResponse, T]
+@dataclass(frozen=True)
+class Wait:
+    """Resume the flow at wall-clock time ``until``; the driver sends back the time it resumed."""
+
+    until: float
+
+
+Flow = Generator[Any, Any, T]
+"""Yields :class:`HttpRequest` (answered with :class:`HttpResponse`) or :class:`Wait` (answered
+with the current wall-clock time, a float)."""
 
 
 def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
     """Drive a flow with canned responses keyed by URL: for unit tests and examples."""
+    now = 0.0
     try:
-        request = next(flow)
+        step = next(flow)
         while True:
-            request = flow.send(responses[request.url])
+            if isinstance(step, Wait):
+                now = max(now, step.until)
+                step = flow.send(now)
+            else:
+                step = flow.send(responses[step.url])
     except StopIteration as stop:
         result: T = stop.value
         return result
