@@ -116,7 +116,7 @@ class TokenCache:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(getattr(fetch, "__self__", None), TokenCache):
+        if any(isinstance(getattr(f, "__self__", None), TokenCache) for f in (fetch, afetch)):
             raise TypeError("a TokenCache cannot wrap another TokenCache")
         self.key = key
         self._fetch = fetch
@@ -276,6 +276,11 @@ class TokenCache:
             latest = yield (_LOAD, None)
             used = previous.refresh_token if previous is not None else None
             if latest is None or not latest.refresh_token or latest.refresh_token == used:
+                if previous is not None and used:
+                    # The server refused the refresh token for good: drop it (keeping a still-valid
+                    # access token) so that nobody sends it again, then report the refusal.
+                    yield (_SAVE, previous.with_refresh_token(None))
+                    self._seed = None
                 raise
             fresh = self._fresh(latest)
             if fresh is not None:

@@ -7,7 +7,9 @@ go into the form, which the builders below return.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -139,6 +141,21 @@ def _seconds(body: Mapping[str, Any], name: str, response: HttpResponse) -> floa
     return seconds
 
 
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it: a hint about expiry, never trust."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+        return None
+    return float(exp)
+
+
 def parse_token_response(
     response: HttpResponse, *, now: float, requested_scope: tuple[str, ...] = ()
 ) -> Token:
@@ -156,6 +173,12 @@ def parse_token_response(
         )
     token_type = body.get("token_type")
     expires_in = _seconds(body, "expires_in", response)
+    if expires_in is None:
+        # RFC 6749 §5.1 only RECOMMENDS expires_in. A JWT access token (RFC 9068) still says when
+        # it expires; an opaque one without expires_in is used until a 401 says otherwise.
+        exp = jwt_expiry(access)
+        if exp is not None:
+            expires_in = max(0.0, exp - now)
     refresh_in = _seconds(body, "refresh_token_expires_in", response)
     if refresh_in is None:
         refresh_in = _seconds(body, "refresh_expires_in", response)
