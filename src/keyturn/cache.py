@@ -132,6 +132,7 @@ class TokenCache:
         self._mutex = threading.Lock()
         self._flight: _Flight | None = None
         self._failures = 0
+        self._background: set[asyncio.Task[Token]] = set()
 
     # -- the fast path -------------------------------------------------------------------------------
 
@@ -180,7 +181,10 @@ class TokenCache:
             # A sync call on an event-loop thread (pyFirecREST's async client does this): refresh
             # in a task and serve the still-valid token now, so the loop is never blocked.
             flight.loop = loop
-            loop.create_task(self._lead_async(flight, entry))
+            task = loop.create_task(self._lead_async(flight, entry))
+            # The loop keeps only a weak reference to tasks: hold this one until it is done.
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
             return entry.token
         try:
             result = self._drive_sync(self._transaction(entry))
@@ -203,6 +207,13 @@ class TokenCache:
         # The refresh runs in its own task: a caller that is cancelled while waiting does not
         # cancel the refresh that every other caller waits for.
         return await asyncio.shield(loop.create_task(self._lead_async(flight, entry)))
+
+    def _background_done(self, task: asyncio.Task[Token]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its waiters got the error; a background refresh has nobody else to tell.
+            log.warning("background token refresh failed (%s)",
+                        type(task.exception()).__name__)
 
     async def _lead_async(self, flight: _Flight, entry: _Entry | None) -> Token:
         try:

@@ -128,3 +128,23 @@ def test_8_processes_sharing_a_file_store_make_one_request(fresh_stats, tmp_path
     again = _run_processes(provider, tmp_path)
     assert len(again) == 1 and again != tokens
     assert provider.token_requests("short") == 1
+
+
+def test_sync_call_on_an_event_loop_refreshes_in_the_background(fresh_stats):
+    """pyFirecREST's async client calls the sync get_access_token() on its event loop: inside the
+    leeway it gets the still-valid token at once while a task refreshes."""
+    provider = fresh_stats
+    source = short_source(provider)
+
+    async def main() -> tuple[str, str, str]:
+        first = await source.aget_access_token()
+        await asyncio.sleep(1.15)  # inside the leeway (half of 2 s), still valid
+        served = source.get_access_token()  # sync, on the loop
+        while source.cache.current.access_token == first:
+            await asyncio.sleep(0.01)  # the loop is free: the background refresh runs
+        return first, served, source.get_access_token()
+
+    first, served, after = asyncio.run(main())
+    assert served == first
+    assert after != first
+    assert provider.token_requests("short") == 2
