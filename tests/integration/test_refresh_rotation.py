@@ -128,3 +128,24 @@ def test_logout_forgets_and_revokes(fresh_stats, tmp_path):
     with pytest.raises(InvalidGrant):
         RefreshToken(issuer=provider.issuer, client_id="public", refresh_token=token.refresh_token,
                      store=None).get_access_token()
+
+
+def test_invalid_grant_drops_the_refresh_token(fresh_stats, tmp_path):
+    import httpx
+
+    provider = fresh_stats
+    store = FileStore(tmp_path)
+    source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
+    token = source.get_token()
+    response = httpx.post(provider.revocation_endpoint, trust_env=False, data={
+        "token": token.refresh_token, "token_type_hint": "refresh_token", "client_id": "public"})
+    assert response.status_code == 200
+    time.sleep(max(0.0, token.expires_at - time.time()) + 0.05)
+    with pytest.raises(InvalidGrant):
+        source.get_access_token()
+    stored = store.load(source.cache.key)
+    assert stored is not None and stored.refresh_token is None  # dropped, never sent again
+    provider.reset_stats()
+    with pytest.raises(LoginRequired):
+        source.get_access_token()
+    assert provider.token_requests("public") == 0
