@@ -231,15 +231,22 @@ class TokenCache:
         return entry.token
 
     def _failed(self, flight: _Flight, entry: _Entry | None, exc: BaseException) -> Token:
-        with self._mutex:
-            self._flight = None
         now = self._clock()
-        if isinstance(exc, Exception) and entry is not None and self._still_valid(entry, now):
-            # Serve the still-valid token while the provider is unwell; try again after a backoff
-            # that grows with each failure but never reaches past the token's expiry.
+        # Unless invalidate() forgot it meanwhile (a server refused it with a 401): serve the
+        # still-valid token while the provider is unwell; try again after a backoff that grows
+        # with each failure but never reaches past the token's expiry.
+        serve = (isinstance(exc, Exception) and entry is not None and self._entry is not None
+                 and self._still_valid(entry, now))
+        if serve:
+            assert entry is not None
             self._failures += 1
             delay = min(FAILURE_BACKOFF[0] * 2 ** (self._failures - 1), FAILURE_BACKOFF[1])
+            # Set before the flight ends, so no caller slips in between and skips the backoff.
             self._entry = _Entry(entry.token, min(now + delay, entry.expires_at), entry.expires_at)
+        with self._mutex:
+            self._flight = None
+        if serve:
+            assert entry is not None
             log.warning("token refresh failed (%s); serving the cached token %s for up to %.0f s",
                         exc.__class__.__name__, fingerprint(entry.access_token),
                         entry.expires_at - now)

@@ -62,11 +62,14 @@ def safe_url(url: str) -> str:
     """The URL without user-info, query or fragment: the part of a URL that is safe to show."""
     try:
         parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port  # raises ValueError for a port that is not a number in range
     except ValueError:
         return "<unparseable URL>"
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -245,6 +248,7 @@ class AuthorizationPending(OAuthError):
     user-interaction steps (RFC 8628 §3.5)."""
 
     code = "authorization_pending"
+    hint = "The login has not been approved yet; keep polling at the interval the server gave."
 
 
 class SlowDown(OAuthError):
@@ -253,6 +257,7 @@ class SlowDown(OAuthError):
     requests (RFC 8628 §3.5)."""
 
     code = "slow_down"
+    hint = "Poll less often: add 5 seconds to the polling interval."
 
 
 _BY_CODE: dict[str, type[OAuthError]] = {

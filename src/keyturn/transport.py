@@ -3,13 +3,15 @@
 Both drive the same generator from ``protocol``; they differ only in ``await``. Retries live here
 too, as an immutable :class:`RetryPolicy` (after urllib3's ``Retry``): a connection error, a timeout,
 429 or a 5xx is retried with exponential backoff and jitter, honouring ``Retry-After``; an OAuth
-error (4xx) never is, because asking again cannot change the answer.
+error (4xx) never is, because asking again cannot change the answer. A non-idempotent request is
+retried only when it surely was not acted on: a connection error, 429 or 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +32,10 @@ log = logging.getLogger("keyturn.transport")
 #: A token or metadata response is a few kilobytes; a megabyte means something is wrong.
 MAX_BODY = 1 << 20
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Answers that say the request was not processed (RFC 6585 §4, RFC 9110 §15.6.4): the only ones after
+#: which a non-idempotent request (a rotating refresh token) may be sent again. After a 500, 502 or
+#: 504 the server, or the one behind the gateway, may already have acted on it.
+_NOT_PROCESSED_STATUS = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -80,9 +86,11 @@ def _retry_after(response: HttpResponse) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else seconds
     try:
         return parsedate_to_datetime(value).timestamp() - time.time()
     except (TypeError, ValueError):
@@ -162,7 +170,8 @@ def _next_step(
             raise _transport_error(request, exc) from None
         return policy.delay(), policy.increment()
     assert response is not None
-    if response.status in _RETRY_STATUS and not policy.exhausted:
+    retryable = _RETRY_STATUS if request.idempotent else _NOT_PROCESSED_STATUS
+    if response.status in retryable and not policy.exhausted:
         log.info("%s %s answered %s; retrying", request.purpose, safe_url(request.url),
                  response.status)
         return policy.delay(_retry_after(response)), policy.increment()

@@ -28,6 +28,7 @@ def check_endpoint_url(url: str, name: str, *, allow_http: bool = False) -> None
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        _ = parts.port  # ValueError for a port that is not a number in range
     except ValueError:
         raise ConfigError(f"{name} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not host:
