@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
+import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
 
-from .errors import InvalidResponse, TransportError, safe_url
+from .errors import ConfigError, InvalidResponse, TransportError, safe_url
 from .protocol.http import Flow, HttpRequest, HttpResponse, Wait
 
 __all__ = ["HttpSettings", "RetryPolicy", "arun", "run"]
@@ -71,14 +73,57 @@ class HttpSettings:
     cert: Any = None
     timeout: float = 30.0
     retry: RetryPolicy = RetryPolicy()
+    _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context, built once: loading a CA bundle takes tens of milliseconds, which
+        would otherwise be paid at every refresh and, in async code, stall the event loop."""
+        context = self._tls.get("context")
+        if context is None:
+            context = self._tls.setdefault("context", _build_tls_context(self.verify, self.cert))
+        return context
 
     def client(self) -> httpx.Client:
-        return httpx.Client(verify=self.verify, cert=self.cert, timeout=self.timeout,
+        return httpx.Client(verify=self.tls_context(), timeout=self.timeout,
                             follow_redirects=False, trust_env=False)
 
-    def async_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(verify=self.verify, cert=self.cert, timeout=self.timeout,
+    async def async_client(self) -> httpx.AsyncClient:
+        if "context" not in self._tls:
+            await asyncio.to_thread(self.tls_context)  # off the loop: it reads files
+        return httpx.AsyncClient(verify=self.tls_context(), timeout=self.timeout,
                                  follow_redirects=False, trust_env=False)
+
+
+def _build_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
+    """``verify``: True (certifi's CAs, as httpx), False, a CA file or directory, or a ready
+    SSLContext. ``cert``: a client certificate (RFC 8705 mutual TLS) as a path to a PEM holding
+    certificate and key, or a tuple (certificate, key[, password])."""
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif verify is True:
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    elif isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        if not os.path.exists(path):
+            raise ConfigError(f"verify={path!r}: no such CA file or directory")
+        context = (ssl.create_default_context(capath=path) if os.path.isdir(path)
+                   else ssl.create_default_context(cafile=path))
+    else:
+        raise ConfigError("verify= must be True, False, a CA file or directory, or an SSLContext")
+    if cert is not None:
+        parts = (cert,) if isinstance(cert, (str, os.PathLike)) else tuple(cert)
+        try:
+            context.load_cert_chain(*parts)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cert= could not be loaded ({exc.__class__.__name__}): give the "
+                              "client certificate and its key as PEM files") from None
+    return context
 
 
 def _retry_after(response: HttpResponse) -> float | None:

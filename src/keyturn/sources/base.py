@@ -301,7 +301,7 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
     async def _afetch(self, previous: Token | None) -> Token:
         # A fresh client per refresh: refreshes are rare, and an AsyncClient is bound to the loop
         # it was first used on, while a source may serve several loops.
-        async with self._http.async_client() as client:
+        async with await self._http.async_client() as client:
             token = await transport.arun(self._flow(previous), client, self._http.retry)
         self._fetched(token)
         return token
