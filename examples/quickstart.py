@@ -16,9 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from providerfixture import start_provider  # noqa: E402  (the stand-in identity provider)
-
-import keyturn  # noqa: E402
+import keyturn
+from providerfixture import start_provider
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ class HttpSettings:
         would otherwise be paid at every refresh and, in async code, stall the event loop."""
         context = self._tls.get("context")
         if context is None:
-            context = self._tls.setdefault("context", _build_tls_context(self.verify, self.cert))
+            context = self._tls.setdefault("context", _shared_tls_context(self.verify, self.cert))
         return context
 
     def client(self) -> httpx.Client:
@@ -92,6 +92,24 @@ class HttpSettings:
             await asyncio.to_thread(self.tls_context)  # off the loop: it reads files
         return httpx.AsyncClient(verify=self.tls_context(), timeout=self.timeout,
                                  follow_redirects=False, trust_env=False)
+
+
+_TLS_CONTEXTS: dict[tuple[Any, Any], ssl.SSLContext] = {}
+
+
+def _shared_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
+    """One context per process for each (verify, cert): every source of a process pays the CA
+    bundle load once. A context given by the caller is used as it is."""
+    if isinstance(verify, ssl.SSLContext):
+        return _build_tls_context(verify, cert)
+    key = (verify, tuple(cert) if isinstance(cert, list) else cert)
+    try:
+        context = _TLS_CONTEXTS.get(key)
+    except TypeError:  # unhashable settings: not shared
+        return _build_tls_context(verify, cert)
+    if context is None:
+        context = _TLS_CONTEXTS.setdefault(key, _build_tls_context(verify, cert))
+    return context
 
 
 def _build_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:

@@ -9,7 +9,6 @@ import time
 import pytest
 
 import keyturn.transport
-
 from faultproxy import FaultProxy
 from keyturn import (
     ClientCredentials,
