@@ -13,6 +13,7 @@ URLs have their query strings and user-info removed first.
     ├── DiscoveryError         the issuer's metadata could not be fetched or is wrong
     ├── TransportError         the network failed: connection, TLS, timeout
     ├── InvalidResponse        the server answered something that is not a valid response
+    ├── InvalidIdToken         an OpenID Connect id_token failed validation (signature, claims)
     ├── StoreError             a token store failed (disk, lock, Redis)
     └── OAuthError             the server answered with an RFC 6749 §5.2 error
         ├── InvalidRequest          invalid_request
@@ -41,6 +42,7 @@ __all__ = [
     "ExpiredToken",
     "InvalidClient",
     "InvalidGrant",
+    "InvalidIdToken",
     "InvalidRequest",
     "InvalidResponse",
     "InvalidScope",
@@ -128,6 +130,11 @@ class InvalidResponse(KeyturnError):
         if self.url and self.url not in message:
             message = f"{message} [{self.url}]"
         super().__init__(message)
+
+
+class InvalidIdToken(KeyturnError):
+    """An OpenID Connect ID Token failed validation (OpenID Connect Core §3.1.3.7): its signature,
+    algorithm, issuer, audience, expiry or nonce. The message names the check, never the token."""
 
 
 class StoreError(KeyturnError):

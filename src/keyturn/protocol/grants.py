@@ -41,7 +41,9 @@ GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 #: Response members that are secrets or already attributes of Token: never copied into `extra`.
 _NOT_EXTRA: Final = frozenset(
     {"access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope",
-     "refresh_expires_in", "refresh_token_expires_in"}
+     "refresh_expires_in", "refresh_token_expires_in",
+     # Claims come only from a validated id_token, never from the response body.
+     "id_token_claims"}
 )
 
 

@@ -1,0 +1,189 @@
+"""The device authorization grant (RFC 8628): log in once on another device, then refresh silently.
+
+The first call shows the person a URL and a code (``prompt=``), polls until they approve, and
+stores the tokens (a :class:`~keyturn.stores.file.FileStore` by default, so every later process
+of the user finds them). From then on the refresh token is used; a new device login is asked for
+only when the provider refuses it, and only from an interactive caller: a silent one (a cron job,
+``keyturn token``) gets :class:`~keyturn.errors.LoginRequired` instead of a prompt nobody sees.
+
+The whole login runs inside the cache's transaction, under the store's lock: two processes that
+need a login at once show one code, and a Ctrl-C while waiting leaves the store as it was (the
+store is written only once the token is there, and atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import transport
+from ..errors import ConfigError, DiscoveryError, InvalidGrant, LoginRequired, TransportError
+from ..protocol.device import (
+    DeviceAuthorization,
+    DeviceVerification,
+    device_authorization_flow,
+    device_poll_flow,
+)
+from ..protocol.endpoints import check_endpoint_url
+from ..protocol.grants import GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, token_flow
+from ..protocol.http import Flow
+from ..stores.base import Store
+from ..stores.file import FileStore
+from ..token import Token
+from .oidc import OpenIDSource, RefreshRefused, stdio_is_terminal
+
+__all__ = ["DEFAULT_SCOPE", "DeviceCode"]
+
+log = logging.getLogger("keyturn")
+
+#: Asked for when ``scope=`` is not given: an identity (``openid``) and a refresh token that
+#: outlives the session (``offline_access``), which is the point of logging in once.
+DEFAULT_SCOPE = ("openid", "offline_access")
+
+
+def _file_store() -> Store | None:
+    return FileStore()
+
+
+class DeviceCode(OpenIDSource):
+    """Tokens for a person, who approves the login on a phone or a browser elsewhere::
+
+        source = DeviceCode(issuer="https://id.example.org", client_id="cli")
+        source.get_access_token()   # first time: shows a URL, a code and a QR code on stderr
+
+    ``prompt(verification)`` is called with a :class:`DeviceVerification` to show; the default
+    writes to stderr. ``interactive`` says whether a login may be started at all; by default it is
+    when a ``prompt`` is given or stdin and stderr are terminals.
+    """
+
+    grant_type = GRANT_DEVICE_CODE
+    default_store = _file_store
+
+    def __init__(
+        self, *, prompt: Callable[[DeviceVerification], None] | None = None,
+        interactive: bool | None = None, device_authorization_endpoint: str | None = None,
+        scope: str | Iterable[str] | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(scope=DEFAULT_SCOPE if scope is None else scope, **kwargs)
+        if prompt is not None and not callable(prompt):
+            raise ConfigError("prompt= must be a callable taking a DeviceVerification")
+        if device_authorization_endpoint:
+            check_endpoint_url(device_authorization_endpoint, "device_authorization_endpoint",
+                               allow_http=self._allow_http)
+        elif self.issuer is None:
+            raise ConfigError("give issuer= (for discovery) or device_authorization_endpoint=")
+        self._device_endpoint = device_authorization_endpoint
+        self._prompt = prompt
+        self._interactive = interactive
+
+    @property
+    def interactive(self) -> bool:
+        if self._interactive is not None:
+            return self._interactive
+        return self._prompt is not None or stdio_is_terminal()
+
+    def _show(self, verification: DeviceVerification) -> None:
+        if self._prompt is not None:
+            self._prompt(verification)
+            return
+        from ..interactive.prompt import default_prompt
+
+        default_prompt(verification)
+
+    # -- the grant -----------------------------------------------------------------------------------
+
+    def _flow(self, previous: Token | None) -> Flow[Token]:
+        """The whole grant as one flow (the fetchers below run it in phases, see there)."""
+        outcome = yield from self._begin_flow(previous)
+        if isinstance(outcome, Token):
+            return outcome
+        token = yield from device_poll_flow(outcome)
+        token = yield from self._claims_flow(token, None)
+        return token
+
+    def _begin_flow(self, previous: Token | None) -> Flow[Token | DeviceAuthorization]:
+        """A refreshed token, or a device login shown to the person and ready to be polled."""
+        token_endpoint = yield from self._endpoint_flow()
+        if previous is not None and previous.refresh_token:
+            params = {k: v for k, v in self._base_params().items()
+                      if k != "scope" and v is not None}
+            # RFC 6749 §6: scope "If omitted is treated as equal to the scope originally granted".
+            params["refresh_token"] = previous.refresh_token
+            try:
+                token = yield from token_flow(
+                    endpoint=token_endpoint, grant_type=GRANT_REFRESH_TOKEN, params=params,
+                    client_auth=self.client_auth, now=time.time(), requested_scope=self.scope,
+                    idempotent=False,
+                )
+            except InvalidGrant as exc:
+                if not self.interactive:
+                    raise RefreshRefused(exc) from None
+                log.info("DeviceCode: the refresh token was refused; starting a new device login")
+            else:
+                token = yield from self._claims_flow(token, previous, refreshed=True)
+                return token
+        elif not self.interactive:
+            raise LoginRequired(
+                "no saved login for this DeviceCode source and this call is not interactive: "
+                "log in first (keyturn login), or pass interactive=True"
+            )
+        machine = yield from self._login_flow(token_endpoint)
+        return machine
+
+    def _login_flow(self, token_endpoint: str) -> Flow[DeviceAuthorization]:
+        endpoint = self._device_endpoint
+        if endpoint is None:
+            metadata = yield from self._metadata_flow()
+            endpoint = metadata.device_authorization_endpoint
+            if not endpoint:
+                raise DiscoveryError(
+                    f"issuer {self.issuer} offers no device_authorization_endpoint: pass "
+                    "device_authorization_endpoint=, or use another flow", url=self.issuer,
+                )
+        params = {k: v for k, v in self._base_params().items() if v is not None}
+        machine = DeviceAuthorization(
+            device_authorization_endpoint=endpoint, token_endpoint=token_endpoint,
+            client_auth=self.client_auth, params=params, requested_scope=self.scope,
+        )
+        verification = yield from device_authorization_flow(machine, now=time.time())
+        self._show(verification)
+        return machine
+
+    # -- the drivers -----------------------------------------------------------------------------------
+    # A poll that gets no answer ends transport.run with a TransportError; the login must survive
+    # it (RFC 8628 §3.5 asks to back off and poll again), so polling runs as its own phase here.
+
+    def _fetch(self, previous: Token | None) -> Token:
+        client, policy = self._sync_client(), self._http.retry
+        outcome = transport.run(self._begin_flow(previous), client, policy)
+        while isinstance(outcome, DeviceAuthorization):
+            try:
+                token = transport.run(device_poll_flow(outcome), client, policy)
+            except TransportError as exc:
+                self._poll_failed(outcome, exc)
+                continue
+            outcome = transport.run(self._claims_flow(token, None), client, policy)
+        self._fetched(outcome)
+        return outcome
+
+    async def _afetch(self, previous: Token | None) -> Token:
+        async with await self._http.async_client() as client:
+            policy = self._http.retry
+            outcome = await transport.arun(self._begin_flow(previous), client, policy)
+            while isinstance(outcome, DeviceAuthorization):
+                try:
+                    token = await transport.arun(device_poll_flow(outcome), client, policy)
+                except TransportError as exc:
+                    self._poll_failed(outcome, exc)
+                    continue
+                outcome = await transport.arun(self._claims_flow(token, None), client, policy)
+        self._fetched(outcome)
+        return outcome
+
+    @staticmethod
+    def _poll_failed(machine: DeviceAuthorization, exc: TransportError) -> None:
+        machine.receive_timeout(time.time())
+        log.warning("DeviceCode: a poll got no answer (%s); polling again in %.0f s",
+                    exc.__class__.__name__, machine.interval)

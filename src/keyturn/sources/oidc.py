@@ -1,0 +1,146 @@
+"""What the OpenID Connect sources (``DeviceCode``, ``AuthorizationCode``) share: ID Token
+validation, claims on the :class:`~keyturn.token.Token`, ``userinfo()``, and the error that turns a
+refused refresh token into a login request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Collection
+from typing import Any
+
+from .. import transport
+from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
+from ..protocol.http import Flow
+from ..protocol.idtoken import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_CLOCK_SKEW,
+    KeySetCache,
+    validate_id_token_flow,
+)
+from ..protocol.metadata import ServerMetadata
+from ..protocol.userinfo import userinfo_flow
+from ..token import Token
+from .base import Source
+
+__all__ = ["JWKS", "OpenIDSource", "RefreshRefused", "stdio_is_terminal"]
+
+#: The issuers' signing keys, shared by every source of the process.
+JWKS = KeySetCache()
+
+
+class RefreshRefused(LoginRequired, InvalidGrant):
+    """The saved refresh token was refused (invalid_grant) and the caller is not interactive.
+
+    Both a :class:`LoginRequired` (what the caller should do) and an :class:`InvalidGrant` (so the
+    cache drops the dead refresh token instead of sending it again at every call).
+    """
+
+    code = "invalid_grant"
+    hint = "The saved login has ended: log in again (keyturn login)."
+
+    def __init__(self, cause: OAuthError) -> None:
+        OAuthError.__init__(self, cause.error, cause.error_description, cause.error_uri,
+                            status=cause.status, url=cause.url)
+
+
+def stdio_is_terminal() -> bool:
+    """True when a person is likely watching: stdin and stderr are terminals."""
+    streams = (sys.stdin, sys.stderr)
+    return all(s is not None and hasattr(s, "isatty") and s.isatty() for s in streams)
+
+
+class OpenIDSource(Source):
+    """A source whose tokens may come with an ID Token: validated, its claims on ``Token.claims``."""
+
+    def __init__(
+        self, *, id_token_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+        clock_skew: float = DEFAULT_CLOCK_SKEW, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if "none" in id_token_algorithms:
+            from ..errors import ConfigError
+
+            raise ConfigError("id_token_algorithms must not contain 'none'")
+        self._id_algorithms = tuple(id_token_algorithms)
+        self._clock_skew = clock_skew
+
+    def _claims_flow(
+        self, token: Token, previous: Token | None, *, nonce: str | None = None,
+        refreshed: bool = False,
+    ) -> Flow[Token]:
+        """``token`` with the validated claims of its ID Token in ``extra["id_token_claims"]``."""
+        if "id_token_claims" in token.extra:
+            # Unknown response members land in ``extra``: a server must not be able to plant
+            # claims there without an ID Token that passed validation.
+            token = dataclasses.replace(
+                token, extra={k: v for k, v in token.extra.items() if k != "id_token_claims"})
+        if token.id_token is None:
+            if refreshed and previous is not None and previous.id_token and previous.claims:
+                # OIDC Core §12.2: a refresh "might not" return an ID Token; the identity is the
+                # one of the original login.
+                return dataclasses.replace(
+                    token, id_token=previous.id_token,
+                    extra={**token.extra, "id_token_claims": previous.claims},
+                )
+            return token
+        if self.issuer is None:
+            return token  # without discovery there is no JWKS to check it against: no claims
+        metadata: ServerMetadata = yield from self._metadata_flow()
+        claims = yield from validate_id_token_flow(
+            token.id_token, metadata=metadata, client_id=self.client_auth.client_id,
+            now=time.time(), nonce=nonce, keys=JWKS, algorithms=self._id_algorithms,
+            clock_skew=self._clock_skew,
+        )
+        if refreshed and previous is not None and previous.claims.get("sub") not in (
+                None, claims.get("sub")):
+            # OIDC Core §12.2: "its sub Claim Value MUST be the same as in the ID Token issued
+            # when the original authentication occurred".
+            raise InvalidIdToken("the refreshed id_token is for another subject (sub changed)")
+        return dataclasses.replace(token, extra={**token.extra, "id_token_claims": claims})
+
+    # -- userinfo ------------------------------------------------------------------------------------
+
+    def _userinfo_flow(self, token: Token) -> Flow[dict[str, Any]]:
+        metadata = yield from self._metadata_flow()
+        if not metadata.userinfo_endpoint:
+            from ..errors import DiscoveryError
+
+            raise DiscoveryError(f"issuer {self.issuer} offers no userinfo_endpoint",
+                                 url=self.issuer)
+        claims = yield from userinfo_flow(
+            endpoint=metadata.userinfo_endpoint, access_token=token.access_token,
+            token_type=token.token_type, expected_sub=token.claims.get("sub"),
+        )
+        return claims
+
+    def userinfo(self) -> dict[str, Any]:
+        """The claims of the UserInfo endpoint (OIDC Core §5.3) for the current access token.
+
+        A 401 (the token was revoked early) invalidates it and retries once with a new one.
+        """
+        for attempt in (1, 2):
+            token = self.get_token()
+            try:
+                return transport.run(self._userinfo_flow(token), self._sync_client(),
+                                     self._http.retry)
+            except OAuthError as exc:
+                if attempt == 2 or exc.status != 401:
+                    raise
+                self.invalidate(token.access_token)
+        raise AssertionError("unreachable")
+
+    async def auserinfo(self) -> dict[str, Any]:
+        for attempt in (1, 2):
+            token = await self.aget_token()
+            try:
+                async with await self._http.async_client() as client:
+                    return await transport.arun(self._userinfo_flow(token), client,
+                                                self._http.retry)
+            except OAuthError as exc:
+                if attempt == 2 or exc.status != 401:
+                    raise
+                self.invalidate(token.access_token)
+        raise AssertionError("unreachable")
