@@ -15,16 +15,20 @@ _LAZY = {
     "AccessDenied": "keyturn.errors",
     "ClientCredentials": "keyturn.sources.client_credentials",
     "ConfigError": "keyturn.errors",
+    "DeviceCode": "keyturn.sources.device_code",
+    "DeviceVerification": "keyturn.protocol.device",
     "DiscoveryError": "keyturn.errors",
     "ExpiredToken": "keyturn.errors",
     "FileStore": "keyturn.stores.file",
     "InvalidClient": "keyturn.errors",
     "InvalidGrant": "keyturn.errors",
+    "InvalidIdToken": "keyturn.errors",
     "InvalidResponse": "keyturn.errors",
     "KeyturnError": "keyturn.errors",
     "LoginRequired": "keyturn.errors",
     "MemoryStore": "keyturn.stores.memory",
     "OAuthError": "keyturn.errors",
+    "RedisStore": "keyturn.stores.redis",
     "RefreshToken": "keyturn.sources.refresh_token",
     "StaticToken": "keyturn.sources.static",
     "Store": "keyturn.stores.base",
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
         ExpiredToken,
         InvalidClient,
         InvalidGrant,
+        InvalidIdToken,
         InvalidResponse,
         KeyturnError,
         LoginRequired,
@@ -50,12 +55,15 @@ if TYPE_CHECKING:
         StoreError,
         TransportError,
     )
+    from .protocol.device import DeviceVerification
     from .sources.client_credentials import ClientCredentials
+    from .sources.device_code import DeviceCode
     from .sources.refresh_token import RefreshToken
     from .sources.static import StaticToken
     from .stores.base import Store
     from .stores.file import FileStore
     from .stores.memory import MemoryStore
+    from .stores.redis import RedisStore
     from .token import Token
 
 

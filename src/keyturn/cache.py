@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -45,6 +46,7 @@ Fetch = Callable[[Token | None], Token]
 AsyncFetch = Callable[[Token | None], Awaitable[Token]]
 
 # Operations of a transaction; the drivers carry them out.
+_LOCK: Final = "lock"
 _LOAD: Final = "load"
 _FETCH: Final = "fetch"
 _SAVE: Final = "save"
@@ -267,6 +269,12 @@ class TokenCache:
             return None
         return self._adopt(token)
 
+    def _newer(self, stored: Token | None, entry: _Entry | None) -> _Entry | None:
+        """An entry for the stored token if it is fresh and not the one we already hold."""
+        if stored is None or (entry is not None and stored.access_token == entry.access_token):
+            return None
+        return self._fresh(stored)
+
     def _adopt(self, token: Token) -> _Entry:
         deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self._clock(),
                                         leeway=self._leeway, jitter=self._jitter)
@@ -278,13 +286,22 @@ class TokenCache:
         return entry
 
     def _transaction(self, entry: _Entry | None) -> Transaction:
-        """Under the store's lock: re-read, adopt a fresh token, or fetch, save and adopt."""
+        """Adopt a fresh token another process stored, or, under the store's lock: re-read,
+        adopt, or fetch, save and adopt."""
         previous = entry.token if entry is not None else self._seed
+        if self.store.shared:
+            # A look without the lock first: when another process has just refreshed, a herd
+            # adopts its token at once instead of queueing for the lock one process at a time.
+            peeked = yield (_LOAD, None)
+            newer = self._newer(peeked, entry)
+            if newer is not None:
+                return newer
+        yield (_LOCK, None)
         stored = yield (_LOAD, None)
         if stored is not None:
-            fresh = self._fresh(stored)
-            if fresh is not None and (entry is None or stored.access_token != entry.access_token):
-                return fresh
+            newer = self._newer(stored, entry)
+            if newer is not None:
+                return newer
             previous = stored
         try:
             token = yield (_FETCH, previous)
@@ -313,7 +330,7 @@ class TokenCache:
 
     def _drive_sync(self, transaction: Transaction) -> _Entry | None:
         store, key = self.store, self.key
-        with store.lock(key):
+        with contextlib.ExitStack() as held:
             reply: Any = None
             error: BaseException | None = None
             while True:
@@ -324,7 +341,9 @@ class TokenCache:
                     return result
                 reply, error = None, None
                 try:
-                    if op == _LOAD:
+                    if op == _LOCK:
+                        held.enter_context(store.lock(key))
+                    elif op == _LOAD:
                         reply = store.load(key) if self._keep else None
                     elif op == _FETCH:
                         reply = self._fetch(arg)
@@ -336,7 +355,7 @@ class TokenCache:
 
     async def _drive_async(self, transaction: Transaction) -> _Entry | None:
         store, key = self.store, self.key
-        async with store.lock(key):
+        async with contextlib.AsyncExitStack() as held:
             reply: Any = None
             error: BaseException | None = None
             while True:
@@ -347,7 +366,9 @@ class TokenCache:
                     return result
                 reply, error = None, None
                 try:
-                    if op == _LOAD:
+                    if op == _LOCK:
+                        await held.enter_async_context(store.lock(key))
+                    elif op == _LOAD:
                         reply = await store.aload(key) if self._keep else None
                     elif op == _FETCH:
                         reply = await self._afetch(arg)
