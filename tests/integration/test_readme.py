@@ -37,7 +37,7 @@ def test_the_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, readme_provider, tmp_path, monkeypatch):
+def test_readme_example_runs(index, readme_provider, redis_url, tmp_path, monkeypatch):
     provider = readme_provider
     pem = tmp_path / "signed-job.pem"
     pem.write_bytes(ECKey.import_key(provider.clients["signed-job"].private_key).as_pem(private=True))
@@ -50,6 +50,7 @@ def test_readme_example_runs(index, readme_provider, tmp_path, monkeypatch):
         "CLI_REFRESH_TOKEN": provider.mint_refresh_token("cli"),
         "TOKEN_DIR": str(tmp_path / "tokens"),
         "API_URL": api.url,
+        "REDIS_URL": redis_url,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
