@@ -26,3 +26,16 @@ def test_ruff():
 def test_mypy_strict():
     result = run(sys.executable, "-m", "mypy", "src")  # strict = true in pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_public_names_are_typed_for_users(tmp_path):
+    """keyturn ships py.typed: `from keyturn import X` must type-check under --strict for every
+    public name (lazy loading must not hide them from mypy)."""
+    import keyturn
+
+    assert set(keyturn.__all__) == set(keyturn._LAZY)
+    user = tmp_path / "user_code.py"
+    user.write_text(f"from keyturn import {', '.join(keyturn.__all__)}\n\n"
+                    f"print({', '.join(keyturn.__all__)})\n")
+    result = run(sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user))
+    assert result.returncode == 0, result.stdout + result.stderr

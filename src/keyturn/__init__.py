@@ -37,34 +37,56 @@ _LAZY = {
     "TransportError": "keyturn.errors",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "AccessDenied",
+    "ClientCredentials",
+    "ConfigError",
+    "DeviceCode",
+    "DeviceVerification",
+    "DiscoveryError",
+    "ExpiredToken",
+    "FileStore",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidIdToken",
+    "InvalidResponse",
+    "KeyturnError",
+    "LoginRequired",
+    "MemoryStore",
+    "OAuthError",
+    "RedisStore",
+    "RefreshToken",
+    "StaticToken",
+    "Store",
+    "StoreError",
+    "Token",
+    "TransportError",
+]
 
 if TYPE_CHECKING:
-    from .errors import (
-        AccessDenied,
-        ConfigError,
-        DiscoveryError,
-        ExpiredToken,
-        InvalidClient,
-        InvalidGrant,
-        InvalidIdToken,
-        InvalidResponse,
-        KeyturnError,
-        LoginRequired,
-        OAuthError,
-        StoreError,
-        TransportError,
-    )
-    from .protocol.device import DeviceVerification
-    from .sources.client_credentials import ClientCredentials
-    from .sources.device_code import DeviceCode
-    from .sources.refresh_token import RefreshToken
-    from .sources.static import StaticToken
-    from .stores.base import Store
-    from .stores.file import FileStore
-    from .stores.memory import MemoryStore
-    from .stores.redis import RedisStore
-    from .token import Token
+    from .errors import AccessDenied as AccessDenied
+    from .errors import ConfigError as ConfigError
+    from .errors import DiscoveryError as DiscoveryError
+    from .errors import ExpiredToken as ExpiredToken
+    from .errors import InvalidClient as InvalidClient
+    from .errors import InvalidGrant as InvalidGrant
+    from .errors import InvalidIdToken as InvalidIdToken
+    from .errors import InvalidResponse as InvalidResponse
+    from .errors import KeyturnError as KeyturnError
+    from .errors import LoginRequired as LoginRequired
+    from .errors import OAuthError as OAuthError
+    from .errors import StoreError as StoreError
+    from .errors import TransportError as TransportError
+    from .protocol.device import DeviceVerification as DeviceVerification
+    from .sources.client_credentials import ClientCredentials as ClientCredentials
+    from .sources.device_code import DeviceCode as DeviceCode
+    from .sources.refresh_token import RefreshToken as RefreshToken
+    from .sources.static import StaticToken as StaticToken
+    from .stores.base import Store as Store
+    from .stores.file import FileStore as FileStore
+    from .stores.memory import MemoryStore as MemoryStore
+    from .stores.redis import RedisStore as RedisStore
+    from .token import Token as Token
 
 
 def __getattr__(name: str) -> Any:
