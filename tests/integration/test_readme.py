@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
-from providerfixture import make_client, start_provider
+from providerfixture import DEVICE_CODE_GRANT, approve_device_code, make_client, start_provider
 from resource_server import ResourceServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -25,7 +25,8 @@ def readme_provider(tmp_path_factory):
         make_client("batch-job", "client_secret_basic", grant_types=["client_credentials"]),
         make_client("signed-job", "private_key_jwt", grant_types=["client_credentials"],
                     signing_alg="ES256"),
-        make_client("cli", "none", grant_types=["refresh_token", "authorization_code"]),
+        make_client("cli", "none", grant_types=["refresh_token", "authorization_code",
+                                                DEVICE_CODE_GRANT]),
     ]
     provider = start_provider(clients, tmp_path_factory.mktemp("readme-provider"))
     yield provider
@@ -55,7 +56,9 @@ def test_readme_example_runs(index, readme_provider, redis_url, tmp_path, monkey
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     provider.reset_stats()
-    namespace: dict = {"__name__": "readme_example"}
+    provider.set_device_knobs(interval=1)
+    namespace: dict = {"__name__": "readme_example",
+                       "approve": lambda uri: approve_device_code(provider, uri)}
     with api.running():
         exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
         if "main" in namespace and asyncio.iscoroutinefunction(namespace["main"]):
