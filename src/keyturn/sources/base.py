@@ -7,8 +7,6 @@ requests/httpx integrations come from here and from the modules it composes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import transport
 from ..cache import TokenCache
+from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
 from ..integrations.httpx_auth import HttpxAuth
 from ..integrations.requests_auth import RequestsAuth
@@ -136,20 +135,12 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
 
     def _cache_key(self, subject: str | None) -> str:
         """Everything that changes the token, so two configurations never share one."""
-        parts = {
-            "issuer": self.issuer,
-            "token_endpoint": self._token_endpoint,
-            "client_id": self.client_auth.client_id,
-            "auth_method": self.client_auth.method,
-            "grant": self.grant_type,
-            "subject": subject,
-            "scope": sorted(self.scope),
-            "audience": self.audience,
-            "resource": list(self.resource),
-            "extra": sorted(self.extra_params.items()),
-        }
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-        return f"keyturn:v1:{digest[:32]}"
+        return cache_key(
+            issuer=self.issuer, token_endpoint=self._token_endpoint,
+            client_id=self.client_auth.client_id, auth_method=self.client_auth.method,
+            grant=self.grant_type, subject=subject, scope=self.scope, audience=self.audience,
+            resource=self.resource, extra=self.extra_params,
+        )
 
     def __repr__(self) -> str:
         where = self.issuer or self._token_endpoint

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..cachekey import file_name
 from ..errors import StoreError
 from ..token import Token
 from .base import LocalLock, Store, StoreLock
@@ -45,10 +45,6 @@ _NO_LOCK_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "keyturn"
-
-
-def file_name(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 class _FileLock(StoreLock):

@@ -1,0 +1,7 @@
+"""``python -m keyturn``: the same entry point as the ``keyturn`` command."""
+
+import sys
+
+from ._fastpath import main
+
+sys.exit(main())
