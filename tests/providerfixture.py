@@ -471,9 +471,11 @@ def start_provider(
     refresh_token_ttl: int | None = None,
     device_code_ttl: int | None = None,
     timeout: float = READY_TIMEOUT,
+    jwt_bearer_keys: dict[str, dict[str, Any]] | None = None,
 ) -> Provider:
     """Start a provider with ``clients`` (default: ``default_clients()``) and wait until ready.
 
+    ``jwt_bearer_keys`` ({issuer: public JWK}) enables the test-only RFC 7523 grant's issuers.
     Config, ready file and log (``provider.log``, stdout+stderr) go to ``tmp_dir`` (a fresh
     temporary directory when None). Raises ``ProviderError`` with the log tail on failure.
     """
@@ -516,6 +518,9 @@ def start_provider(
         config["refresh_token_ttl"] = refresh_token_ttl
     if device_code_ttl is not None:
         config["device_code_ttl"] = device_code_ttl
+    if jwt_bearer_keys is not None:
+        # Test-only jwt-bearer grant: {assertion issuer: public JWK} the provider trusts.
+        config["jwt_bearer_keys"] = jwt_bearer_keys
     config_path.write_text(json.dumps(config, indent=1))
 
     started = time.monotonic()

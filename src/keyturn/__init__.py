@@ -26,6 +26,7 @@ _LAZY = {
     "InvalidGrant": "keyturn.errors",
     "InvalidIdToken": "keyturn.errors",
     "InvalidResponse": "keyturn.errors",
+    "JwtBearer": "keyturn.sources.jwt_bearer",
     "KeyturnError": "keyturn.errors",
     "LoginRequired": "keyturn.errors",
     "MemoryStore": "keyturn.stores.memory",
@@ -36,6 +37,7 @@ _LAZY = {
     "Store": "keyturn.stores.base",
     "StoreError": "keyturn.errors",
     "Token": "keyturn.token",
+    "TokenExchange": "keyturn.sources.token_exchange",
     "TransportError": "keyturn.errors",
     "from_profile": "keyturn.config",
 }
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidIdToken",
     "InvalidResponse",
+    "JwtBearer",
     "KeyturnError",
     "LoginRequired",
     "MemoryStore",
@@ -63,6 +66,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Token",
+    "TokenExchange",
     "TransportError",
     "from_profile",
 ]
@@ -87,8 +91,10 @@ if TYPE_CHECKING:
     from .protocol.device import DeviceVerification as DeviceVerification
     from .sources.client_credentials import ClientCredentials as ClientCredentials
     from .sources.device_code import DeviceCode as DeviceCode
+    from .sources.jwt_bearer import JwtBearer as JwtBearer
     from .sources.refresh_token import RefreshToken as RefreshToken
     from .sources.static import StaticToken as StaticToken
+    from .sources.token_exchange import TokenExchange as TokenExchange
     from .stores.base import Store as Store
     from .stores.file import FileStore as FileStore
     from .stores.memory import MemoryStore as MemoryStore

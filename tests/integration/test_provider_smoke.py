@@ -370,7 +370,7 @@ def test_minted_refresh_token_with_resource_gives_jwt(fresh_stats: Provider, htt
 def test_custom_provider_forced_rotation_and_short_refresh_ttl(tmp_path: Path, http: httpx.Client) -> None:
     clients = [
         make_client("rot", grant_types=["client_credentials", "refresh_token"], force_refresh_rotation=True),
-        make_client("rt-short", grant_types=["client_credentials", "refresh_token"], refresh_token_ttl=1),
+        make_client("rt-short", grant_types=["client_credentials", "refresh_token"], refresh_token_ttl=3),
     ]
     p = start_provider(clients, tmp_path)
     try:

@@ -35,6 +35,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
 import { promisify } from 'node:util';
+import * as jose from 'jose';  // TEST-ONLY grants below
 
 const [configPath, readyFile] = process.argv.slice(2);
 if (!configPath || !readyFile) {
@@ -390,6 +391,75 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
+
+// ---------------------------------------------------------------------------------------------
+// TEST-ONLY grants (keyturn's JwtBearer and TokenExchange tests): oidc-provider ships neither.
+// cfg.jwt_bearer_keys: {issuer: public JWK} trusted to sign RFC 7523 assertions.
+// ---------------------------------------------------------------------------------------------
+const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const seenJtis = new Map();
+
+async function issueTestAccessToken(ctx, accountId, scope, body = {}) {
+  const { client } = ctx.oidc;
+  const grant = new provider.Grant({ accountId, clientId: client.clientId });
+  if (scope) grant.addOIDCScope(scope);
+  const grantId = await grant.save();
+  const at = new provider.AccessToken({ accountId, client, grantId, gty: 'test_grant', scope });
+  const value = await at.save();
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { access_token: value, token_type: 'Bearer', expires_in: at.expiration, scope, ...body };
+}
+
+function testGrantError(ctx, error, description) {
+  ctx.status = 400;
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error, error_description: description };
+}
+
+provider.registerGrantType(JWT_BEARER_GRANT, async (ctx) => {
+  const { assertion, scope } = ctx.oidc.params;
+  const keys = cfg.jwt_bearer_keys || {};
+  let payload;
+  try {
+    const { iss } = jose.decodeJwt(assertion);
+    if (!keys[iss]) return testGrantError(ctx, 'invalid_grant', 'assertion issuer is not trusted');
+    // RFC 7523 §3: aud must identify the authorization server; exp must be in the future.
+    ({ payload } = await jose.jwtVerify(assertion, jose.createLocalJWKSet({ keys: [keys[iss]] }), {
+      audience: [`${issuer}${TOKEN_PATH}`, issuer],
+      requiredClaims: ['iss', 'sub', 'aud', 'exp', 'jti'],
+    }));
+  } catch (err) {
+    return testGrantError(ctx, 'invalid_grant', `invalid assertion (${err.code || err.name})`);
+  }
+  // RFC 7523 §3: "The authorization server MAY ensure that JWTs are not replayed".
+  const jtiKey = `${payload.iss}\u0000${payload.jti}`;
+  if (seenJtis.has(jtiKey)) return testGrantError(ctx, 'invalid_grant', 'assertion replayed (jti seen)');
+  seenJtis.set(jtiKey, payload.exp);
+  return issueTestAccessToken(ctx, payload.sub, scope);
+}, ['assertion', 'scope']);
+
+provider.registerGrantType(TOKEN_EXCHANGE_GRANT, async (ctx) => {
+  const p = ctx.oidc.params;
+  if (!p.subject_token || !p.subject_token_type) {
+    return testGrantError(ctx, 'invalid_request', 'subject_token and subject_token_type are required');
+  }
+  if (p.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    return testGrantError(ctx, 'invalid_request', 'unsupported subject_token_type');
+  }
+  // A real token this provider issued: a user's access token or a client credentials token.
+  const subject = (await provider.AccessToken.find(p.subject_token))
+    || (await provider.ClientCredentials.find(p.subject_token));
+  if (!subject || subject.isExpired) return testGrantError(ctx, 'invalid_grant', 'subject_token is not a valid access token');
+  if (p.requested_token_type && p.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    return testGrantError(ctx, 'invalid_request', 'only access tokens are issued');
+  }
+  return issueTestAccessToken(ctx, subject.accountId || subject.clientId, p.scope, {
+    issued_token_type: ACCESS_TOKEN_TYPE,
+  });
+}, ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
+  'audience', 'resource', 'scope']);
 
 // Routes (defaults of oidc-provider 9.x).
 const TOKEN_PATH = '/token';

@@ -16,7 +16,7 @@ CONTRACT = {
     "AccessDenied", "ClientCredentials", "ConfigError", "DiscoveryError", "ExpiredToken", "FileStore",
     "InvalidClient", "InvalidGrant", "KeyturnError", "LoginRequired", "MemoryStore", "OAuthError",
     "RefreshToken", "StaticToken", "Token", "TransportError",
-    "DeviceCode", "DeviceVerification", "RedisStore",
+    "DeviceCode", "DeviceVerification", "RedisStore", "JwtBearer", "TokenExchange",
 }
 
 
