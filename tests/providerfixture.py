@@ -313,6 +313,7 @@ class Provider:
         log_path: Path,
         config_path: Path,
         startup_seconds: float,
+        verify: Any = True,
     ) -> None:
         self.issuer = issuer
         self.process = process
@@ -321,7 +322,8 @@ class Provider:
         self.log_path = log_path
         self.config_path = config_path
         self.startup_seconds = startup_seconds
-        self._http = httpx.Client(base_url=issuer, trust_env=False, timeout=CONTROL_TIMEOUT)
+        self._http = httpx.Client(base_url=issuer, trust_env=False, timeout=CONTROL_TIMEOUT,
+                                  verify=_verify_context(verify))
         self._discovery: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -444,6 +446,14 @@ class Provider:
         _terminate(self.process)
 
 
+def _verify_context(verify: Any) -> Any:
+    if isinstance(verify, str):
+        import ssl
+
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -472,10 +482,13 @@ def start_provider(
     device_code_ttl: int | None = None,
     timeout: float = READY_TIMEOUT,
     jwt_bearer_keys: dict[str, dict[str, Any]] | None = None,
+    tls: dict[str, str] | None = None,
 ) -> Provider:
     """Start a provider with ``clients`` (default: ``default_clients()``) and wait until ready.
 
     ``jwt_bearer_keys`` ({issuer: public JWK}) enables the test-only RFC 7523 grant's issuers.
+    ``tls`` ({"cert", "key", "client_ca", "ca"}: PEM paths) serves https, asking clients for a
+    certificate signed by ``client_ca`` (RFC 8705 tls_client_auth); ``ca`` verifies the server.
     Config, ready file and log (``provider.log``, stdout+stderr) go to ``tmp_dir`` (a fresh
     temporary directory when None). Raises ``ProviderError`` with the log tail on failure.
     """
@@ -521,6 +534,8 @@ def start_provider(
     if jwt_bearer_keys is not None:
         # Test-only jwt-bearer grant: {assertion issuer: public JWK} the provider trusts.
         config["jwt_bearer_keys"] = jwt_bearer_keys
+    if tls is not None:
+        config["tls"] = {k: tls[k] for k in ("cert", "key", "client_ca")}
     config_path.write_text(json.dumps(config, indent=1))
 
     started = time.monotonic()
@@ -558,6 +573,7 @@ def start_provider(
         log_path=log_path,
         config_path=config_path,
         startup_seconds=time.monotonic() - started,
+        verify=tls["ca"] if tls is not None else True,
     )
     with _running_lock:
         _running.add(p)

@@ -33,6 +33,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as querystring from 'node:querystring';
 import { promisify } from 'node:util';
 import * as jose from 'jose';  // TEST-ONLY grants below
@@ -262,13 +263,23 @@ function jsonError(ctx, status, error, description, headers = {}) {
 // ---------------------------------------------------------------------------------------------
 // Server + provider
 // ---------------------------------------------------------------------------------------------
-const server = http.createServer();
+// cfg.tls = {cert, key, client_ca} (PEM paths): serve https and ask every client for a certificate
+// (verified against client_ca, but not required), for RFC 8705 tls_client_auth tests.
+const server = cfg.tls
+  ? https.createServer({
+    cert: fs.readFileSync(cfg.tls.cert),
+    key: fs.readFileSync(cfg.tls.key),
+    ca: fs.readFileSync(cfg.tls.client_ca),
+    requestCert: true,
+    rejectUnauthorized: false,
+  })
+  : http.createServer();
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${cfg.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const [ecKey, edKey, rsaKey] = await keysPromise;
 
@@ -359,7 +370,32 @@ const configuration = {
     BackchannelAuthenticationRequest: () => 600,
     PreAuthorizedCode: () => 600,
   },
+  clientAuthMethods: [
+    'client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt', 'none',
+    ...(cfg.tls ? ['tls_client_auth'] : []),
+  ],
   features: {
+    // RFC 8705 §2.1 PKI mutual TLS, only on the https server.
+    mTLS: {
+      enabled: Boolean(cfg.tls),
+      tlsClientAuth: true,
+      getCertificate(ctx) {
+        const peer = ctx.req.socket.getPeerCertificate?.();
+        if (!peer || !peer.raw) return undefined;
+        return new crypto.X509Certificate(peer.raw).toString();
+      },
+      certificateAuthorized(ctx) {
+        return ctx.req.socket.authorized === true;
+      },
+      certificateSubjectMatches(ctx, property, expected) {
+        if (property !== 'tls_client_auth_subject_dn') return false;
+        const peer = ctx.req.socket.getPeerCertificate?.();
+        if (!peer || !peer.raw) return false;
+        // Node lists the RDNs outermost first; RFC 4514 strings list them innermost first.
+        const subject = new crypto.X509Certificate(peer.raw).subject.split('\n').reverse().join(',');
+        return subject === expected;
+      },
+    },
     devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
     deviceFlow: { enabled: true },
