@@ -4,12 +4,12 @@ serving https and verifying client certificates against a CA made here with trus
 from __future__ import annotations
 
 import pytest
+import trustme
 from cryptography import x509
 
 from keyturn import ClientCredentials, ConfigError, InvalidClient, MemoryStore
 from providerfixture import make_client, start_provider
 
-trustme = pytest.importorskip("trustme")
 
 
 @pytest.fixture(scope="module")
