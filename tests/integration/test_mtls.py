@@ -11,7 +11,6 @@ from keyturn import ClientCredentials, ConfigError, InvalidClient, MemoryStore
 from providerfixture import make_client, start_provider
 
 
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     work = tmp_path_factory.mktemp("pki")
