@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AccessDenied": "keyturn.errors",
+    "AuthorizationCode": "keyturn.sources.authorization_code",
     "ClientCredentials": "keyturn.sources.client_credentials",
     "ConfigError": "keyturn.errors",
     "DeviceCode": "keyturn.sources.device_code",
@@ -44,6 +45,7 @@ _LAZY = {
 
 __all__ = [
     "AccessDenied",
+    "AuthorizationCode",
     "ClientCredentials",
     "ConfigError",
     "DeviceCode",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
     from .errors import StoreError as StoreError
     from .errors import TransportError as TransportError
     from .protocol.device import DeviceVerification as DeviceVerification
+    from .sources.authorization_code import AuthorizationCode as AuthorizationCode
     from .sources.client_credentials import ClientCredentials as ClientCredentials
     from .sources.device_code import DeviceCode as DeviceCode
     from .sources.jwt_bearer import JwtBearer as JwtBearer

@@ -202,7 +202,8 @@ def _available(grant: str) -> bool:
 class Profile:
     """One resolved profile: its grant and the source's keyword arguments (secrets resolved)."""
 
-    __slots__ = ("cache_dir", "grant", "kwargs", "name", "secret_env", "secret_files", "store")
+    __slots__ = ("cache_dir", "chosen", "grant", "kwargs", "name", "secret_env", "secret_files",
+                 "store")
 
     def __init__(self, name: str, table: Mapping[str, Any]) -> None:
         self.name = name
@@ -211,6 +212,9 @@ class Profile:
             raise _config_error(f"profile {name!r}: unknown setting {unknown[0]!r}")
         grant = table.get("grant")
         grant = FLOW_ALIASES.get(grant, grant) if isinstance(grant, str) else grant
+        #: The grant was picked here, not named: a login made with the other interactive grant
+        #: (on another terminal, say over SSH) is as good.
+        self.chosen: bool = grant in (None, "auto")
         if grant in (None, "auto"):
             if "refresh_token" in table or "refresh_token_env" in table or (
                     "refresh_token_file" in table):
@@ -252,6 +256,14 @@ class Profile:
                         f"profile {name!r}: cannot read {secret}_file {file_name}: "
                         f"{exc.strerror}") from None
         self.kwargs: dict[str, Any] = kwargs
+
+    def with_grant(self, grant: str) -> Profile:
+        """This profile with another grant (the same settings otherwise)."""
+        other = object.__new__(Profile)
+        for slot in Profile.__slots__:
+            setattr(other, slot, getattr(self, slot))
+        other.grant, other.chosen = grant, False
+        return other
 
     def __repr__(self) -> str:
         return (f"Profile({self.name!r}, grant={self.grant!r}, issuer={self.kwargs.get('issuer')!r}, "

@@ -10,6 +10,7 @@ URLs have their query strings and user-info removed first.
     KeyturnError
     ├── ConfigError            the caller's configuration is wrong (fix the arguments)
     ├── LoginRequired          a silent call needs an interactive login first
+    ├── LoginTimeout           an interactive login was not finished in time
     ├── DiscoveryError         the issuer's metadata could not be fetched or is wrong
     ├── TransportError         the network failed: connection, TLS, timeout
     ├── InvalidResponse        the server answered something that is not a valid response
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidTarget",
     "KeyturnError",
     "LoginRequired",
+    "LoginTimeout",
     "OAuthError",
     "SlowDown",
     "StoreError",
@@ -102,6 +104,11 @@ class ConfigError(KeyturnError):
 
 class LoginRequired(KeyturnError):
     """A token is needed but only an interactive login can get one, and the caller is silent."""
+
+
+class LoginTimeout(KeyturnError):
+    """An interactive login was started but the person did not finish it in time (the browser
+    never came back to keyturn's loopback address)."""
 
 
 class DiscoveryError(KeyturnError):

@@ -6,12 +6,15 @@ provider with exactly those clients and fills in the environment variables the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import webbrowser
 from pathlib import Path
 
 import pytest
 from joserfc.jwk import ECKey
 
+from browserfixture import JOB_TIMEOUT, chromium_thread, provider_sign_in
 from providerfixture import DEVICE_CODE_GRANT, approve_device_code, make_client, start_provider
 from resource_server import ResourceServer
 
@@ -59,9 +62,28 @@ def test_readme_example_runs(index, readme_provider, redis_url, tmp_path, monkey
     provider.set_device_knobs(interval=1)
     namespace: dict = {"__name__": "readme_example",
                        "approve": lambda uri: approve_device_code(provider, uri)}
-    with api.running():
+    with contextlib.ExitStack() as stack:
+        visits = []
+        if "AuthorizationCode(" in BLOCKS[index]:
+            # The person's browser is a real Chromium: what webbrowser.open() would start, it
+            # signs in on the provider's pages while keyturn waits on its loopback listener.
+            browser = stack.enter_context(chromium_thread())
+
+            def open_in_chromium(url, *args, **kwargs):
+                visits.append(browser.submit(lambda b: provider_sign_in(b, url)))
+                return True
+
+            monkeypatch.setattr(webbrowser, "open", open_in_chromium)
+            # A person runs the example at a terminal (pytest's stdin is not one).
+            monkeypatch.setattr("keyturn.sources.authorization_code.stdio_is_terminal", lambda: True)
+            monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        stack.enter_context(api.running())
         exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
         if "main" in namespace and asyncio.iscoroutinefunction(namespace["main"]):
             asyncio.run(namespace["main"]())
+        for visit in visits:
+            assert "Signed in as alice" in visit.result(JOB_TIMEOUT).text
+        if "AuthorizationCode(" in BLOCKS[index]:
+            assert len(visits) == 1 and provider.token_requests("cli", "authorization_code") == 1
     if "KEYTURN_ISSUER" in BLOCKS[index]:
         assert provider.stats()["total"] >= 1  # the example really talked to the provider

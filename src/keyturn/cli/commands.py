@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from .._fastpath import remember, render
-from ..config import Profile, load_profile, profile_names
+from ..config import INTERACTIVE_GRANTS, Profile, load_profile, profile_names
 from ..errors import (
     ConfigError,
     DiscoveryError,
@@ -75,6 +75,19 @@ def _remember(profile: Profile, name: str | None, overrides: dict[str, str | Non
              env=profile.secret_env, files=profile.secret_files)
 
 
+def _other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
+    """The saved login of the other interactive grant, when the grant was not named."""
+    if not prof.chosen or prof.grant not in INTERACTIVE_GRANTS:
+        return None
+    (grant,) = INTERACTIVE_GRANTS - {prof.grant}
+    other = prof.with_grant(grant)
+    source = other.build(interactive=False)
+    try:
+        return other, source, source.get_token()
+    except LoginRequired:
+        return None
+
+
 def _hint(profile: Profile) -> str:
     return "keyturn login" + ("" if profile.name == "(ad hoc)" else f" --profile {profile.name}")
 
@@ -101,7 +114,8 @@ def _when(timestamp: float | None, now: float) -> str:
 # -- the spinner while a person approves ----------------------------------------------------------
 
 class _ApprovalWait:
-    """The device prompt, then a spinner with the time left until the code expires (terminals only)."""
+    """What the person is told to do (the device prompt, or that a browser was opened), then a
+    spinner with the time left to do it (terminals only)."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -111,23 +125,37 @@ class _ApprovalWait:
         from ..interactive.prompt import default_prompt
 
         default_prompt(verification)
+        self._wait("Waiting for approval...",
+                   verification.expires_at or time.time() + verification.expires_in)
+
+    def open_browser(self, url: str) -> bool:
+        from ..interactive.browser import open_browser
+        from ..sources.authorization_code import DEFAULT_LOGIN_TIMEOUT
+
+        if not open_browser(url):
+            return False  # the source prints the URL itself
+        # The URL holds no secret (the PKCE verifier stays in this process).
+        sys.stderr.write(f"Opened a browser to sign in; if none appeared, open {url}\n")
+        sys.stderr.flush()
+        self._wait("Waiting for the browser sign-in...", time.time() + DEFAULT_LOGIN_TIMEOUT)
+        return True
+
+    def _wait(self, text: str, deadline: float) -> None:
         if not sys.stderr.isatty():
-            sys.stderr.write("Waiting for approval...\n")
+            sys.stderr.write(f"{text}\n")
             sys.stderr.flush()
             return
-        deadline = verification.expires_at or time.time() + verification.expires_in
-        self._thread = threading.Thread(target=self._spin, args=(deadline,), daemon=True)
+        self._thread = threading.Thread(target=self._spin, args=(text, deadline), daemon=True)
         self._thread.start()
 
-    def _spin(self, deadline: float) -> None:
+    def _spin(self, text: str, deadline: float) -> None:
         from rich.console import Console
 
         console = Console(stderr=True)
         with console.status("") as status:
             while not self._stop.is_set():
                 left = max(0, int(deadline - time.time()))
-                status.update(f"Waiting for approval... {left // 60}:{left % 60:02d} left "
-                              "(Ctrl-C to cancel)")
+                status.update(f"{text} {left // 60}:{left % 60:02d} left (Ctrl-C to cancel)")
                 self._stop.wait(0.5)
 
     def done(self) -> None:
@@ -159,13 +187,23 @@ def token(profile: str | None, issuer: str | None, client_id: str | None, scope:
     source = prof.build(interactive=False)
     try:
         current = source.get_token()
-        left = current.expires_in(time.time())
-        if min_valid > 0 and left is not None and left < min_valid:
-            source.invalidate(current.access_token)
-            current = source.get_token()
     except LoginRequired:
-        raise CommandFailed(f"login required for profile {prof.name}: run `{_hint(prof)}`",
-                            4) from None
+        # A flow picked by this machine's environment (no --flow, no grant in the profile): the
+        # person may have logged in with the other one (the device flow over SSH, the browser at
+        # the desk), and that login is as good.
+        other = _other_login(prof)
+        if other is None:
+            raise CommandFailed(f"login required for profile {prof.name}: run `{_hint(prof)}`",
+                                4) from None
+        prof, source, current = other
+    left = current.expires_in(time.time())
+    if min_valid > 0 and left is not None and left < min_valid:
+        source.invalidate(current.access_token)
+        try:
+            current = source.get_token()
+        except LoginRequired:
+            raise CommandFailed(f"login required for profile {prof.name}: run `{_hint(prof)}`",
+                                4) from None
     _remember(prof, profile, {"issuer": issuer, "client_id": client_id, "scope": scope,
                               "grant": flow}, source)
     click.echo(render(current.to_record(), output or "plain", time.time()))
@@ -182,6 +220,8 @@ def login(profile: str | None, issuer: str | None, client_id: str | None, scope:
     extra: dict[str, Any] = {"interactive": True}
     if prof.grant == "device_code":
         extra["prompt"] = wait.prompt
+    elif prof.grant == "authorization_code":
+        extra["open_browser"] = wait.open_browser
     source = prof.build(**extra)
     if force:
         source.cache.forget()
@@ -297,29 +337,55 @@ def whoami(profile: str | None, issuer: str | None, client_id: str | None, scope
         click.echo(f"{name}: {claims[name]}")
 
 
-def _server() -> Any:
+def _server_commands() -> Any:
     try:
-        from .. import server
+        import starlette  # noqa: F401  (the server's one dependency that the CLI extra lacks)
+
+        from ..server import cli_entry
     except ImportError:
-        raise CommandFailed("the authorization server is not available in this keyturn", 1) from None
-    return server
-
-
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("--config", "config_file", metavar="FILE", help="Server configuration (default: demo).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, type=int, show_default=True, help="0 takes a free port.")
-def serve(config_file: str | None, host: str, port: int) -> None:
-    """Run the RFC 8628 device authorization server (prints its issuer URL first)."""
-    server = _server()
-    server.serve(config=config_file, host=host, port=port)
+        raise CommandFailed(
+            "the authorization server needs the server extra: pip install 'keyturn[server]'", 1
+        ) from None
+    return cli_entry
 
 
 @cli.command()
-def demo() -> None:
+@click.option("--config", "config_file", metavar="FILE",
+              help="Server configuration (TOML; default: the demo configuration).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, type=int, show_default=True, help="0 takes a free port.")
+@click.option("--data-dir", metavar="DIR", help="Where SQLite and the signing keys live.")
+@click.option("--cert", metavar="PEM", help="Serve TLS with this certificate chain.")
+@click.option("--key", metavar="PEM", help="... and this private key.")
+@click.option("--forwarded-allow-ips", metavar="IPS",
+              help="Reverse proxies whose X-Forwarded-* headers are believed (comma-separated).")
+@click.option("--path", "issuer_path", default="", metavar="/REALM",
+              help="Serve under this path: the issuer becomes https://host/REALM.")
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Keep all state in Redis, for several replicas (redis://host:6379/0).")
+def serve(config_file: str | None, host: str, port: int, data_dir: str | None, cert: str | None,
+          key: str | None, forwarded_allow_ips: str | None, issuer_path: str,
+          redis_url: str | None) -> None:
+    """Run the RFC 8628 device authorization server (the first stdout line is its issuer URL)."""
+    code = _server_commands().serve_command(
+        config=config_file, host=host, port=port, data_dir=data_dir, cert=cert, key=key,
+        forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url)
+    raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.option("--auto-approve/--no-auto-approve", default=None,
+              help="Let keyturn approve in the verification page itself (default: when stdin is "
+                   "not a terminal; on a terminal, Enter does it).")
+def demo(auto_approve: bool | None) -> None:
     """Walk through a device login against an in-process demo server."""
-    server = _server()
-    server.demo()
+    raise click.exceptions.Exit(_server_commands().demo_command(auto_approve))
+
+
+@cli.command("hash-password")
+def hash_password() -> None:
+    """Print the scrypt hash of a password, for a server configuration file."""
+    raise click.exceptions.Exit(_server_commands().hash_password_command())
 
 
 # -- running ------------------------------------------------------------------------------------

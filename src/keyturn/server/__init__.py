@@ -1,0 +1,61 @@
+"""keyturn's RFC 8628 device authorization server (``keyturn serve``, ``keyturn demo``).
+
+Layout: :mod:`.device_flow` (the device grant's rules, no I/O), :mod:`.service` (every endpoint as
+a plain method), :mod:`.app` (the thin starlette layer), :mod:`.pages` (the ``/device`` page),
+:mod:`.storage` (SQLite; the interface admits Redis), :mod:`.tokens` (signing), :mod:`.config`,
+:mod:`.passwords` (hashes and the pluggable authenticator), :mod:`.runner` and
+:mod:`.walkthrough` (``keyturn demo``).
+Names are loaded lazily: importing this package imports neither starlette nor uvicorn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Authenticator",
+    "ServerConfig",
+    "ServerThread",
+    "User",
+    "create_app",
+    "demo",
+    "demo_config",
+    "hash_password",
+    "load_config",
+    "serve",
+]
+
+_LAZY = {
+    "Authenticator": "keyturn.server.passwords",
+    "ServerConfig": "keyturn.server.config",
+    "ServerThread": "keyturn.server.runner",
+    "User": "keyturn.server.passwords",
+    "create_app": "keyturn.server.app",
+    "demo": "keyturn.server.walkthrough",
+    "demo_config": "keyturn.server.config",
+    "hash_password": "keyturn.server.passwords",
+    "load_config": "keyturn.server.config",
+    "serve": "keyturn.server.runner",
+}
+
+if TYPE_CHECKING:
+    from .app import create_app as create_app
+    from .config import ServerConfig as ServerConfig
+    from .config import demo_config as demo_config
+    from .config import load_config as load_config
+    from .passwords import Authenticator as Authenticator
+    from .passwords import User as User
+    from .passwords import hash_password as hash_password
+    from .runner import ServerThread as ServerThread
+    from .runner import serve as serve
+    from .walkthrough import demo as demo
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keyturn.server' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

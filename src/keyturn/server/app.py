@@ -1,0 +1,227 @@
+"""The ASGI application (starlette): routes, form parsing, client authentication, JSON replies.
+
+Thin on purpose: every decision is in :mod:`.service` (endpoints) or :mod:`.device_flow` (the
+device grant's rules); this module turns HTTP into calls and replies into HTTP. All routes sit
+under the issuer's path, so ``https://host/realm`` works; discovery is also answered at the RFC
+8414 location (``/.well-known/oauth-authorization-server/realm``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .clientauth import ClientAuthError, authenticate_client
+from .config import ClientConfig, ServerConfig
+from .pages import DevicePages
+from .passwords import Authenticator, LocalUsers
+from .service import NO_STORE, AuthorizationServer, Reply, error
+from .storage.base import ServerStorage
+from .tokens import load_signer
+
+__all__ = ["AccessLog", "create_app"]
+
+log = logging.getLogger("keyturn.server")
+access_log = logging.getLogger("keyturn.server.access")
+
+#: Forms are small; a bigger body is refused before it is read.
+MAX_BODY = 64 * 1024
+#: RFC 6749 §3.2: "Request and response parameters MUST NOT be included more than once."
+_SINGLE = frozenset({"grant_type", "device_code", "refresh_token", "scope", "client_id",
+                     "client_secret", "token", "token_type_hint", "user_code", "username",
+                     "password", "csrf", "ticket", "decision"})
+
+
+class BadForm(Exception):
+    def __init__(self, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.description = description
+        self.status = status
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded body as one value per name; unknown names are kept but never looked at."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        # RFC 6749 §3.2: the client sends parameters "using the "application/x-www-form-urlencoded"
+        # format".
+        raise BadForm("send the parameters as application/x-www-form-urlencoded")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise BadForm("the request body is too large", 413)
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise BadForm("the request body is too large", 413)
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+    except (UnicodeDecodeError, ValueError):
+        raise BadForm("the request body is not a valid form") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form and name in _SINGLE:
+            raise BadForm(f"the parameter {name} was sent more than once")
+        form.setdefault(name, value)
+    return form
+
+
+def _json(reply: Reply) -> Response:
+    return JSONResponse(dict(reply.body), status_code=reply.status, headers=dict(reply.headers))
+
+
+def _client_error(exc: ClientAuthError) -> Response:
+    headers = dict(NO_STORE)
+    if exc.status == 401:
+        # RFC 6749 §5.2: "If the client attempted to authenticate via the "Authorization" request
+        # header field, the authorization server MUST respond with an HTTP 401 (Unauthorized)
+        # status code and include the "WWW-Authenticate" response header field matching the
+        # authentication scheme used by the client." Sent on every 401, as openid-client expects.
+        headers["WWW-Authenticate"] = 'Basic realm="keyturn"'
+    return JSONResponse({"error": exc.error, "error_description": exc.description},
+                        status_code=exc.status, headers=headers)
+
+
+Handler = Callable[[ClientConfig, Mapping[str, str], float], Reply]
+
+
+def _client_endpoint(server: AuthorizationServer, handler: Handler
+                     ) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except BadForm as exc:
+            return _json(error("invalid_request", exc.description, exc.status))
+
+        def run() -> Reply:
+            client = authenticate_client(server.config.clients,
+                                         request.headers.get("authorization"), form)
+            return handler(client, form, time.time())
+
+        try:
+            reply = await run_in_threadpool(run)
+        except ClientAuthError as exc:
+            return _client_error(exc)
+        if reply.status == 401 and reply.body.get("error") == "invalid_client":
+            return _client_error(ClientAuthError("invalid_client", str(reply.body.get(
+                "error_description", "")), 401))
+        return _json(reply)
+
+    return endpoint
+
+
+def client_address(request: Request) -> str:
+    # Behind a proxy, uvicorn rewrites scope["client"] from X-Forwarded-For only for the proxies
+    # named in --forwarded-allow-ips; otherwise this is the TCP peer.
+    return request.client.host if request.client else "unknown"
+
+
+def create_app(
+    config: ServerConfig, storage: ServerStorage, issuer: str, *,
+    authenticator: Authenticator | None = None,
+) -> Starlette:
+    """The ASGI app for ``issuer`` (its final public URL, path included)."""
+    signer = load_signer(storage, issuer.rstrip("/"))
+    server = AuthorizationServer(config, storage, signer, issuer)
+    prefix = urlsplit(server.issuer).path.rstrip("/")
+    pages = DevicePages(server, authenticator or LocalUsers(config.users), prefix)
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse(server.metadata())
+
+    async def jwks(request: Request) -> Response:
+        return JSONResponse(signer.jwks())
+
+    async def health(request: Request) -> Response:
+        try:
+            await run_in_threadpool(storage.ping)
+        except Exception:
+            log.exception("health check: storage unreachable")
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def userinfo(request: Request) -> Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer", **NO_STORE})
+        return _json(await run_in_threadpool(server.userinfo, token.strip(), time.time()))
+
+    async def device_page(request: Request) -> Response:
+        if request.method == "GET":
+            return await pages.show(request)
+        try:
+            form = await read_form(request)
+        except BadForm as exc:
+            return Response(exc.description, status_code=exc.status, media_type="text/plain")
+        return await pages.submit(request, form, client_address(request))
+
+    async def device_decision(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except BadForm as exc:
+            return Response(exc.description, status_code=exc.status, media_type="text/plain")
+        return await pages.decide(request, form)
+
+    async def authorize(request: Request) -> Response:
+        return await pages.no_authorization_endpoint(request)
+
+    routes = [
+        Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]),
+        Route(f"{prefix}/.well-known/openid-configuration", metadata),
+        Route(f"{prefix}/.well-known/oauth-authorization-server", metadata),
+        Route(f"{prefix}/jwks", jwks),
+        Route(f"{prefix}/health", health),
+        Route(f"{prefix}/userinfo", userinfo, methods=["GET", "POST"]),
+        Route(f"{prefix}/device_authorization",
+              _client_endpoint(server, server.device_authorization), methods=["POST"]),
+        Route(f"{prefix}/token", _client_endpoint(server, server.token), methods=["POST"]),
+        Route(f"{prefix}/revoke", _client_endpoint(server, server.revoke), methods=["POST"]),
+        Route(f"{prefix}/introspect", _client_endpoint(server, server.introspect), methods=["POST"]),
+        Route(f"{prefix}/device", device_page, methods=["GET", "POST"]),
+        Route(f"{prefix}/device/decision", device_decision, methods=["POST"]),
+    ]
+    if prefix:
+        # RFC 8414 §3: "the well-known URI suffix ... is inserted between the host component and
+        # the path component" for an issuer with a path.
+        routes += [Route(f"/.well-known/oauth-authorization-server{prefix}", metadata),
+                   Route(f"/.well-known/openid-configuration{prefix}", metadata)]
+    app = Starlette(routes=routes)
+    app.state.server = server
+    return app
+
+
+class AccessLog:
+    """One log line per request: method, path (never the query: it can hold a user code), status,
+    time, peer. Bodies and headers, where secrets travel, are never logged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: list[int] = [0]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client: Any = scope.get("client")
+            access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
+                            scope["path"], status[0], (time.perf_counter() - started) * 1000)

@@ -1,0 +1,100 @@
+"""What the command line calls: ``keyturn serve``, ``keyturn demo``, and a password hasher.
+
+Each function returns a process exit code and prints one clear line on stderr on failure, so the
+CLI (``keyturn.cli``) only maps its options onto these keyword arguments. ``python -m
+keyturn.server`` runs the same functions with argparse (used by the tests and by sites that run the
+server without the CLI extra).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Sequence
+
+from ..errors import KeyturnError
+
+__all__ = ["demo_command", "hash_password_command", "main", "serve_command"]
+
+
+def serve_command(
+    *, config: str | None = None, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
+    cert: str | None = None, key: str | None = None, forwarded_allow_ips: str | None = None,
+    path: str = "", redis: str | None = None,
+) -> int:
+    """``keyturn serve``: runs until interrupted; the first stdout line is the issuer URL."""
+    from .runner import serve
+
+    try:
+        serve(config, host, port, data_dir=data_dir, cert=cert, key=key,
+              forwarded_allow_ips=forwarded_allow_ips, path=path, redis_url=redis)
+    except KeyturnError as exc:
+        print(f"keyturn serve: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def demo_command(auto_approve: bool | None = None) -> int:
+    """``keyturn demo``: the walk-through (server in-process, device login, refresh)."""
+    from .walkthrough import demo
+
+    try:
+        demo(auto_approve=auto_approve)
+    except KeyturnError as exc:
+        print(f"keyturn demo: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("keyturn demo: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def hash_password_command() -> int:
+    """Read a password (twice on a terminal, once from a pipe) and print its scrypt hash, for the
+    configuration file's ``password_hash`` / ``secret_hash``."""
+    from .passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("keyturn: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("keyturn: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m keyturn.server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the device authorization server")
+    serve.add_argument("--config", help="configuration file (default: the demo configuration)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="0 takes a free port")
+    serve.add_argument("--data-dir")
+    serve.add_argument("--cert", help="serve TLS with this certificate (PEM)")
+    serve.add_argument("--key", help="... and this private key (PEM)")
+    serve.add_argument("--forwarded-allow-ips", help="proxies whose X-Forwarded-* are believed")
+    serve.add_argument("--path", default="", help="issuer path, e.g. /realm")
+    serve.add_argument("--redis", metavar="URL", help="keep all state in Redis (several replicas)")
+    demo = commands.add_parser("demo", help="walk through a device login against a demo server")
+    demo.add_argument("--auto-approve", action="store_true", default=None,
+                      help="keyturn approves in the verification page itself")
+    commands.add_parser("hash-password", help="print the scrypt hash of a password read on stdin")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(config=args.config, host=args.host, port=args.port,
+                             data_dir=args.data_dir, cert=args.cert, key=args.key,
+                             forwarded_allow_ips=args.forwarded_allow_ips, path=args.path,
+                             redis=args.redis)
+    if args.command == "demo":
+        return demo_command(args.auto_approve)
+    return hash_password_command()

@@ -1,0 +1,119 @@
+"""Who is calling the token, device, revocation and introspection endpoints (RFC 6749 §2.3).
+
+Accepted: ``client_secret_basic``, ``client_secret_post``, and ``none`` (a public client names
+itself with ``client_id``). Real clients differ in how they send a public client's id, so all of
+these are one and the same: ``client_id`` in the body; Basic with an empty password
+(requests-oauthlib); both at once (openid-client). A Basic header and a body ``client_id`` that
+disagree, or a secret sent both ways, are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from urllib.parse import unquote
+
+from .config import ClientConfig
+from .passwords import verify_password
+
+__all__ = ["ClientAuthError", "authenticate_client"]
+
+
+class ClientAuthError(Exception):
+    """An RFC 6749 §5.2 error about the client; ``status`` 401 for invalid_client."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def _invalid_client(description: str) -> ClientAuthError:
+    # RFC 6749 §5.2, invalid_client: "Client authentication failed (e.g., unknown client, no
+    # client authentication included, or unsupported authentication method). The authorization
+    # server MAY return an HTTP 401 (Unauthorized) status code".
+    return ClientAuthError("invalid_client", description, 401)
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _invalid_client("the Authorization header is not valid Basic credentials") from None
+    if ":" not in decoded:
+        raise _invalid_client("the Authorization header is not valid Basic credentials")
+    user, _, password = decoded.partition(":")
+    # RFC 6749 §2.3.1: "The client identifier is encoded using the
+    # "application/x-www-form-urlencoded" encoding algorithm ... and the encoded value is used as
+    # the username; the client password is encoded using the same algorithm".
+    return unquote(user.replace("+", " ")), unquote(password.replace("+", " "))
+
+
+class _VerifiedSecrets:
+    """Secrets already checked against a hash, by a keyed digest: checking scrypt on every token
+    request would cost 0.1 s each. Only a digest is kept, never the secret; a bounded LRU."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._size = size
+
+    def check(self, client: ClientConfig, secret: str) -> bool:
+        assert client.secret_hash is not None
+        digest = hashlib.sha256(
+            b"\0".join((client.client_id.encode(), client.secret_hash.encode(), secret.encode()))
+        ).digest()
+        if digest in self._seen:
+            self._seen.move_to_end(digest)
+            return True
+        if not verify_password(secret, client.secret_hash):
+            return False
+        self._seen[digest] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+_verified = _VerifiedSecrets()
+
+
+def authenticate_client(
+    clients: Mapping[str, ClientConfig], authorization: str | None, form: Mapping[str, str],
+) -> ClientConfig:
+    """The calling client, or :class:`ClientAuthError`. May hash: call it off the event loop."""
+    basic = _basic(authorization) if authorization else None
+    body_id = form.get("client_id") or None
+    body_secret = form.get("client_secret") or None
+    if basic is not None:
+        client_id, secret = basic[0], (basic[1] or None)
+        if body_id is not None and body_id != client_id:
+            raise ClientAuthError("invalid_request", "client_id in the body and in the "
+                                  "Authorization header differ")
+        if secret is not None and body_secret is not None:
+            # RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in
+            # each request."
+            raise ClientAuthError("invalid_request", "the client secret was sent twice")
+        secret = secret or body_secret
+    else:
+        client_id, secret = body_id or "", body_secret
+    if not client_id:
+        raise _invalid_client("no client authentication included (client_id is missing)")
+    client = clients.get(client_id)
+    if client is None:
+        raise _invalid_client("unknown client")
+    if client.public:
+        if secret is not None:
+            raise _invalid_client("this is a public client: it has no secret")
+        return client
+    if secret is None:
+        raise _invalid_client("this client must authenticate (client_secret_basic or "
+                              "client_secret_post)")
+    if not _verified.check(client, secret):
+        raise _invalid_client("client authentication failed")
+    return client

@@ -1,0 +1,211 @@
+"""The server's configuration file (TOML), and the demo configuration.
+
+::
+
+    issuer = "https://login.example.org/realm"     # optional: else http://HOST:PORT
+    audience = "https://api.example.org"           # optional: access tokens' "aud" (else the issuer)
+
+    [lifetimes]                                    # seconds; these are the defaults
+    device_code = 1800
+    interval = 5
+    access_token = 600
+    id_token = 600
+    refresh_token = 2592000
+
+    [rate_limits]                                  # wrong user codes on the /device page
+    window = 300
+    per_address = 10
+    overall = 300
+
+    [clients.cli]
+    name = "Cluster command line"                 # shown on the approval page
+    grants = ["device_code", "refresh_token"]     # short names or the URNs
+    scopes = ["openid", "profile", "offline_access"]
+    # secret_hash = "scrypt$..."                  # a confidential client; absent: a public one
+
+    [users.alice]
+    password_hash = "scrypt$..."                  # or "$argon2id$..."
+    name = "Alice Example"                        # any further strings become id_token claims
+    email = "alice@example.org"
+
+Hashes are made with ``keyturn.server.hash_password`` (scrypt). Secrets never appear in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError
+from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
+from .device_flow import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from .passwords import hash_password
+
+__all__ = ["ClientConfig", "Lifetimes", "RateLimits", "ServerConfig", "demo_config", "load_config"]
+
+_GRANT_NAMES = {
+    "device_code": GRANT_DEVICE_CODE, GRANT_DEVICE_CODE: GRANT_DEVICE_CODE,
+    "refresh_token": GRANT_REFRESH_TOKEN, "client_credentials": GRANT_CLIENT_CREDENTIALS,
+}
+SUPPORTED_GRANTS = (GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS)
+DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    device_code: int = DEFAULT_LIFETIME
+    interval: int = DEFAULT_INTERVAL
+    access_token: int = 600
+    id_token: int = 600
+    refresh_token: int = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Wrong user codes allowed per ``window`` seconds, from one address and from everyone."""
+
+    window: int = 300
+    per_address: int = 10
+    overall: int = 300
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    client_id: str
+    name: str
+    grants: tuple[str, ...]
+    scopes: tuple[str, ...]
+    secret_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def public(self) -> bool:
+        return self.secret_hash is None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    clients: Mapping[str, ClientConfig]
+    users: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict, repr=False)
+    issuer: str | None = None
+    audience: str | None = None
+    lifetimes: Lifetimes = Lifetimes()
+    rate_limits: RateLimits = RateLimits()
+    data_dir: str | None = None
+    #: Set only by demo_config: the demo user's password, to print. Never read from a file.
+    demo_password: str | None = field(default=None, repr=False)
+
+    @property
+    def scopes_supported(self) -> tuple[str, ...]:
+        scopes: dict[str, None] = dict.fromkeys(DEFAULT_SCOPES)
+        for client in self.clients.values():
+            scopes.update(dict.fromkeys(client.scopes))
+        return tuple(scopes)
+
+
+def _positive_ints(table: Any, cls: type[Any], where: str) -> Any:
+    if table is None:
+        return cls()
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    known = set(cls.__dataclass_fields__)
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"[{where}] has an unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"[{where}] {key} must be a positive whole number of seconds or counts")
+    return cls(**table)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def _client(client_id: str, table: Any) -> ClientConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[clients.{client_id}] must be a table")
+    grants = []
+    for name in _strings(table.get("grants", ["device_code", "refresh_token"]),
+                         f"clients.{client_id}.grants"):
+        if name not in _GRANT_NAMES and name not in SUPPORTED_GRANTS:
+            raise ConfigError(f"clients.{client_id}.grants: unsupported grant {name!r}")
+        grants.append(_GRANT_NAMES.get(name, name))
+    secret_hash = table.get("secret_hash")
+    if secret_hash is not None and not (isinstance(secret_hash, str)
+                                        and secret_hash.startswith(("scrypt$", "$argon2"))):
+        raise ConfigError(f"clients.{client_id}.secret_hash must be an scrypt$ or $argon2 hash")
+    if GRANT_CLIENT_CREDENTIALS in grants and secret_hash is None:
+        raise ConfigError(f"clients.{client_id}: client_credentials needs a confidential client "
+                          "(a secret_hash)")
+    name = table.get("name", client_id)
+    return ClientConfig(
+        client_id=client_id, name=str(name), grants=tuple(grants),
+        scopes=_strings(table.get("scopes", list(DEFAULT_SCOPES)), f"clients.{client_id}.scopes"),
+        secret_hash=secret_hash,
+    )
+
+
+def _user(name: str, table: Any) -> tuple[str, Mapping[str, str]]:
+    if not isinstance(table, Mapping) or not isinstance(table.get("password_hash"), str):
+        raise ConfigError(f"[users.{name}] needs a password_hash (scrypt$... or $argon2...)")
+    claims = {k: str(v) for k, v in table.items() if k != "password_hash" and isinstance(v, str)}
+    return str(table["password_hash"]), claims
+
+
+def parse_config(data: Mapping[str, Any]) -> ServerConfig:
+    clients = data.get("clients", {})
+    users = data.get("users", {})
+    if not isinstance(clients, Mapping) or not isinstance(users, Mapping):
+        raise ConfigError("[clients] and [users] must be tables of tables")
+    for key in ("issuer", "audience", "data_dir"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{key} must be a string")
+    issuer = data.get("issuer")
+    if issuer is not None and not issuer.startswith(("https://", "http://")):
+        raise ConfigError("issuer must be an http(s) URL")
+    return ServerConfig(
+        clients={cid: _client(cid, table) for cid, table in clients.items()},
+        users={name: _user(name, table) for name, table in users.items()},
+        issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),
+        lifetimes=_positive_ints(data.get("lifetimes"), Lifetimes, "lifetimes"),
+        rate_limits=_positive_ints(data.get("rate_limits"), RateLimits, "rate_limits"),
+        data_dir=data.get("data_dir"),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read and check a configuration file; :class:`~keyturn.errors.ConfigError` says what is wrong."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the server configuration {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the server configuration {path} is not valid TOML: {exc}") from None
+    return parse_config(data)
+
+
+def demo_config(password: str | None = None) -> ServerConfig:
+    """design.md §3: a public client ``demo`` allowed the device and refresh grants, and a user
+    ``demo`` whose password is made up now (and printed by the caller)."""
+    password = password or secrets.token_urlsafe(9)
+    config = ServerConfig(
+        clients={"demo": ClientConfig(
+            client_id="demo", name="keyturn demo", grants=(GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN),
+            scopes=DEFAULT_SCOPES,
+        )},
+        users={"demo": (hash_password(password, n=2**14), {"name": "Demo User",
+                                                           "email": "demo@example.invalid"})},
+    )
+    return replace(config, demo_password=password)

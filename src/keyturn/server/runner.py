@@ -1,0 +1,196 @@
+"""Running the server: ``serve()`` in the foreground, :class:`ServerThread` in-process.
+
+The listening socket is bound first (port 0 takes a free port), so the issuer URL is known before
+the app is built, and clients may connect at once: the kernel queues them until uvicorn accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConfigError
+from .app import AccessLog, create_app
+from .config import ServerConfig, demo_config, load_config
+from .passwords import Authenticator
+from .storage.base import ServerStorage
+from .storage.sqlite import SQLiteStorage
+
+__all__ = ["ServerThread", "default_data_dir", "open_storage", "serve"]
+
+DATABASE_NAME = "keyturn-server.sqlite3"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "keyturn" / "server"
+
+
+def open_storage(data_dir: str | os.PathLike[str], redis_url: str | None = None) -> ServerStorage:
+    """Redis when a URL is given (replicas share it), else SQLite in ``data_dir`` (created 0700;
+    the database 0600)."""
+    if redis_url:
+        from .storage.redis import RedisStorage
+
+        return RedisStorage(redis_url)
+    return SQLiteStorage(Path(data_dir) / DATABASE_NAME)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _issuer(config: ServerConfig, sock: socket.socket, host: str, tls: bool, path: str = "") -> str:
+    if config.issuer:
+        return config.issuer
+    port = sock.getsockname()[1]
+    shown = host.strip("[]")
+    if shown in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding to it
+        shown = socket.gethostname()
+    if ":" in shown:
+        shown = f"[{shown}]"
+    path = "/" + path.strip("/") if path.strip("/") else ""
+    return f"{'https' if tls else 'http'}://{shown}:{port}{path}"
+
+
+def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
+                    forwarded_allow_ips: str | None, configure_logging: bool) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        AccessLog(app), lifespan="off", access_log=False, server_header=False,
+        # Forwarded headers are believed only from the proxies named here (issue 4: "honoured only
+        # when configured").
+        proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips or "",
+        ssl_certfile=cert, ssl_keyfile=key,
+        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
+        # On stop, idle keep-alive connections (a TLS client that never closes) must not hold
+        # the shutdown: requests in flight get this long.
+        timeout_graceful_shutdown=5,
+    )
+    # uvicorn's own access log writes the query string (a user code on /device?user_code=):
+    # AccessLog replaces it.
+    logging.getLogger("uvicorn.access").disabled = True
+    return uvicorn.Server(config)
+
+
+def serve(
+    config_path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 0, *,
+    data_dir: str | os.PathLike[str] | None = None, cert: str | None = None, key: str | None = None,
+    forwarded_allow_ips: str | None = None, ready: Callable[[str], None] | None = None,
+    authenticator: Authenticator | None = None, path: str = "",
+    config: str | os.PathLike[str] | None = None, redis_url: str | None = None,
+) -> None:
+    """Run the authorization server until interrupted (``keyturn serve``).
+
+    The first line on stdout is the issuer URL. Without ``config_path`` the demo configuration is
+    used (design.md §3) and its user's password is printed on the next line; its data then lives
+    in a temporary directory unless ``data_dir`` is given. ``path`` gives the issuer a path
+    (``http://host:port/realm``) when the configuration names no issuer. ``forwarded_allow_ips``
+    (comma-separated addresses, or ``*``) names the reverse proxies whose X-Forwarded-For/-Proto
+    are believed; without it forwarded headers are ignored. ``redis_url`` keeps all state in
+    Redis instead of SQLite, for several replicas.
+    """
+    config_path = config_path if config_path is not None else config  # ``config=``: an alias
+    settings = load_config(config_path) if config_path is not None else demo_config()
+    if (cert is None) != (key is None):
+        raise ConfigError("give both cert= and key= to serve TLS, or neither")
+    temporary: tempfile.TemporaryDirectory[str] | None = None
+    if data_dir is None and settings.data_dir is not None:
+        data_dir = settings.data_dir
+    if data_dir is None:
+        if config_path is None:
+            temporary = tempfile.TemporaryDirectory(prefix="keyturn-demo-")
+            data_dir = temporary.name
+        else:
+            data_dir = default_data_dir()
+    storage = open_storage(data_dir, redis_url)
+    sock = _bind(host, port)
+    try:
+        issuer = _issuer(settings, sock, host, tls=cert is not None, path=path)
+        app = create_app(settings, storage, issuer, authenticator=authenticator)
+        server = _uvicorn_server(app, cert=cert, key=key, forwarded_allow_ips=forwarded_allow_ips,
+                                 configure_logging=True)
+        if not logging.getLogger("keyturn").handlers:
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                                format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        print(issuer, flush=True)
+        if settings.demo_password is not None:
+            print(f"demo configuration: public client 'demo'; sign in at {issuer}/device as user "
+                  f"'demo' with password {settings.demo_password}", flush=True)
+        if ready is not None:
+            ready(issuer)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        storage.close()
+        if temporary is not None:
+            temporary.cleanup()
+
+
+class ServerThread:
+    """The server on a free loopback port in a background thread (``keyturn demo``, tests)::
+
+        with ServerThread(demo_config(), data_dir=tmp) as running:
+            print(running.issuer)
+    """
+
+    def __init__(
+        self, config: ServerConfig, *, data_dir: str | os.PathLike[str] | None = None,
+        storage: ServerStorage | None = None, host: str = "127.0.0.1", port: int = 0,
+        authenticator: Authenticator | None = None, cert: str | None = None,
+        key: str | None = None, path: str = "", forwarded_allow_ips: str | None = None,
+    ) -> None:
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        if storage is None:
+            if data_dir is None:
+                self._temporary = tempfile.TemporaryDirectory(prefix="keyturn-server-")
+                data_dir = self._temporary.name
+            storage = open_storage(data_dir)
+        self.storage = storage
+        self.config = config
+        self._sock = _bind(host, port)
+        self.issuer = _issuer(config, self._sock, host, tls=cert is not None, path=path)
+        self.app = create_app(config, storage, self.issuer, authenticator=authenticator)
+        self._server = _uvicorn_server(self.app, cert=cert, key=key,
+                                       forwarded_allow_ips=forwarded_allow_ips,
+                                       configure_logging=False)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="keyturn-server", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"ServerThread(issuer={self.issuer!r})"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+        self.storage.close()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,141 @@
+"""What the authorization server keeps, behind one small interface.
+
+Every piece of state lives here, never only in one process's memory, so that several server
+processes (replicas behind a load balancer) can share one store: a device code made on one is
+approved on a second and redeemed on a third. Changes that must not race are single operations
+of the interface (compare-and-set on a device grant's version, "mark this refresh token used if
+it is not", an atomic counter), which SQLite does with a transaction and Redis with a Lua script
+or WATCH. Codes and refresh tokens are kept as SHA-256 hashes only.
+
+A backend implements :class:`ServerStorage`; :class:`~.sqlite.SQLiteStorage` is the default.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..device_flow import DeviceGrant, DeviceStatus
+
+__all__ = ["RefreshRecord", "ServerStorage", "grant_from_json", "grant_to_json"]
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """One refresh token (by hash). Tokens rotated from one login form a *family*: reusing a
+    rotated token revokes the whole family (OAuth 2.0 Security BCP §4.14.2)."""
+
+    token_hash: str
+    family_id: str
+    client_id: str
+    subject: str
+    scope: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    auth_time: float | None = None
+    used_at: float | None = None
+    #: The person's claims at sign-in (name, email), for the id_tokens of later refreshes.
+    claims: Mapping[str, str] = field(default_factory=dict)
+
+
+def grant_to_json(grant: DeviceGrant) -> str:
+    data = asdict(grant)
+    data["status"] = grant.status.value
+    data["scope"] = list(grant.scope)
+    data["extra"] = dict(grant.extra)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def grant_from_json(text: str) -> DeviceGrant:
+    data: dict[str, Any] = json.loads(text)
+    data["status"] = DeviceStatus(data["status"])
+    data["scope"] = tuple(data["scope"])
+    return DeviceGrant(**data)
+
+
+def refresh_to_json(record: RefreshRecord) -> str:
+    data = asdict(record)
+    data["scope"] = list(record.scope)
+    data["claims"] = dict(record.claims)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def refresh_from_json(text: str) -> RefreshRecord:
+    data: dict[str, Any] = json.loads(text)
+    data["scope"] = tuple(data["scope"])
+    return RefreshRecord(**data)
+
+
+class ServerStorage(abc.ABC):
+    """The server's state. Methods are synchronous and short (one round trip or transaction)."""
+
+    # -- device grants -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_device_grant(self, grant: DeviceGrant) -> bool:
+        """Store a new grant; False if its user code is taken by a live grant (draw another)."""
+
+    @abc.abstractmethod
+    def device_grant(self, device_code_hash: str) -> DeviceGrant | None: ...
+
+    @abc.abstractmethod
+    def device_grant_by_user_code(self, user_code: str) -> DeviceGrant | None: ...
+
+    @abc.abstractmethod
+    def swap_device_grant(self, updated: DeviceGrant) -> bool:
+        """Write ``updated`` if the stored grant still has ``updated.version - 1``; False if
+        another request changed it first (read again and decide again)."""
+
+    # -- refresh tokens and their families -----------------------------------------------------
+
+    @abc.abstractmethod
+    def add_refresh_token(self, record: RefreshRecord) -> None: ...
+
+    @abc.abstractmethod
+    def refresh_token(self, token_hash: str) -> RefreshRecord | None: ...
+
+    @abc.abstractmethod
+    def use_refresh_token(self, token_hash: str, now: float) -> bool:
+        """Mark it used; True only for the first caller (rotation: a token works once)."""
+
+    @abc.abstractmethod
+    def revoke_family(self, family_id: str, until: float) -> None:
+        """Every token of this login is dead (kept until ``until``, when all would have expired)."""
+
+    @abc.abstractmethod
+    def family_revoked(self, family_id: str) -> bool: ...
+
+    # -- revoked access tokens (RFC 7009), by jti --------------------------------------------------
+
+    @abc.abstractmethod
+    def revoke_jti(self, jti: str, until: float) -> None: ...
+
+    @abc.abstractmethod
+    def jti_revoked(self, jti: str) -> bool: ...
+
+    # -- counters (rate limits) and settings (signing keys) ---------------------------------------
+
+    @abc.abstractmethod
+    def hit(self, key: str, window: int, now: float, amount: int = 1) -> int:
+        """Count ``amount`` events under ``key`` in the fixed window of ``window`` seconds
+        containing ``now``; returns the count so far in that window, these included (``amount=0``
+        only reads it)."""
+
+    @abc.abstractmethod
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        """The value stored under ``name``; if there is none, ``make()`` is stored and returned
+        (the first of several racing replicas wins, and all get its value)."""
+
+    @abc.abstractmethod
+    def purge(self, now: float) -> None:
+        """Drop what has expired (housekeeping; correctness never depends on it)."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (the health endpoint)."""
+
+    def close(self) -> None:  # noqa: B027  (optional for backends)
+        """Release connections."""

@@ -1,0 +1,143 @@
+"""Storage in Redis, for several server replicas behind one load balancer (``--redis URL``).
+
+Every key expires on its own (TTL), so nothing needs sweeping. The operations that must not race
+are single Redis commands or one Lua script: ``SET NX`` for a new user code, a refresh token's
+first use and a setting; a compare-and-set script for a device grant's version; ``INCRBY`` for
+the rate-limit counters. ``redis`` (redis-py) is imported only when this backend is used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..device_flow import DeviceGrant
+from .base import (
+    RefreshRecord,
+    ServerStorage,
+    grant_from_json,
+    grant_to_json,
+    refresh_from_json,
+    refresh_to_json,
+)
+
+__all__ = ["RedisStorage"]
+
+#: As in SQLite: a grant outlives its expiry by an hour, to answer expired_token and spot reuse.
+_GRACE = 3600
+
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""
+
+
+def _ttl(until: float, now: float) -> int:
+    return max(1, math.ceil(until - now))
+
+
+class RedisStorage(ServerStorage):
+    def __init__(self, url: str, *, prefix: str = "keyturn-server", clock: Callable[[], float] | None = None,
+                 client: Any = None) -> None:
+        import time
+
+        import redis
+
+        self._redis: Any = client if client is not None else redis.Redis.from_url(url)
+        self._prefix = prefix
+        self._clock = clock or time.time
+        self._swap = self._redis.register_script(_SWAP)
+        self._url_shown = url.split("@")[-1]  # never the password
+
+    def __repr__(self) -> str:
+        return f"RedisStorage({self._url_shown!r}, prefix={self._prefix!r})"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    # -- device grants -----------------------------------------------------------------------------
+
+    def create_device_grant(self, grant: DeviceGrant) -> bool:
+        ttl = _ttl(grant.expires_at + _GRACE, grant.created_at)
+        if not self._redis.set(self._key("uc", grant.user_code), grant.device_code_hash, nx=True, ex=ttl):
+            return False
+        self._redis.set(self._key("dg", grant.device_code_hash), grant_to_json(grant), ex=ttl)
+        return True
+
+    def device_grant(self, device_code_hash: str) -> DeviceGrant | None:
+        body = self._redis.get(self._key("dg", device_code_hash))
+        return grant_from_json(body.decode()) if body else None
+
+    def device_grant_by_user_code(self, user_code: str) -> DeviceGrant | None:
+        code_hash = self._redis.get(self._key("uc", user_code))
+        return self.device_grant(code_hash.decode()) if code_hash else None
+
+    def swap_device_grant(self, updated: DeviceGrant) -> bool:
+        return bool(self._swap(keys=[self._key("dg", updated.device_code_hash)],
+                               args=[updated.version - 1, grant_to_json(updated)]))
+
+    # -- refresh tokens ----------------------------------------------------------------------------
+
+    def add_refresh_token(self, record: RefreshRecord) -> None:
+        self._redis.set(self._key("rt", record.token_hash), refresh_to_json(record),
+                        ex=_ttl(record.expires_at, self._clock()))
+
+    def refresh_token(self, token_hash: str) -> RefreshRecord | None:
+        body, used = self._redis.mget([self._key("rt", token_hash), self._key("rtu", token_hash)])
+        if not body:
+            return None
+        record = refresh_from_json(body.decode())
+        return replace(record, used_at=float(used)) if used else record
+
+    def use_refresh_token(self, token_hash: str, now: float) -> bool:
+        record = self.refresh_token(token_hash)
+        ttl = _ttl(record.expires_at, now) if record else 60
+        return bool(self._redis.set(self._key("rtu", token_hash), repr(now), nx=True, ex=ttl))
+
+    def revoke_family(self, family_id: str, until: float) -> None:
+        self._redis.set(self._key("family", family_id), "1", ex=_ttl(until, self._clock()))
+
+    def family_revoked(self, family_id: str) -> bool:
+        return bool(self._redis.exists(self._key("family", family_id)))
+
+    def revoke_jti(self, jti: str, until: float) -> None:
+        self._redis.set(self._key("jti", jti), "1", ex=_ttl(until, self._clock()))
+
+    def jti_revoked(self, jti: str) -> bool:
+        return bool(self._redis.exists(self._key("jti", jti)))
+
+    # -- counters and settings ---------------------------------------------------------------------
+
+    def hit(self, key: str, window: int, now: float, amount: int = 1) -> int:
+        window_end = (math.floor(now / window) + 1) * window
+        counter = self._key("ctr", key, str(window_end))
+        if amount == 0:
+            value = self._redis.get(counter)
+            return int(value) if value else 0
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incrby(counter, amount)
+        pipe.expire(counter, _ttl(window_end, now))
+        count, _ = pipe.execute()
+        return int(count)
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        key = self._key("setting", name)
+        value = self._redis.get(key)
+        if value is None:
+            self._redis.set(key, make(), nx=True)
+            value = self._redis.get(key)
+        return str(value.decode())
+
+    def purge(self, now: float) -> None:
+        """Nothing to do: every key has a TTL."""
+
+    def ping(self) -> None:
+        self._redis.ping()
+
+    def close(self) -> None:
+        self._redis.close()

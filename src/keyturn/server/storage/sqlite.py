@@ -1,0 +1,226 @@
+"""The default storage: one SQLite database in the server's data directory, in WAL mode.
+
+WAL lets readers go on while one writer commits, and ``busy_timeout`` makes a second server
+process on the same file wait for the lock instead of failing. The database file is created 0600
+(it holds the signing key) in a directory created 0700. Each thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from ..device_flow import DeviceGrant
+from .base import (
+    RefreshRecord,
+    ServerStorage,
+    grant_from_json,
+    grant_to_json,
+    refresh_from_json,
+    refresh_to_json,
+)
+
+__all__ = ["SQLiteStorage"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device_grants (
+    device_code_hash TEXT PRIMARY KEY,
+    user_code TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    used_at REAL,
+    expires_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    window_end REAL NOT NULL,
+    count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+#: A grant is kept this long past its expiry, so a late poll still gets expired_token rather than
+#: invalid_grant, and a reused code is still recognised.
+_GRACE = 3600.0
+
+
+class SQLiteStorage(ServerStorage):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._connection().executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({str(self.path)!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
+        row: tuple[object, ...] | None = self._connection().execute(sql, args).fetchone()
+        return row
+
+    # -- device grants -----------------------------------------------------------------------------
+
+    def create_device_grant(self, grant: DeviceGrant) -> bool:
+        with self._tx() as db:
+            # An expired grant's user code may be drawn again.
+            db.execute("DELETE FROM device_grants WHERE user_code = ? AND expires_at < ?",
+                       (grant.user_code, grant.created_at))
+            try:
+                db.execute(
+                    "INSERT INTO device_grants VALUES (?, ?, ?, ?, ?)",
+                    (grant.device_code_hash, grant.user_code, grant.version,
+                     grant.expires_at + _GRACE, grant_to_json(grant)),
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def device_grant(self, device_code_hash: str) -> DeviceGrant | None:
+        row = self._one("SELECT body FROM device_grants WHERE device_code_hash = ?", device_code_hash)
+        return grant_from_json(str(row[0])) if row else None
+
+    def device_grant_by_user_code(self, user_code: str) -> DeviceGrant | None:
+        row = self._one("SELECT body FROM device_grants WHERE user_code = ?", user_code)
+        return grant_from_json(str(row[0])) if row else None
+
+    def swap_device_grant(self, updated: DeviceGrant) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE device_grants SET version = ?, body = ? "
+                "WHERE device_code_hash = ? AND version = ?",
+                (updated.version, grant_to_json(updated), updated.device_code_hash,
+                 updated.version - 1),
+            )
+            return cursor.rowcount == 1
+
+    # -- refresh tokens ----------------------------------------------------------------------------
+
+    def add_refresh_token(self, record: RefreshRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO refresh_tokens VALUES (?, ?, ?, ?)",
+                       (record.token_hash, None, record.expires_at, refresh_to_json(record)))
+
+    def refresh_token(self, token_hash: str) -> RefreshRecord | None:
+        row = self._one("SELECT body, used_at FROM refresh_tokens WHERE token_hash = ?", token_hash)
+        if row is None:
+            return None
+        record = refresh_from_json(str(row[0]))
+        used = row[1]
+        if isinstance(used, float):
+            record = replace(record, used_at=used)
+        return record
+
+    def use_refresh_token(self, token_hash: str, now: float) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+                (now, token_hash),
+            )
+            return cursor.rowcount == 1
+
+    def revoke_family(self, family_id: str, until: float) -> None:
+        self._revoke("family", family_id, until)
+
+    def family_revoked(self, family_id: str) -> bool:
+        return self._one("SELECT 1 FROM revoked WHERE kind = 'family' AND id = ?", family_id) is not None
+
+    def revoke_jti(self, jti: str, until: float) -> None:
+        self._revoke("jti", jti, until)
+
+    def jti_revoked(self, jti: str) -> bool:
+        return self._one("SELECT 1 FROM revoked WHERE kind = 'jti' AND id = ?", jti) is not None
+
+    def _revoke(self, kind: str, ident: str, until: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO revoked VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE "
+                       "SET until = max(until, excluded.until)", (kind, ident, until))
+
+    # -- counters and settings ---------------------------------------------------------------------
+
+    def hit(self, key: str, window: int, now: float, amount: int = 1) -> int:
+        window_end = (math.floor(now / window) + 1) * window
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "count = CASE WHEN window_end = excluded.window_end THEN count + excluded.count "
+                "ELSE excluded.count END, window_end = excluded.window_end",
+                (key, window_end, amount),
+            )
+            row = db.execute("SELECT count FROM counters WHERE key = ?", (key,)).fetchone()
+        return int(row[0])
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        row = self._one("SELECT value FROM settings WHERE name = ?", name)
+        if row is not None:
+            return str(row[0])
+        value = make()
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (name, value))
+            row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return str(row[0])
+
+    def purge(self, now: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM device_grants WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM revoked WHERE until < ?", (now,))
+            db.execute("DELETE FROM counters WHERE window_end < ?", (now,))
+
+    def ping(self) -> None:
+        self._one("SELECT 1")
+
+    def close(self) -> None:
+        """Close every thread's connection (call it once no request is running)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()

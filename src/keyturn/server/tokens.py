@@ -1,0 +1,124 @@
+"""The server's signing key, and the tokens it signs: JWT access tokens (RFC 9068) and id_tokens.
+
+One RSA key signs both, with RS256: OpenID Connect Discovery §3 requires RS256 among the id_token
+algorithms, and clients such as openid-client expect it by default. The key is made on first start
+and kept in the storage (a 0600 database, or the replicas' shared Redis), so every replica signs
+with the same key and a restart keeps tokens valid. The JWKS publishes only its public half.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from joserfc import jwk, jwt
+from joserfc.errors import JoseError
+
+from .storage.base import ServerStorage
+
+__all__ = ["AccessClaims", "Signer", "load_signer"]
+
+ALG: Final = "RS256"
+#: RFC 9068 §2.1: "Resource servers MUST verify that the "typ" header value is "at+jwt" or
+#: "application/at+jwt"".
+ACCESS_TOKEN_TYP: Final = "at+jwt"
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says, for introspection."""
+
+    claims: Mapping[str, Any]
+
+
+class Signer:
+    """Signs and checks the server's JWTs. Its repr shows no key material."""
+
+    def __init__(self, key: jwk.RSAKey, issuer: str) -> None:
+        self._key = key
+        self.kid = key.thumbprint()
+        self.issuer = issuer
+
+    def __repr__(self) -> str:
+        return f"Signer(kid={self.kid!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a keyturn Signer holds a private key and cannot be pickled")
+
+    def jwks(self) -> dict[str, Any]:
+        public = dict(self._key.as_dict(private=False))
+        public.update(kid=self.kid, use="sig", alg=ALG)
+        return {"keys": [public]}
+
+    def _sign(self, typ: str, claims: Mapping[str, Any]) -> str:
+        header = {"alg": ALG, "typ": typ, "kid": self.kid}
+        return jwt.encode(header, dict(claims), self._key, algorithms=[ALG])
+
+    def access_token(
+        self, *, subject: str, client_id: str, audience: str, scope: tuple[str, ...], now: float,
+        lifetime: int, auth_time: float | None = None, family_id: str | None = None,
+    ) -> tuple[str, str]:
+        """A JWT access token (RFC 9068 §2.2) and its jti."""
+        jti = secrets.token_urlsafe(16)
+        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat and jti are REQUIRED.
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "exp": int(now) + lifetime, "aud": audience, "sub": subject,
+            "client_id": client_id, "iat": int(now), "jti": jti,
+        }
+        if scope:
+            claims["scope"] = " ".join(scope)
+        if auth_time is not None:
+            claims["auth_time"] = int(auth_time)
+        if family_id is not None:
+            # The login session the token belongs to: revoking it (reuse of a rotated refresh
+            # token, RFC 7009 revocation of the refresh token) ends this token too.
+            claims["sid"] = family_id
+        return self._sign(ACCESS_TOKEN_TYP, claims), jti
+
+    def id_token(
+        self, *, subject: str, client_id: str, now: float, lifetime: int, auth_time: float | None,
+        claims: Mapping[str, str], scope: tuple[str, ...],
+    ) -> str:
+        """OpenID Connect Core §2: iss, sub, aud, exp, iat (and auth_time, azp)."""
+        body: dict[str, Any] = {
+            "iss": self.issuer, "sub": subject, "aud": client_id, "azp": client_id,
+            "iat": int(now), "exp": int(now) + lifetime,
+        }
+        if auth_time is not None:
+            body["auth_time"] = int(auth_time)
+        # OIDC Core §5.4: the profile and email scopes ask for those claims.
+        wanted = set()
+        if "profile" in scope:
+            wanted |= {"name", "given_name", "family_name", "preferred_username", "locale"}
+        if "email" in scope:
+            wanted |= {"email", "email_verified"}
+        body.update({k: v for k, v in claims.items() if k in wanted})
+        return self._sign("JWT", body)
+
+    def check_access_token(self, token: str, now: float) -> dict[str, Any] | None:
+        """The claims of a token this server signed and that has not expired; None otherwise."""
+        if token.count(".") != 2 or len(token) > 8192:
+            return None
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=[ALG])
+        except (JoseError, ValueError, TypeError):
+            return None
+        if decoded.header.get("typ") != ACCESS_TOKEN_TYP:
+            return None
+        claims = dict(decoded.claims)
+        exp = claims.get("exp")
+        if claims.get("iss") != self.issuer or not isinstance(exp, int) or exp <= now:
+            return None
+        return claims
+
+
+def load_signer(storage: ServerStorage, issuer: str) -> Signer:
+    """The persisted signing key; made now if this is the first start (first replica wins)."""
+    def make() -> str:
+        return json.dumps(jwk.RSAKey.generate_key(2048, private=True).as_dict(private=True))
+
+    stored = storage.setting("signing_key", make)
+    return Signer(jwk.RSAKey.import_key(json.loads(stored)), issuer)

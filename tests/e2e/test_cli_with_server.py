@@ -1,0 +1,110 @@
+"""The README's walk-through, as a newcomer runs it: ``keyturn serve`` with the demo configuration
+in one process, ``keyturn login`` / ``keyturn token`` / ``curl`` in others, and ``keyturn demo``
+with nobody at a terminal. Everything is the real command line, the real server and real HTTP."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from clihelper import Cli
+
+from keyturn.server.walkthrough import approve_in_page
+
+pytest.importorskip("starlette")
+
+
+@dataclass
+class RunningServer:
+    issuer: str
+    password: str
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture
+def demo_server(cli: Cli, tmp_path: Path) -> Iterator[RunningServer]:
+    process = cli.popen("serve", "--port", "0", "--data-dir", str(tmp_path / "server"))
+    try:
+        assert process.stdout is not None
+        issuer = process.stdout.readline().strip()
+        intro = process.stdout.readline()
+        found = re.search(r"as user 'demo' with password (\S+)", intro)
+        assert issuer.startswith("http://127.0.0.1:") and found, (issuer, intro)
+        yield RunningServer(issuer, found.group(1), process)
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@dataclass
+class _Shown:
+    """What the person reads off the device prompt: the page and the code."""
+
+    verification_uri: str
+    user_code: str
+
+
+def _login_and_approve(cli: Cli, server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    login = cli.popen("login", "--issuer", server.issuer, "--client-id", "demo", *args)
+    assert login.stderr is not None
+    page = code = None
+    seen: list[str] = []
+    while (line := login.stderr.readline()) and not (page and code):
+        seen.append(line)
+        page = page or (re.search(r"^\s+(http://\S+/device)\s*$", line) or [None, None])[1]
+        code = code or (re.search(r"enter the code:\s+(\S+)", line) or [None, None])[1]
+    assert page and code, "".join(seen)
+    approver = threading.Thread(target=approve_in_page, args=(_Shown(page, code), server.password))
+    approver.start()
+    out, err = login.communicate(timeout=60)
+    approver.join(timeout=30)
+    return subprocess.CompletedProcess(login.args, login.returncode, out, "".join(seen) + err)
+
+
+def test_serve_login_token_curl(cli: Cli, demo_server: RunningServer) -> None:
+    issuer = demo_server.issuer
+    login = _login_and_approve(cli, demo_server, "--flow", "device")
+    assert login.returncode == 0, login.stderr
+    assert "Logged in as demo" in login.stderr
+
+    # No --flow and no display here: the device flow's saved login answers, silently.
+    token = cli.run("token", "--issuer", issuer, "--client-id", "demo")
+    assert token.returncode == 0, token.stderr
+    access_token = token.stdout.strip()
+    assert access_token.count(".") == 2  # keyturn serve issues JWT access tokens (RFC 9068)
+
+    # Where a browser could be opened the browser flow is picked, yet the device login made
+    # elsewhere is as good: no second login is asked for.
+    again = cli.run("token", "--issuer", issuer, "--client-id", "demo", env={"BROWSER": "false"})
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == access_token
+
+    curl = cli.shell('curl -sf -H "Authorization: Bearer $($KEYTURN token --issuer "$1" '
+                     '--client-id demo)" "$1/userinfo"', [issuer])
+    assert curl.returncode == 0, curl.stderr
+    assert '"sub":"demo"' in curl.stdout.replace(" ", "")
+
+    # logout revokes the refresh token (RFC 7009), and keyturn serve then refuses the whole
+    # login's access tokens too.
+    logout = cli.run("logout", "--issuer", issuer, "--client-id", "demo", "--flow", "device")
+    assert logout.returncode == 0, logout.stderr
+    revoked = httpx.get(f"{issuer}/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    assert revoked.status_code == 401
+    after = cli.run("token", "--issuer", issuer, "--client-id", "demo")
+    assert after.returncode == 4 and len(after.stderr.strip().splitlines()) == 1, after.stderr
+
+
+def test_demo_with_nobody_at_a_terminal(cli: Cli) -> None:
+    demo = cli.run("demo", timeout=90)  # stdin is /dev/null: keyturn approves in the page itself
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "user name: demo" in out and re.search(r"password:\s+\S{8,}", out)
+    assert "keyturn signs in and approves in the page itself" in out
+    assert "Step 2 - approved" in out and re.search(r"sub\s+demo", out)
+    assert "Step 3 - a silent refresh" in out

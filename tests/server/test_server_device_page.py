@@ -1,0 +1,133 @@
+"""The verification page /device over HTTP with one cookie jar, as a browser drives it."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from test_server_protocol import poll, start_device
+
+from conftest import ALICE_PASSWORD, make_config, page_approve
+from keyturn.server.config import RateLimits
+from keyturn.server.runner import ServerThread
+
+
+def test_every_page_is_unframeable_and_not_stored(server):
+    page = httpx.get(f"{server.issuer}/device")
+    assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_approve_with_a_sloppily_typed_code(server):
+    started = start_device(server.issuer, scope="openid profile")
+    sloppy = started["user_code"].replace("-", " ").lower()
+    result = page_approve(server.issuer, sloppy)
+    assert result.status_code == 200 and "Device approved" in result.text
+    assert result.headers["x-frame-options"] == "DENY"
+    assert poll(server.issuer, started["device_code"]).status_code == 200
+
+
+def test_consent_page_shows_client_name_and_scopes(server):
+    started = start_device(server.issuer, scope="openid email")
+    with httpx.Client() as browser:
+        page = browser.get(f"{server.issuer}/device", params={"user_code": started["user_code"]})
+        assert started["user_code"] in page.text  # verification_uri_complete pre-fills the code
+        csrf = re.search(r'name=csrf value="([^"]+)"', page.text).group(1)
+        consent = browser.post(f"{server.issuer}/device", data={
+            "csrf": csrf, "user_code": started["user_code"], "username": "alice",
+            "password": ALICE_PASSWORD})
+    assert "Demo CLI" in consent.text and "<code>email</code>" in consent.text
+    assert "Approve" in consent.text and "Deny" in consent.text
+
+
+def test_deny(server):
+    started = start_device(server.issuer, scope="openid")
+    result = page_approve(server.issuer, started["user_code"], decision="deny")
+    assert "Request denied" in result.text
+    assert poll(server.issuer, started["device_code"]).json()["error"] == "access_denied"
+    # and it cannot be approved afterwards
+    again = page_approve(server.issuer, started["user_code"])
+    assert again.status_code == 400
+
+
+def test_wrong_password_and_wrong_code(server):
+    started = start_device(server.issuer, scope="openid")
+    wrong_password = page_approve(server.issuer, started["user_code"], password="nope")
+    assert wrong_password.status_code == 401 and "Wrong user name or password" in wrong_password.text
+    unknown_user = page_approve(server.issuer, started["user_code"], username="mallory")
+    assert unknown_user.status_code == 401
+    wrong_code = page_approve(server.issuer, "BBBB-BBBB")
+    assert wrong_code.status_code == 400 and "not valid" in wrong_code.text
+    assert poll(server.issuer, started["device_code"]).json()["error"] == "authorization_pending"
+
+
+def test_forms_without_the_csrf_cookie_are_refused(server):
+    started = start_device(server.issuer, scope="openid")
+    with httpx.Client() as browser:
+        page = browser.get(f"{server.issuer}/device")
+        csrf = re.search(r'name=csrf value="([^"]+)"', page.text).group(1)
+    # another browser (no cookie) posting the form, as a cross-site request would
+    forged = httpx.post(f"{server.issuer}/device", data={
+        "csrf": csrf, "user_code": started["user_code"], "username": "alice",
+        "password": ALICE_PASSWORD})
+    assert forged.status_code == 403
+    decision = httpx.post(f"{server.issuer}/device/decision",
+                          data={"csrf": csrf, "ticket": "x.y", "decision": "approve"})
+    assert decision.status_code == 403
+
+
+def test_a_ticket_is_bound_to_its_browser(server):
+    started = start_device(server.issuer, scope="openid")
+    with httpx.Client() as browser:
+        page = browser.get(f"{server.issuer}/device")
+        csrf = re.search(r'name=csrf value="([^"]+)"', page.text).group(1)
+        consent = browser.post(f"{server.issuer}/device", data={
+            "csrf": csrf, "user_code": started["user_code"], "username": "alice",
+            "password": ALICE_PASSWORD})
+        ticket = re.search(r'name=ticket value="([^"]+)"', consent.text).group(1)
+    with httpx.Client() as other:
+        page = other.get(f"{server.issuer}/device")
+        other_csrf = re.search(r'name=csrf value="([^"]+)"', page.text).group(1)
+        stolen = other.post(f"{server.issuer}/device/decision",
+                            data={"csrf": other_csrf, "ticket": ticket, "decision": "approve"})
+        tampered = other.post(f"{server.issuer}/device/decision",
+                              data={"csrf": other_csrf, "ticket": ticket[:-2] + "AA",
+                                    "decision": "approve"})
+    assert stolen.status_code == 400 and tampered.status_code == 400
+    assert poll(server.issuer, started["device_code"]).json()["error"] == "authorization_pending"
+
+
+@pytest.mark.parametrize("scope", ["per_address", "overall"])
+def test_wrong_codes_are_rate_limited(tmp_path, scope):
+    limits = RateLimits(window=3600, per_address=3 if scope == "per_address" else 100,
+                        overall=3 if scope == "overall" else 100)
+    with ServerThread(make_config(rate_limits=limits), data_dir=tmp_path) as running:
+        started = start_device(running.issuer, scope="openid")
+        statuses = [page_approve(running.issuer, "BBBB-BBBB").status_code for _ in range(3)]
+        assert statuses == [400, 400, 400]
+        # past the limit even the right code is not looked up: guessing stops
+        limited = page_approve(running.issuer, started["user_code"])
+        assert limited.status_code == 429 and "Too many wrong codes" in limited.text
+        assert poll(running.issuer, started["device_code"]).json()["error"] == \
+            "authorization_pending"
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forwarded_for_counts_only_from_a_configured_proxy(tmp_path, trusted):
+    """Behind a proxy named in forwarded_allow_ips, wrong codes count per X-Forwarded-For client;
+    otherwise the header is ignored and every request is the proxy's."""
+    limits = RateLimits(window=3600, per_address=2, overall=100)
+    with ServerThread(make_config(rate_limits=limits), data_dir=tmp_path,
+                      forwarded_allow_ips="127.0.0.1" if trusted else None) as running:
+        started = start_device(running.issuer, scope="openid")
+        with httpx.Client(headers={"X-Forwarded-For": "203.0.113.7"}) as attacker:
+            for _ in range(2):
+                assert page_approve(running.issuer, "BBBB-BBBB", client=attacker).status_code == 400
+        with httpx.Client(headers={"X-Forwarded-For": "198.51.100.1"}) as person:
+            result = page_approve(running.issuer, started["user_code"], client=person)
+        assert result.status_code == (200 if trusted else 429)
