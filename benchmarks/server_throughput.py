@@ -23,13 +23,17 @@ server:
 1. device authorization requests (every answer must be 200 with a device_code);
 2. token polling of 200 pending codes, round robin (every answer must be 400
    authorization_pending or slow_down);
-3. then 10,000 more pending device codes are created through the same endpoint (same
-   generator; every answer must be 200), and 1-2 are measured again.
+3. 200 device authorization requests on one connection, one at a time (latency without queueing);
+4. then 10,000 more pending device codes are created through the same endpoint (same
+   generator; every answer must be 200), and 1-3 are measured again.
+
+The 200 codes to poll are created (and timed) first; that load also warms the connections up.
 
 Recorded per phase: throughput, p50/p99 latency, HTTP status and OAuth error counts, CPU seconds
-used by the server process(es) and by the generator. Memory: resident set of the server
-process(es) (for Redis: keyturn + redis-server, with Redis's own used_memory and key count), and
-for SQLite the size of the files in the data directory, at start, before and after the 10,000.
+used by the server process(es), by the generator, and by every other process on the machine. Memory:
+resident set of the server process(es) (for Redis: keyturn + redis-server, with Redis's own
+used_memory and key count), and for SQLite the size of the files in the data directory, at start,
+before and after the 10,000.
 
 Rate limits: keyturn's only limits ([rate_limits] in config.py) count wrong user codes typed on
 the /device page; device authorization and polling are not limited. The bench configuration still
@@ -62,6 +66,7 @@ from keyturn.protocol.grants import GRANT_DEVICE_CODE
 CONCURRENCY = 16
 HELD = 10_000
 POLLED_CODES = 200
+SEQUENTIAL = 200  # device authorization requests on one connection, one at a time
 DEVICE_CODE_LIFETIME = 1800  # keyturn's default; the provider's fixture default is 600
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -85,6 +90,31 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds of one process (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def other_processes(exclude: set[int]) -> dict[int, tuple[str, float]]:
+    """Every other process: (start time, CPU seconds of it and of its reaped children)."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        # utime, stime, cutime, cstime, starttime: fields 14-17 and 22 of proc(5)
+        out[int(entry.name)] = (fields[19], sum(int(v) for v in fields[11:15]) / CLK_TCK)
+    return out
+
+
+def other_cpu_s(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
+    """CPU seconds other processes used between two snapshots (a process started meanwhile counts
+    whole; one that started and ended meanwhile counts only once its parent reaped it)."""
+    total = 0.0
+    for pid, (started, cpu) in after.items():
+        previous = before.get(pid)
+        total += cpu - previous[1] if previous is not None and previous[0] == started else cpu
+    return total
 
 
 class Target:
@@ -127,9 +157,9 @@ def outcome(response: httpx.Response) -> str:
     return f"{response.status_code} {error}"
 
 
-async def load(requests: list[tuple[str, dict[str, str]]], *, keep: str | None = None
-               ) -> tuple[dict[str, Any], list[str]]:
-    """POST every (url, form) with CONCURRENCY workers on CONCURRENCY connections.
+async def load(requests: list[tuple[str, dict[str, str]]], *, keep: str | None = None,
+               concurrency: int = CONCURRENCY) -> tuple[dict[str, Any], list[str]]:
+    """POST every (url, form) with ``concurrency`` workers on as many keep-alive connections.
 
     Returns latency/throughput figures with the count of every outcome, and the values of the
     JSON member ``keep`` of the answers (the device codes when creating codes)."""
@@ -137,7 +167,7 @@ async def load(requests: list[tuple[str, dict[str, str]]], *, keep: str | None =
     outcomes: dict[str, int] = {}
     kept: list[str] = []
     queue = list(reversed(requests))
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as client:
         async def worker() -> None:
             while queue:
@@ -152,21 +182,26 @@ async def load(requests: list[tuple[str, dict[str, str]]], *, keep: str | None =
 
         cpu = time.process_time()
         wall = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
-    return {"requests": len(latencies), "wall_s": round(wall, 2), "per_s": round(len(latencies) / wall, 1),
+    return {"requests": len(latencies), "concurrency": concurrency, "wall_s": round(wall, 2),
+            "per_s": round(len(latencies) / wall, 1),
             "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
             "outcomes": dict(sorted(outcomes.items())), "generator_cpu_s": round(cpu, 2)}, kept
 
 
 def phase(target: Target, requests: list[tuple[str, dict[str, str]]], expected: frozenset[str], *,
-          keep: str | None = None) -> tuple[dict[str, Any], list[str]]:
+          keep: str | None = None, concurrency: int = CONCURRENCY) -> tuple[dict[str, Any], list[str]]:
     """One measured load, with the server's CPU seconds over it and a check of every outcome."""
+    mine = {os.getpid(), *target.pids.values()}
+    others = other_processes(mine)
     before = target.cpu()
-    figures, kept = asyncio.run(load(requests, keep=keep))
+    figures, kept = asyncio.run(load(requests, keep=keep, concurrency=concurrency))
     server_cpu = target.cpu() - before
     figures["server_cpu_s"] = round(server_cpu, 2)
+    # Whatever else ran on the machine meanwhile: near 0 when the run had the 2 cores to itself.
+    figures["other_cpu_s"] = round(other_cpu_s(others, other_processes(mine)), 2)
     figures["server_cpu_ms_per_request"] = round(server_cpu * 1000 / max(1, figures["requests"]), 3)
     figures["unexpected"] = {k: v for k, v in figures["outcomes"].items() if k not in expected}
     return figures, kept
@@ -184,7 +219,10 @@ def measure(target: Target, n: int) -> dict[str, Any]:
                                           "device_code": pending[i % len(pending)]}) for i in range(n)]
         authorize, _ = phase(target, authorize_requests(target, n), AUTHORIZE_OK)
         poll, _ = phase(target, polls, POLL_OK)
-        return {"codes_to_poll": setup, "device_authorization": authorize, "token_poll": poll}
+        # Latency without queueing: one connection, one request at a time.
+        single, _ = phase(target, authorize_requests(target, SEQUENTIAL), AUTHORIZE_OK, concurrency=1)
+        return {"codes_to_poll": setup, "device_authorization": authorize, "token_poll": poll,
+                "device_authorization_1_connection": single}
 
     print(f"== {target.name}", flush=True)
     result: dict[str, Any] = {"server": target.name, "memory_at_start": target.memory()}
@@ -310,8 +348,11 @@ def run_null_endpoint(work: Path, n: int) -> dict[str, Any]:
     try:
         target = Target("null endpoint (Node, reference)", device_endpoint=server.url,
                         token_endpoint=server.url, client_id="bench", pids={"node": server.process.pid})
-        figures, _ = phase(target, authorize_requests(target, n), frozenset({"200 (not JSON)"}))
-        return {"server": target.name, "post": figures}
+        ok = frozenset({"200 (not JSON)"})
+        warm_up, _ = phase(target, authorize_requests(target, POLLED_CODES), ok)
+        figures, _ = phase(target, authorize_requests(target, n), ok)
+        single, _ = phase(target, authorize_requests(target, SEQUENTIAL), ok, concurrency=1)
+        return {"server": target.name, "warm_up": warm_up, "post": figures, "post_1_connection": single}
     finally:
         server.stop()
 
@@ -336,7 +377,8 @@ def phases(server: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, figures) of every load a server took, in order."""
     rows: list[tuple[str, dict[str, Any]]] = []
     if "post" in server:
-        rows.append(("POST (device authorization form)", server["post"]))
+        rows += [("POST (device authorization form)", server["post"]),
+                 ("POST, 1 connection", server["post_1_connection"])]
     for stage in ("empty", "with_10k_pending"):
         if stage in server:
             rows += [(f"{stage} {kind}", figures) for kind, figures in server[stage].items()]
@@ -347,13 +389,13 @@ def phases(server: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def print_report(results: dict[str, Any]) -> list[str]:
     problems: list[str] = []
-    print(f"\n{'server':32} {'phase':38} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15}  "
-          "outcomes")
+    print(f"\n{'server':32} {'phase':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15} "
+          f"{'other CPU s':>12}  outcomes")
     for server in results["servers"]:
         for label, figures in phases(server):
-            print(f"{server['server']:32} {label:38} {figures['per_s']:>8} {figures['p50_ms']:>8} "
-                  f"{figures['p99_ms']:>8} {figures['server_cpu_ms_per_request']:>15}  "
-                  f"{json.dumps(figures['outcomes'])}")
+            print(f"{server['server']:32} {label:52} {figures['per_s']:>8} {figures['p50_ms']:>8} "
+                  f"{figures['p99_ms']:>8} {figures['server_cpu_ms_per_request']:>15} "
+                  f"{figures['other_cpu_s']:>12}  {json.dumps(figures['outcomes'])}")
             if figures["unexpected"]:
                 problems.append(f"{server['server']} {label}: {figures['unexpected']}")
     print()

@@ -128,8 +128,7 @@ def test_two_logins_at_once_open_one_browser(cli: Cli, idp: Provider, browser: B
     assert idp.token_requests(NATIVE) == 1
 
 
-def test_over_ssh_without_a_display_the_device_flow_is_picked(cli: Cli, idp: Provider,
-                                                              browser: Browser) -> None:
+def test_over_ssh_without_a_display_the_device_flow_is_picked(cli: Cli, idp: Provider) -> None:
     # Cli's environment has no DISPLAY and no BROWSER; SSH_CONNECTION says the person is elsewhere.
     cli.env["SSH_CONNECTION"] = "10.0.0.1 50000 10.0.0.2 22"
     login = cli.popen("login", *adhoc(idp, DEVICE))
@@ -145,13 +144,14 @@ def test_over_ssh_without_a_display_the_device_flow_is_picked(cli: Cli, idp: Pro
     finally:
         login.kill()
         login.communicate(timeout=30)
-    assert browser.lines(browser.opened) == []
 
 
 def test_a_browser_that_cannot_start_leaves_the_url_to_open_by_hand(
         cli: Cli, idp: Provider) -> None:
-    # `false` fails at once, as a browser that is not installed does.
+    # `false` fails at once, as a browser that is not installed does. Without TERM, webbrowser
+    # has no terminal browser (w3m, lynx) to try next.
     cli.env["BROWSER"] = "false %s"
+    cli.env.pop("TERM", None)
     login = cli.popen("login", *adhoc(idp))
     try:
         assert login.stderr is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -10,7 +13,11 @@ from test_server_protocol import poll, start_device
 
 from conftest import ALICE_PASSWORD, make_config, page_approve
 from keyturn.server.config import RateLimits
+from keyturn.server.device_flow import new_device_grant
 from keyturn.server.runner import ServerThread
+from keyturn.server.service import AuthorizationServer
+from keyturn.server.storage.sqlite import SQLiteStorage
+from keyturn.server.tokens import load_signer
 
 
 def test_every_page_is_unframeable_and_not_stored(server):
@@ -131,3 +138,49 @@ def test_forwarded_for_counts_only_from_a_configured_proxy(tmp_path, trusted):
         with httpx.Client(headers={"X-Forwarded-For": "198.51.100.1"}) as person:
             result = page_approve(running.issuer, started["user_code"], client=person)
         assert result.status_code == (200 if trusted else 429)
+
+
+class _SlowLookups(SQLiteStorage):
+    """Every look-up of a typed code takes a while, so that requests sent at once are all between
+    the rate-limit check and the counting of their wrong code together."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.lookups = 0
+        self._count = threading.Lock()
+
+    def device_grant_by_user_code(self, user_code):
+        with self._count:
+            self.lookups += 1
+        time.sleep(0.3)
+        return super().device_grant_by_user_code(user_code)
+
+
+@pytest.mark.parametrize("scope", ["per_address", "overall"])
+def test_wrong_codes_sent_at_once_cannot_overrun_the_limit(tmp_path, scope):
+    limits = RateLimits(window=3600, per_address=3 if scope == "per_address" else 100,
+                        overall=3 if scope == "overall" else 100)
+    storage = _SlowLookups(tmp_path / "db.sqlite3")
+    issuer = "http://127.0.0.1:1"
+    server = AuthorizationServer(make_config(rate_limits=limits), storage,
+                                 load_signer(storage, issuer), issuer)
+    now = time.time()
+    address = (lambda i: "192.0.2.1") if scope == "per_address" else (lambda i: f"192.0.2.{i}")
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(lambda i: server.lookup_user_code("BBBB-BBBB", address(i), now),
+                                    range(12)))
+        assert storage.lookups == 3
+        assert sum(result.limited for result in results) == 9
+        if scope == "per_address":
+            # another address still gets in, and a right code with the right password gives its
+            # try back
+            grant = new_device_grant(client_id="demo", scope=("openid",), now=now)[1]
+            assert storage.create_device_grant(grant)
+            everyone = storage.hit("wrong:*", limits.window, now, 0)
+            assert server.lookup_user_code(grant.user_code, "198.51.100.1", now).grant is not None
+            server.signed_in("198.51.100.1", now)
+            assert storage.hit("wrong:*", limits.window, now, 0) == everyone
+            assert storage.hit("wrong:198.51.100.1", limits.window, now, 0) == 0
+    finally:
+        storage.close()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
 from conftest import make_config
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE
+from keyturn.server.app import MAX_BODY, BadForm, read_form
 from keyturn.server.runner import ServerThread
 
 ENDPOINTS = ["/token", "/device_authorization", "/revoke", "/introspect", "/device",
@@ -73,3 +76,21 @@ def test_huge_body_is_refused(client):
     response = client.post("/realm/token", content=b"a=" + b"x" * 100_000,
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
+
+
+def test_huge_chunked_body_is_refused_before_it_is_all_read():
+    """No Content-Length (chunked transfer): reading stops past MAX_BODY, rather than holding the
+    whole body in memory and refusing it afterwards."""
+    chunk, chunks = 16 * 1024, 300
+    received = []
+
+    async def receive():
+        received.append(chunk)
+        return {"type": "http.request", "body": b"a" * chunk, "more_body": len(received) < chunks}
+
+    scope = {"type": "http", "method": "POST", "path": "/token", "query_string": b"",
+             "headers": [(b"content-type", b"application/x-www-form-urlencoded")]}
+    with pytest.raises(BadForm) as refused:
+        asyncio.run(read_form(Request(scope, receive)))
+    assert refused.value.status == 413
+    assert sum(received) <= MAX_BODY + chunk

@@ -159,3 +159,17 @@ def test_demo_walkthrough():
     assert claims["sub"] == "demo" and claims["client_id"] == "demo"
     assert "user name: demo" in text and "password:" in text
     assert "Step 2" in text and "Step 3 - a silent refresh" in text
+
+
+def test_listening_socket_is_tcp_so_nagle_is_off():
+    # asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is TCP; with
+    # proto 0 every keep-alive answer waited ~40 ms for the client's delayed ACK.
+    import socket
+
+    from keyturn.server.runner import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

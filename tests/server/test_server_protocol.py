@@ -207,6 +207,8 @@ def test_public_client_id_in_body_in_basic_or_both(server, how):
     ({}, {"client_id": "cli", "client_secret": "wrong"}),
     (basic("demo", "a-secret"), {}),
     ({"Authorization": "Basic !!!"}, {}),
+    # a byte >= 0x80 in the header: not valid Basic either (was a 500)
+    ({"Authorization": b"Basic Y2xpOnjp\xe9"}, {}),
 ])
 def test_invalid_client_is_401_with_www_authenticate(server, headers, form):
     response = httpx.post(f"{server.issuer}/token", data={"grant_type": "refresh_token",
@@ -393,3 +395,28 @@ def test_logs_hold_no_secrets(server, caplog):
                    tokens["refresh_token"], tokens["id_token"], ALICE_PASSWORD):
         assert secret not in text
     assert json.dumps(tokens)  # (keeps tokens referenced)
+
+
+def test_userinfo_of_a_client_named_like_a_user_has_no_user_claims(tmp_path):
+    from conftest import _cheap_hash
+    from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
+    from keyturn.server.config import ClientConfig
+
+    config = make_config()
+    clients = {**config.clients, "alice": ClientConfig(
+        "alice", "A service named alice", (GRANT_CLIENT_CREDENTIALS,), ("openid",),
+        secret_hash=_cheap_hash("alice-client-secret"))}
+    with ServerThread(make_config(clients=clients), data_dir=tmp_path) as running:
+        token = httpx.post(f"{running.issuer}/token", data={"grant_type": "client_credentials",
+                                                            "scope": "openid"},
+                           headers=basic("alice", "alice-client-secret")).json()["access_token"]
+        info = httpx.get(f"{running.issuer}/userinfo", headers={"Authorization": f"Bearer {token}"})
+        assert info.status_code == 200 and info.json() == {"sub": "alice"}  # not the user's email
+
+
+def test_access_log_cannot_be_given_forged_lines(server, caplog):
+    caplog.set_level(logging.INFO, logger="keyturn.server.access")
+    httpx.get(f"{server.issuer}/health%0A127.0.0.9%20%22GET%20/forged%22%20200")
+    lines = [r.getMessage() for r in caplog.records if r.name == "keyturn.server.access"]
+    assert lines and all("\n" not in line for line in lines)
+    assert any("%0A" in line for line in lines)

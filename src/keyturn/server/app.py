@@ -34,7 +34,7 @@ __all__ = ["AccessLog", "create_app"]
 log = logging.getLogger("keyturn.server")
 access_log = logging.getLogger("keyturn.server.access")
 
-#: Forms are small; a bigger body is refused before it is read.
+#: Forms are small; a bigger body is refused as soon as more than this has arrived.
 MAX_BODY = 64 * 1024
 #: RFC 6749 §3.2: "Request and response parameters MUST NOT be included more than once."
 _SINGLE = frozenset({"grant_type", "device_code", "refresh_token", "scope", "client_id",
@@ -59,9 +59,13 @@ async def read_form(request: Request) -> dict[str, str]:
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise BadForm("the request body is too large", 413)
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadForm("the request body is too large", 413)
+    # Read in chunks and stop past the limit: a chunked body has no Content-Length, and
+    # request.body() would hold all of it (uvicorn sets no size limit) before it could be refused.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadForm("the request body is too large", 413)
     from urllib.parse import parse_qsl
 
     try:
@@ -223,5 +227,10 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             client: Any = scope.get("client")
+            # The path as sent (still percent-encoded): the decoded one may hold a %0A that would
+            # start a forged log line. Never the query string: it may hold a user code.
+            raw = scope.get("raw_path")
+            path = raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else \
+                scope["path"].encode("unicode_escape").decode("ascii")
             access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
-                            scope["path"], status[0], (time.perf_counter() - started) * 1000)
+                            path, status[0], (time.perf_counter() - started) * 1000)

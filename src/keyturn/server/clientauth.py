@@ -10,7 +10,6 @@ disagree, or a secret sent both ways, are refused.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -45,7 +44,9 @@ def _basic(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
+        # ValueError, not only binascii.Error: b64decode refuses a str with a non-ASCII character
+        # (a header byte >= 0x80, which starlette decodes as latin-1) with a bare ValueError.
         raise _invalid_client("the Authorization header is not valid Basic credentials") from None
     if ":" not in decoded:
         raise _invalid_client("the Authorization header is not valid Basic credentials")

@@ -177,8 +177,9 @@ class DevicePages:
         username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
         user = await run_in_threadpool(self.authenticator.authenticate, username, password)
         if user is None:
-            await run_in_threadpool(self.server.wrong_password, address, now)
+            # The try stays counted: wrong passwords are rate-limited like wrong codes.
             return self._code_form(csrf, typed, "Wrong user name or password.", status=401)
+        await run_in_threadpool(self.server.signed_in, address, now)
         grant = lookup.grant
         client = self.server.config.clients.get(grant.client_id)
         client_name = client.name if client else grant.client_id

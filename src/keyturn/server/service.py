@@ -327,33 +327,49 @@ class AuthorizationServer:
             return Reply(401, {"error": "invalid_token"},
                          {"WWW-Authenticate": 'Bearer error="invalid_token"', **NO_STORE})
         subject = str(claims["sub"])
-        user = self.config.users.get(subject)
+        # Only a person's login (it has a sid) is about a user: a client-credentials token's sub is
+        # a client id, which may happen to equal a user's name.
+        user = self.config.users.get(subject) if claims.get("sid") else None
         extra = dict(user[1]) if user else {}
         return Reply(200, {**extra, "sub": subject}, NO_STORE)
 
     # -- the verification page's side ------------------------------------------------------------------
 
-    def _over_limit(self, address: str, now: float, amount: int) -> bool:
+    def _take_attempt(self, address: str, now: float) -> bool:
+        """Count one attempt against both limits (this address, everyone) *before* it is made;
+        False, with nothing counted, when either is used up. Reading the counters first and
+        counting a wrong code after the look-up would let every request in flight at once through
+        the check (concurrent guesses would overrun the limit)."""
         limits = self.config.rate_limits
-        mine = self.storage.hit(f"wrong:{address}", limits.window, now, amount)
-        everyone = self.storage.hit("wrong:*", limits.window, now, amount)
-        return mine >= limits.per_address or everyone >= limits.overall
+        mine, everyone = f"wrong:{address}", "wrong:*"
+        if self.storage.hit(mine, limits.window, now) > limits.per_address:
+            self.storage.hit(mine, limits.window, now, -1)
+            return False
+        if self.storage.hit(everyone, limits.window, now) > limits.overall:
+            self.storage.hit(everyone, limits.window, now, -1)
+            self.storage.hit(mine, limits.window, now, -1)
+            return False
+        return True
 
     def lookup_user_code(self, typed: str, address: str, now: float) -> CodeLookup:
-        """The pending grant for a typed code. Wrong codes count against two limits (this
-        address, everyone); past either, no code is even looked up until the window ends."""
-        if self._over_limit(address, now, 0):
+        """The pending grant for a typed code. Each try counts against two limits (this address,
+        everyone); past either, no code is even looked up until the window ends. A wrong code
+        stays counted; so does a right one, until :meth:`signed_in` (a wrong password guesses
+        too)."""
+        if not self._take_attempt(address, now):
             return CodeLookup(None, limited=True)
         code = normalize_user_code(typed)
         grant = self.storage.device_grant_by_user_code(code) if code else None
         if grant is None or grant.status_at(now) is not DeviceStatus.PENDING:
-            self._over_limit(address, now, 1)
             return CodeLookup(None)
         return CodeLookup(grant)
 
-    def wrong_password(self, address: str, now: float) -> None:
-        """A failed sign-in counts like a wrong code (it guesses too)."""
-        self._over_limit(address, now, 1)
+    def signed_in(self, address: str, now: float) -> None:
+        """A right code and the right password: the try :meth:`lookup_user_code` counted (with
+        the same ``now``) is given back."""
+        limits = self.config.rate_limits
+        self.storage.hit(f"wrong:{address}", limits.window, now, -1)
+        self.storage.hit("wrong:*", limits.window, now, -1)
 
     def settle(self, device_code_hash: str, user: User | None, now: float) -> DeviceStatus | None:
         """Approve (a user) or deny (None) a pending grant; the grant's status after, or None."""

@@ -122,7 +122,7 @@ class ServerStorage(abc.ABC):
     def hit(self, key: str, window: int, now: float, amount: int = 1) -> int:
         """Count ``amount`` events under ``key`` in the fixed window of ``window`` seconds
         containing ``now``; returns the count so far in that window, these included (``amount=0``
-        only reads it)."""
+        only reads it; a negative ``amount`` gives events back)."""
 
     @abc.abstractmethod
     def setting(self, name: str, make: Callable[[], str]) -> str:
