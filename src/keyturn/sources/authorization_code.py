@@ -247,20 +247,28 @@ class AuthorizationCode(OpenIDSource):
             return token
 
     async def _alogin(self, plan: _LoginPlan, client: httpx.AsyncClient) -> Token:
-        with LoopbackListener(port=self._redirect_port) as listener:
-            request = self._request(plan, listener.redirect_uri)
-            # webbrowser.open may wait for the browser command; the wait certainly blocks.
-            await asyncio.to_thread(self._launch, request.url)
-            query = await asyncio.to_thread(listener.wait, self._login_timeout)
-            try:
-                token = await transport.arun(
-                    self._exchange_flow(request, query, plan.token_endpoint), client,
-                    self._http.retry)
-            except BaseException as exc:
-                self._answer(listener, LoginOutcome.failure(exc))
-                raise
-            self._answer(listener, LoginOutcome.success(self._who(token)))
-            return token
+        listener = LoopbackListener(port=self._redirect_port)
+        try:
+            return await self._alogin_with(listener, plan, client)
+        finally:
+            # close() waits for the landing page to go out and the server thread to end.
+            await asyncio.to_thread(listener.close)
+
+    async def _alogin_with(self, listener: LoopbackListener, plan: _LoginPlan,
+                           client: httpx.AsyncClient) -> Token:
+        request = self._request(plan, listener.redirect_uri)
+        # webbrowser.open may wait for the browser command; the wait certainly blocks.
+        await asyncio.to_thread(self._launch, request.url)
+        query = await asyncio.to_thread(listener.wait, self._login_timeout)
+        try:
+            token = await transport.arun(
+                self._exchange_flow(request, query, plan.token_endpoint), client,
+                self._http.retry)
+        except BaseException as exc:
+            self._answer(listener, LoginOutcome.failure(exc))
+            raise
+        self._answer(listener, LoginOutcome.success(self._who(token)))
+        return token
 
     # -- the drivers -------------------------------------------------------------------------------------
 
