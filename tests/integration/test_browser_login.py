@@ -255,18 +255,36 @@ def test_refused_requests_are_typed_errors_on_the_page(
 # -- forged and tampered redirects ----------------------------------------------------------------
 
 
-def test_wrong_state_is_refused(fresh_stats: Provider, chromium: BrowserThread, tmp_path: Path) -> None:
-    def forge(browser: Any, url: str) -> Visit:
-        # A page elsewhere sends the browser to the callback with its own code and state (CSRF).
-        query = urlencode({"code": "attackers-code", "state": "forged", "iss": fresh_stats.issuer})
-        return visit_url(browser, f"{redirect_uri_of(url)}?{query}")
+def test_wrong_state_is_refused_and_the_login_goes_on(fresh_stats: Provider, chromium: BrowserThread,
+                                                      tmp_path: Path) -> None:
+    forged: dict[str, Visit] = {}
 
-    person = Person(chromium, forge)
-    with pytest.raises(InvalidResponse, match="state that does not belong to this login"):
-        make_source(fresh_stats, tmp_path, open_browser=person).get_token()
-    visit = person.visit()
-    assert visit.status == 400 and "state that does not belong" in visit.text
-    assert fresh_stats.token_requests(CLIENT) == 0  # the forged code was never sent
+    def forge_then_sign_in(browser: Any, url: str) -> Visit:
+        # A page elsewhere sends the browser to the callback with its own code and state (CSRF),
+        # before the person signs in.
+        query = urlencode({"code": "attackers-code", "state": "forged", "iss": fresh_stats.issuer})
+        forged["visit"] = visit_url(browser, f"{redirect_uri_of(url)}?{query}")
+        return provider_sign_in(browser, url)
+
+    person = Person(chromium, forge_then_sign_in)
+    token = make_source(fresh_stats, tmp_path, open_browser=person).get_token()
+    assert token.claims["sub"] == "alice"  # the forged redirect did not end the login
+    assert forged["visit"].status == 400 and "belongs to another login" in forged["visit"].text
+    assert person.visit().status == 200
+    # Only the genuine code was exchanged: one request, which succeeded.
+    assert fresh_stats.token_requests(CLIENT, "authorization_code") == 1
+
+
+def test_listener_spends_its_shot_only_on_an_accepted_callback(listener: LoopbackListener) -> None:
+    listener.accept = lambda query: "state=mine" in query
+    refused = httpx.get(listener.redirect_uri + "?code=c&state=forged", timeout=30)
+    assert refused.status_code == 400 and "another login" in refused.text
+    answer: Future[httpx.Response] = Future()
+    threading.Thread(target=lambda: answer.set_result(
+        httpx.get(listener.redirect_uri + "?code=c&state=mine", timeout=30))).start()
+    assert listener.wait(timeout=30) == "code=c&state=mine"
+    listener.respond(200, {}, b"ok")
+    assert answer.result(30).status_code == 200
 
 
 @pytest.mark.parametrize("iss", [None, "http://127.0.0.1:1"])

@@ -12,7 +12,8 @@ with the right ``Host`` is *the* callback: its query string goes to :meth:`Loopb
 and the browser's request is held open until the caller hands over the landing page with
 :meth:`LoopbackListener.respond` (so the page can say whether the whole login, code exchange
 included, worked). Anything else — ``/favicon.ico``, a second callback, another ``Host`` (DNS
-rebinding) — gets a 404 or 400 and does not use up the one shot. Then the listener closes.
+rebinding), a callback the caller's :attr:`LoopbackListener.accept` refuses (a wrong ``state``) —
+gets a 404 or 400 and does not use up the one shot. Then the listener closes.
 
 No request line is ever logged: it holds the authorization code.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import errno
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,6 +110,9 @@ class LoopbackListener:
         self._query: str | None = None
         self._page: tuple[int, dict[str, str], bytes] | None = None
         self._closed = False
+        #: Set by the caller once it knows what a callback for its request looks like (its
+        #: ``state``): a callback it refuses gets a 400 and does not spend the one shot.
+        self.accept: Callable[[str], bool] | None = None
         try:
             self._server = _Server((LOOPBACK_HOST, port), _Handler)
         except OSError as exc:
@@ -192,6 +197,13 @@ class LoopbackListener:
             return
         if target.path != self.path:
             request.refuse(404, "Not found.")
+            return
+        accept = self.accept
+        if accept is not None and not accept(target.query):
+            # A forged redirect (another page sending the browser here) or an old tab of an earlier
+            # login: refused, and the login in progress goes on waiting for its own callback.
+            request.refuse(400, "This sign-in page belongs to another login than the one keyturn is "
+                                "waiting for. Finish signing in in the newest tab.")
             return
         with self._lock:
             first = self._query is None and not self._closed

@@ -158,6 +158,12 @@ class AuthorizationRequest:
         joined = "&".join(p for p in (parts.query, urlencode(query)) if p)
         return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, ""))
 
+    def is_for_this_request(self, query: str) -> bool:
+        """Whether a redirect's query carries this request's ``state`` (once): the listener spends
+        its one callback only on such a redirect, so a forged one cannot end the login."""
+        values = parse_qs(query, keep_blank_values=True).get("state", [])
+        return len(values) == 1 and secrets.compare_digest(values[0].encode(), self.state.encode())
+
     def parse_response(self, query: str) -> str:
         """The authorization code from the redirect's query string, or the error it carries.
 

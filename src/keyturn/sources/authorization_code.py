@@ -235,6 +235,7 @@ class AuthorizationCode(OpenIDSource):
     def _login(self, plan: _LoginPlan, client: httpx.Client) -> Token:
         with LoopbackListener(port=self._redirect_port) as listener:
             request = self._request(plan, listener.redirect_uri)
+            listener.accept = request.is_for_this_request
             self._launch(request.url)
             query = listener.wait(self._login_timeout)
             try:
@@ -257,6 +258,7 @@ class AuthorizationCode(OpenIDSource):
     async def _alogin_with(self, listener: LoopbackListener, plan: _LoginPlan,
                            client: httpx.AsyncClient) -> Token:
         request = self._request(plan, listener.redirect_uri)
+        listener.accept = request.is_for_this_request
         # webbrowser.open may wait for the browser command; the wait certainly blocks.
         await asyncio.to_thread(self._launch, request.url)
         query = await asyncio.to_thread(listener.wait, self._login_timeout)
