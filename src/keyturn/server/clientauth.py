@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from urllib.parse import unquote
@@ -64,20 +65,25 @@ class _VerifiedSecrets:
     def __init__(self, size: int = 1024) -> None:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._size = size
+        # Requests are checked on the threadpool: without it, one thread's move_to_end could meet
+        # another's eviction of the same digest (a KeyError, a 500).
+        self._lock = threading.Lock()
 
     def check(self, client: ClientConfig, secret: str) -> bool:
         assert client.secret_hash is not None
         digest = hashlib.sha256(
             b"\0".join((client.client_id.encode(), client.secret_hash.encode(), secret.encode()))
         ).digest()
-        if digest in self._seen:
-            self._seen.move_to_end(digest)
-            return True
-        if not verify_password(secret, client.secret_hash):
+        with self._lock:
+            if digest in self._seen:
+                self._seen.move_to_end(digest)
+                return True
+        if not verify_password(secret, client.secret_hash):  # slow: outside the lock
             return False
-        self._seen[digest] = None
-        if len(self._seen) > self._size:
-            self._seen.popitem(last=False)
+        with self._lock:
+            self._seen[digest] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
         return True
 
 
