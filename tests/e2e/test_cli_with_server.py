@@ -4,9 +4,12 @@ with nobody at a terminal. Everything is the real command line, the real server 
 
 from __future__ import annotations
 
+import os
+import pty
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +19,6 @@ import pytest
 from clihelper import Cli
 
 from keyturn.server.walkthrough import approve_in_page
-
-pytest.importorskip("starlette")
 
 
 @dataclass
@@ -108,3 +109,27 @@ def test_demo_with_nobody_at_a_terminal(cli: Cli) -> None:
     assert "keyturn signs in and approves in the page itself" in out
     assert "Step 2 - approved" in out and re.search(r"sub\s+demo", out)
     assert "Step 3 - a silent refresh" in out
+
+
+def test_demo_at_a_terminal_approves_on_enter(cli: Cli) -> None:
+    leader, follower = pty.openpty()  # the demo's stdin is a terminal, as a person's is
+    try:
+        demo = subprocess.Popen([*cli.command, "demo"], env=cli.env, stdin=follower,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(follower)
+        assert demo.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            seen.append(line)
+            if "Press Enter" in line or not line:
+                break
+        assert "Press Enter" in seen[-1], "".join(seen)
+        assert not any("approves in the page itself" in s for s in seen)  # it waits for a person
+        os.write(leader, b"\n")
+        out, err = demo.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert demo.returncode == 0, "".join(seen) + out + err
+    assert "keyturn is approving in the page for you" in out and "Step 3 - a silent refresh" in out
