@@ -70,10 +70,13 @@ INTERACTIVE_GRANTS = frozenset({"device_code", "authorization_code"})
 
 _SECRETS = ("client_secret", "private_key", "refresh_token")
 _STRINGS = ("issuer", "token_endpoint", "device_authorization_endpoint", "authorization_endpoint",
-            "client_id", "auth_method", "signing_alg", "audience", "landing_page")
+            "client_id", "auth_method", "signing_alg", "audience")
 _OTHER = ("scope", "resource", "extra_params", "leeway", "verify", "cert", "timeout",
           "allow_insecure_http", "id_token_algorithms", "clock_skew")
-_KEYWORDS = frozenset(_STRINGS + _OTHER + _SECRETS)
+#: Settings of the browser login only: a profile whose flow is picked per machine may end up with
+#: the device flow, which has no use for them (and no such arguments).
+_BROWSER_ONLY = ("landing_page", "login_timeout", "redirect_port")
+_KEYWORDS = frozenset(_STRINGS + _OTHER + _SECRETS + _BROWSER_ONLY)
 _META = frozenset({"grant", "store", "cache_dir"}
                   | {f"{s}_env" for s in _SECRETS} | {f"{s}_file" for s in _SECRETS})
 
@@ -232,7 +235,8 @@ class Profile:
         self.store: str = str(table.get("store", "file"))
         cache_dir = table.get("cache_dir")
         self.cache_dir: str | None = os.path.expanduser(cache_dir) if cache_dir else None
-        kwargs = {k: v for k, v in table.items() if k in _KEYWORDS}
+        kwargs = {k: v for k, v in table.items() if k in _KEYWORDS
+                  and (grant == "authorization_code" or k not in _BROWSER_ONLY)}
         #: Where the secrets came from (names only), so the fast path can tell the profile still
         #: resolves the same way.
         self.secret_env: list[str] = []

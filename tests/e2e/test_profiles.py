@@ -42,6 +42,19 @@ def test_flow_defaults(bare_env: pytest.MonkeyPatch) -> None:
     assert "'s'" not in repr(secret)
 
 
+def test_browser_settings_go_to_the_browser_login_only(bare_env: pytest.MonkeyPatch) -> None:
+    settings = {"issuer": "http://127.0.0.1:9", "client_id": "c", "login_timeout": 42,
+                "redirect_port": 8765, "landing_page": "<p>$title</p>"}
+    device = load_profile(None, overrides=settings)  # no display here: the device flow
+    assert device.grant == "device_code" and "login_timeout" not in device.kwargs
+    device.build()  # DeviceCode has no such arguments: it must not be given them
+    bare_env.setenv("BROWSER", "firefox")
+    browser = load_profile(None, overrides=settings)
+    assert browser.grant == "authorization_code"
+    source = browser.build()
+    assert source.login_timeout == 42.0  # type: ignore[attr-defined]
+
+
 def test_default_profile_resolution(cli: Cli, bare_env: pytest.MonkeyPatch) -> None:
     bare_env.setenv("XDG_CONFIG_HOME", str(cli.config_home))
     cli.write_config('default_profile = "b"\n[profiles.a]\nissuer = "http://127.0.0.1:9"\n'

@@ -128,16 +128,18 @@ class _ApprovalWait:
         self._wait("Waiting for approval...",
                    verification.expires_at or time.time() + verification.expires_in)
 
+    #: Seconds the person has in the browser (the source's login_timeout).
+    login_timeout: float = 300.0
+
     def open_browser(self, url: str) -> bool:
         from ..interactive.browser import open_browser
-        from ..sources.authorization_code import DEFAULT_LOGIN_TIMEOUT
 
         if not open_browser(url):
             return False  # the source prints the URL itself
         # The URL holds no secret (the PKCE verifier stays in this process).
         sys.stderr.write(f"Opened a browser to sign in; if none appeared, open {url}\n")
         sys.stderr.flush()
-        self._wait("Waiting for the browser sign-in...", time.time() + DEFAULT_LOGIN_TIMEOUT)
+        self._wait("Waiting for the browser sign-in...", time.time() + self.login_timeout)
         return True
 
     def _wait(self, text: str, deadline: float) -> None:
@@ -223,6 +225,7 @@ def login(profile: str | None, issuer: str | None, client_id: str | None, scope:
     elif prof.grant == "authorization_code":
         extra["open_browser"] = wait.open_browser
     source = prof.build(**extra)
+    wait.login_timeout = float(getattr(source, "login_timeout", wait.login_timeout))
     if force:
         source.cache.forget()
     try:

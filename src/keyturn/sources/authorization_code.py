@@ -123,6 +123,11 @@ class AuthorizationCode(OpenIDSource):
         self._interactive = interactive
 
     @property
+    def login_timeout(self) -> float:
+        """Seconds a person has to finish signing in."""
+        return self._login_timeout
+
+    @property
     def interactive(self) -> bool:
         if self._interactive is not None:
             return self._interactive
