@@ -133,3 +133,13 @@ def test_demo_at_a_terminal_approves_on_enter(cli: Cli) -> None:
         os.close(leader)
     assert demo.returncode == 0, "".join(seen) + out + err
     assert "keyturn is approving in the page for you" in out and "Step 3 - a silent refresh" in out
+
+
+def test_serve_with_a_bad_configuration_exits_3_with_one_line(cli: Cli, tmp_path: Path) -> None:
+    missing = cli.run("serve", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 3, missing.stderr
+    assert missing.stderr.count("\n") == 1 and "cannot read the server configuration" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[clients.x]\ngrants = 5\n")
+    wrong = cli.run("serve", "--config", str(bad))
+    assert wrong.returncode == 3 and wrong.stderr.startswith("keyturn serve: "), wrong.stderr

@@ -49,7 +49,8 @@ def make_config(**changes: object) -> ServerConfig:
         users={"alice": (_cheap_hash(ALICE_PASSWORD), {"name": "Alice Example",
                                                        "email": "alice@example.invalid"})},
         lifetimes=Lifetimes(interval=1),
-        rate_limits=RateLimits(window=3600, per_address=1000, overall=1000),
+        rate_limits=RateLimits(window=3600, per_address=1000, overall=1000,
+                               secret_per_address=1000, secret_per_client=1000),
     )
     return replace(config, **changes)  # type: ignore[arg-type]
 

@@ -411,7 +411,9 @@ def _one_line(message: str) -> str:
 
 def main(argv: Sequence[str]) -> int:
     try:
-        cli.main(args=list(argv), prog_name="keyturn", standalone_mode=False)
+        # Outside standalone mode click returns the code of a click.exceptions.Exit (serve and
+        # demo end that way) instead of raising it.
+        code = cli.main(args=list(argv), prog_name="keyturn", standalone_mode=False)
     except CommandFailed as exc:
         click.echo(f"keyturn: {_one_line(str(exc))}", err=True)
         return exc.code
@@ -426,4 +428,4 @@ def main(argv: Sequence[str]) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("keyturn: interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0

@@ -107,10 +107,14 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler
         except BadForm as exc:
             return _json(error("invalid_request", exc.description, exc.status))
 
+        address = client_address(request)
+
         def run() -> Reply:
-            client = authenticate_client(server.config.clients,
-                                         request.headers.get("authorization"), form)
-            return handler(client, form, time.time())
+            # In the threadpool: a secret may be hashed, and its check is counted in the storage.
+            now = time.time()
+            client = authenticate_client(server.config.clients, request.headers.get("authorization"),
+                                         form, server.secret_attempts(address, now))
+            return handler(client, form, now)
 
         try:
             reply = await run_in_threadpool(run)

@@ -5,6 +5,13 @@ itself with ``client_id``). Real clients differ in how they send a public client
 these are one and the same: ``client_id`` in the body; Basic with an empty password
 (requests-oauthlib); both at once (openid-client). A Basic header and a body ``client_id`` that
 disagree, or a secret sent both ways, are refused.
+
+A confidential client's secret is checked against a slow hash (scrypt: 0.1 s and 32 MiB), so
+wrong secrets are counted (:class:`SecretAttempts`, kept in the server's storage): past the
+limits, a secret is no longer hashed at all, which bounds both the CPU an unauthenticated caller
+can burn and the guesses it can make. A secret this process has already verified is still
+accepted (it costs no hash), so a client that was working is not locked out by someone else's
+guesses.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import unquote
 
 from .config import ClientConfig
 from .passwords import verify_password
 
-__all__ = ["ClientAuthError", "authenticate_client"]
+__all__ = ["ClientAuthError", "SecretAttempts", "authenticate_client"]
 
 
 class ClientAuthError(Exception):
@@ -58,6 +66,17 @@ def _basic(header: str) -> tuple[str, str] | None:
     return unquote(user.replace("+", " ")), unquote(password.replace("+", " "))
 
 
+class SecretAttempts(Protocol):
+    """Counts the checks of confidential clients' secrets against their hashes, for one request
+    (its caller's address, its time): :mod:`.service` keeps the counts in the storage."""
+
+    def take(self, client_id: str) -> bool:
+        """Count one check *before* it is made; False, with nothing counted, past a limit."""
+
+    def give_back(self, client_id: str) -> None:
+        """The secret was right: the check :meth:`take` counted was no failure."""
+
+
 class _VerifiedSecrets:
     """Secrets already checked against a hash, by a keyed digest: checking scrypt on every token
     request would cost 0.1 s each. Only a digest is kept, never the secret; a bounded LRU."""
@@ -69,17 +88,28 @@ class _VerifiedSecrets:
         # another's eviction of the same digest (a KeyError, a 500).
         self._lock = threading.Lock()
 
-    def check(self, client: ClientConfig, secret: str) -> bool:
+    @staticmethod
+    def _digest(client: ClientConfig, secret: str) -> bytes:
         assert client.secret_hash is not None
-        digest = hashlib.sha256(
+        return hashlib.sha256(
             b"\0".join((client.client_id.encode(), client.secret_hash.encode(), secret.encode()))
         ).digest()
+
+    def known(self, client: ClientConfig, secret: str) -> bool:
+        """True if this secret was verified before (no hash is checked)."""
+        digest = self._digest(client, secret)
         with self._lock:
             if digest in self._seen:
                 self._seen.move_to_end(digest)
                 return True
+        return False
+
+    def verify(self, client: ClientConfig, secret: str) -> bool:
+        """Check the secret against the client's hash (slow), and remember it if it is right."""
+        assert client.secret_hash is not None
         if not verify_password(secret, client.secret_hash):  # slow: outside the lock
             return False
+        digest = self._digest(client, secret)
         with self._lock:
             self._seen[digest] = None
             if len(self._seen) > self._size:
@@ -92,8 +122,10 @@ _verified = _VerifiedSecrets()
 
 def authenticate_client(
     clients: Mapping[str, ClientConfig], authorization: str | None, form: Mapping[str, str],
+    attempts: SecretAttempts | None = None,
 ) -> ClientConfig:
-    """The calling client, or :class:`ClientAuthError`. May hash: call it off the event loop."""
+    """The calling client, or :class:`ClientAuthError`. May hash, and ``attempts`` may reach the
+    storage: call it off the event loop. Without ``attempts``, secret checks are not limited."""
     basic = _basic(authorization) if authorization else None
     body_id = form.get("client_id") or None
     body_secret = form.get("client_secret") or None
@@ -121,6 +153,16 @@ def authenticate_client(
     if secret is None:
         raise _invalid_client("this client must authenticate (client_secret_basic or "
                               "client_secret_post)")
-    if not _verified.check(client, secret):
+    if _verified.known(client, secret):
+        # Before the limits: a client that already authenticated keeps working while someone
+        # else's wrong guesses have used them up (and this costs no hash).
+        return client
+    if attempts is not None and not attempts.take(client.client_id):
+        # Past a limit nothing is hashed, and the answer is the one a wrong secret gets: a guess
+        # made now learns nothing, even when it is right.
         raise _invalid_client("client authentication failed")
+    if not _verified.verify(client, secret):
+        raise _invalid_client("client authentication failed")
+    if attempts is not None:
+        attempts.give_back(client.client_id)
     return client

@@ -12,10 +12,12 @@
     id_token = 600
     refresh_token = 2592000
 
-    [rate_limits]                                  # wrong user codes on the /device page
+    [rate_limits]                                  # per window of seconds; these are the defaults
     window = 300
-    per_address = 10
+    per_address = 10                               # wrong user codes on the /device page
     overall = 300
+    secret_per_address = 20                        # wrong client secrets, per client and address
+    secret_per_client = 200                        # wrong client secrets, per client
 
     [clients.cli]
     name = "Cluster command line"                 # shown on the approval page
@@ -66,11 +68,15 @@ class Lifetimes:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Wrong user codes allowed per ``window`` seconds, from one address and from everyone."""
+    """Per ``window`` seconds: wrong user codes allowed from one address and from everyone; wrong
+    secrets of one confidential client allowed from one address and from everyone (past these,
+    its secret is not even hashed)."""
 
     window: int = 300
     per_address: int = 10
     overall: int = 300
+    secret_per_address: int = 20
+    secret_per_client: int = 200
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ client checks, scopes, token issuance, refresh-token rotation, revocation and in
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
-from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
+from .clientauth import SecretAttempts
+from .config import SUPPORTED_GRANTS, ClientConfig, RateLimits, ServerConfig
 from .device_flow import (
     DeviceGrant,
     DeviceStatus,
@@ -51,6 +53,47 @@ def error(code: str, description: str, status: int = 400) -> Reply:
 def _scope(form: Mapping[str, str]) -> tuple[str, ...] | None:
     raw = form.get("scope")
     return None if raw is None else tuple(dict.fromkeys(raw.split()))
+
+
+def _take(storage: ServerStorage, window: int, now: float,
+          limits: Sequence[tuple[str, int]]) -> bool:
+    """Count one attempt under every key *before* it is made; False, with nothing counted, when
+    any key's limit is used up. Reading the counters first and counting a failure after it would
+    let every request in flight at once through the check (concurrent guesses would overrun the
+    limit)."""
+    taken: list[str] = []
+    for key, limit in limits:
+        taken.append(key)
+        if storage.hit(key, window, now) > limit:
+            for counted in taken:
+                storage.hit(counted, window, now, -1)
+            return False
+    return True
+
+
+class _StoredSecretAttempts:
+    """:class:`~.clientauth.SecretAttempts` counted in the storage, so that every replica sees
+    every failure: per (client, address), so one caller's guesses cannot shut out a client at
+    another address, and per client, so guesses spread over many addresses stop too."""
+
+    def __init__(self, storage: ServerStorage, limits: RateLimits, address: str, now: float) -> None:
+        self._storage = storage
+        self._limits = limits
+        self._address = address
+        self._now = now
+
+    def _keys(self, client_id: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        # Quoted: a client id may hold ":" (any TOML key), and must not run into the address.
+        client = quote(client_id, safe="")
+        return ((f"secret:{client}:{self._address}", self._limits.secret_per_address),
+                (f"secret:{client}", self._limits.secret_per_client))
+
+    def take(self, client_id: str) -> bool:
+        return _take(self._storage, self._limits.window, self._now, self._keys(client_id))
+
+    def give_back(self, client_id: str) -> None:
+        for key, _ in self._keys(client_id):
+            self._storage.hit(key, self._limits.window, self._now, -1)
 
 
 @dataclass(frozen=True)
@@ -333,23 +376,21 @@ class AuthorizationServer:
         extra = dict(user[1]) if user else {}
         return Reply(200, {**extra, "sub": subject}, NO_STORE)
 
+    # -- client secrets ----------------------------------------------------------------------------
+
+    def secret_attempts(self, address: str, now: float) -> SecretAttempts:
+        """The counter of secret checks for one request from ``address`` at ``now``, for
+        :func:`~.clientauth.authenticate_client`."""
+        return _StoredSecretAttempts(self.storage, self.config.rate_limits, address, now)
+
     # -- the verification page's side ------------------------------------------------------------------
 
     def _take_attempt(self, address: str, now: float) -> bool:
         """Count one attempt against both limits (this address, everyone) *before* it is made;
-        False, with nothing counted, when either is used up. Reading the counters first and
-        counting a wrong code after the look-up would let every request in flight at once through
-        the check (concurrent guesses would overrun the limit)."""
+        False, with nothing counted, when either is used up."""
         limits = self.config.rate_limits
-        mine, everyone = f"wrong:{address}", "wrong:*"
-        if self.storage.hit(mine, limits.window, now) > limits.per_address:
-            self.storage.hit(mine, limits.window, now, -1)
-            return False
-        if self.storage.hit(everyone, limits.window, now) > limits.overall:
-            self.storage.hit(everyone, limits.window, now, -1)
-            self.storage.hit(mine, limits.window, now, -1)
-            return False
-        return True
+        return _take(self.storage, limits.window, now, ((f"wrong:{address}", limits.per_address),
+                                                        ("wrong:*", limits.overall)))
 
     def lookup_user_code(self, typed: str, address: str, now: float) -> CodeLookup:
         """The pending grant for a typed code. Each try counts against two limits (this address,
