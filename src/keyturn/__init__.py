@@ -30,6 +30,7 @@ _LAZY = {
     "JwtBearer": "keyturn.sources.jwt_bearer",
     "KeyturnError": "keyturn.errors",
     "LoginRequired": "keyturn.errors",
+    "LoginTimeout": "keyturn.errors",
     "MemoryStore": "keyturn.stores.memory",
     "OAuthError": "keyturn.errors",
     "RedisStore": "keyturn.stores.redis",
@@ -60,6 +61,7 @@ __all__ = [
     "JwtBearer",
     "KeyturnError",
     "LoginRequired",
+    "LoginTimeout",
     "MemoryStore",
     "OAuthError",
     "RedisStore",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
     from .errors import InvalidResponse as InvalidResponse
     from .errors import KeyturnError as KeyturnError
     from .errors import LoginRequired as LoginRequired
+    from .errors import LoginTimeout as LoginTimeout
     from .errors import OAuthError as OAuthError
     from .errors import StoreError as StoreError
     from .errors import TransportError as TransportError
