@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from serverkit import ALICE_PASSWORD
 from test_server_protocol import poll, start_device
-
-from conftest import ALICE_PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from serverkit import _cheap_hash, make_config
 from test_server_protocol import basic
 
-from conftest import _cheap_hash, make_config
 from keyturn.errors import ConfigError
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
 from keyturn.server import clientauth

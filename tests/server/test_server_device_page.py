@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from serverkit import ALICE_PASSWORD, make_config, page_approve
 from test_server_protocol import poll, start_device
 
-from conftest import ALICE_PASSWORD, make_config, page_approve
 from keyturn.server.config import RateLimits
 from keyturn.server.device_flow import new_device_grant
 from keyturn.server.runner import ServerThread

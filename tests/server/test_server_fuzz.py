@@ -9,9 +9,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serverkit import make_config
 from starlette.requests import Request
 
-from conftest import make_config
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE
 from keyturn.server.app import MAX_BODY, BadForm, read_form
 from keyturn.server.runner import ServerThread

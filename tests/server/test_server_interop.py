@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serverkit import CLI_SECRET, make_config, page_approve
 
-from conftest import CLI_SECRET, make_config, page_approve
 from keyturn.server.runner import ServerThread
 
 CLIENTS = Path(__file__).resolve().parent / "clients"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serverkit import page_approve
 from test_server_protocol import start_device
 
-from conftest import page_approve
 from keyturn import DeviceCode, MemoryStore
 from keyturn.errors import ConfigError
 from keyturn.server.config import load_config

@@ -13,8 +13,7 @@ import time
 import httpx
 import pytest
 from joserfc import jwk, jwt
-
-from conftest import (
+from serverkit import (
     ALICE_PASSWORD,
     CLI_SECRET,
     RS_SECRET,
@@ -22,6 +21,7 @@ from conftest import (
     make_config,
     page_approve,
 )
+
 from keyturn import AccessDenied, ClientCredentials, DeviceCode, MemoryStore
 from keyturn.protocol.grants import GRANT_DEVICE_CODE
 from keyturn.server.device_flow import new_device_grant
@@ -398,7 +398,8 @@ def test_logs_hold_no_secrets(server, caplog):
 
 
 def test_userinfo_of_a_client_named_like_a_user_has_no_user_claims(tmp_path):
-    from conftest import _cheap_hash
+    from serverkit import _cheap_hash
+
     from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
     from keyturn.server.config import ClientConfig
 
