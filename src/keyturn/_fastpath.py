@@ -203,6 +203,28 @@ def remember(name: str | None, overrides: Mapping[str, Any], *, store_file: str,
         pass  # only the fast path is lost: the next call reads the config instead
 
 
+def remembered_ad_hoc() -> list[dict[str, Any]]:
+    """The ``--issuer/--client-id/...`` settings of the ad-hoc command lines the index remembers
+    for the current configuration (``keyturn status`` lists their logins beside the profiles)."""
+    try:
+        with open(index_path(), "rb") as handle:
+            index = json.loads(handle.read())
+    except (OSError, ValueError):
+        return []
+    current = json.loads(lookup(None, {}))
+    found: list[dict[str, Any]] = []
+    for key in index if isinstance(index, dict) else ():
+        try:
+            config, env_profile, name, items = json.loads(key)
+            overrides = dict(items)
+        except (ValueError, TypeError):
+            continue
+        if ([config, env_profile, name] == current[:3] and overrides.get("issuer")
+                and overrides not in found):
+            found.append(overrides)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     answer = cached_answer(args)

@@ -4,6 +4,7 @@ with nobody at a terminal. Everything is the real command line, the real server 
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -90,6 +91,11 @@ def test_serve_login_token_curl(cli: Cli, demo_server: RunningServer) -> None:
                      '--client-id demo)" "$1/userinfo"', [issuer])
     assert curl.returncode == 0, curl.stderr
     assert '"sub":"demo"' in curl.stdout.replace(" ", "")
+
+    # status lists the ad-hoc login once, though login and token were different command lines.
+    rows = json.loads(cli.run("status", "--json").stdout)
+    assert [(r["issuer"], r["client_id"], r["logged_in"], r["refresh_token"]) for r in rows] == [
+        (issuer, "demo", True, True)]
 
     # logout revokes the refresh token (RFC 7009), and keyturn serve then refuses the whole
     # login's access tokens too.

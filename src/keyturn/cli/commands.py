@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .._fastpath import remember, render
+from .._fastpath import remember, remembered_ad_hoc, render
 from ..config import INTERACTIVE_GRANTS, Profile, load_profile, profile_names
 from ..errors import (
     ConfigError,
@@ -273,6 +273,27 @@ def _status_row(prof: Profile, now: float) -> dict[str, Any]:
     return row
 
 
+def _ad_hoc_rows(now: float) -> list[dict[str, Any]]:
+    """The saved logins of ``--issuer/--client-id`` command lines this user ran (remembered by the
+    fast path's index), once each: a login and a token command line often differ only in
+    ``--flow``."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for overrides in remembered_ad_hoc():
+        try:
+            prof = load_profile(None, overrides=overrides)
+            key = prof.build(interactive=False).cache.key
+        except KeyturnError:
+            continue  # a command line that no longer resolves (a secret's variable is unset)
+        if key in seen:
+            continue
+        seen.add(key)
+        row = _status_row(prof, now)
+        if row["logged_in"]:
+            rows.append(row)
+    return rows
+
+
 @cli.command()
 @click.option("--profile", "-p", metavar="NAME", help="Only this profile (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -281,11 +302,14 @@ def status(profile: str | None, as_json: bool) -> None:
     names = [profile] if profile else profile_names()
     now = time.time()
     rows = [_status_row(load_profile(name), now) for name in names]
+    if not profile:
+        rows.extend(_ad_hoc_rows(now))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("No profiles: see `keyturn --help` and docs/cli.md.", err=True)
+        click.echo("No profiles and no saved logins: see `keyturn --help` and docs/cli.md.",
+                   err=True)
         return
     from rich.console import Console
     from rich.table import Table
