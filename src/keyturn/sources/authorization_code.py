@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import transport
-from ..errors import ConfigError, DiscoveryError, InvalidGrant, LoginRequired
+from ..errors import ConfigError, DiscoveryError, LoginRequired
 from ..interactive.landing import LandingPage, LoginOutcome, render
 from ..interactive.loopback import LoopbackListener
 from ..protocol.authcode import (
@@ -35,12 +35,11 @@ from ..protocol.authcode import (
     iss_required,
 )
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
 from ..protocol.http import Flow
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
-from .oidc import OpenIDSource, RefreshRefused, stdio_is_terminal
+from .oidc import OpenIDSource, stdio_is_terminal
 
 if TYPE_CHECKING:
     import httpx
@@ -144,29 +143,9 @@ class AuthorizationCode(OpenIDSource):
 
     def _begin_flow(self, previous: Token | None) -> Flow[Token | _LoginPlan]:
         token_endpoint = yield from self._endpoint_flow()
-        if previous is not None and previous.refresh_token:
-            params = {k: v for k, v in self._base_params().items()
-                      if k != "scope" and v is not None}
-            # RFC 6749 §6: scope "If omitted is treated as equal to the scope originally granted".
-            params["refresh_token"] = previous.refresh_token
-            try:
-                token = yield from token_flow(
-                    endpoint=token_endpoint, grant_type=GRANT_REFRESH_TOKEN, params=params,
-                    client_auth=self.client_auth, now=time.time(), requested_scope=self.scope,
-                    idempotent=False,
-                )
-            except InvalidGrant as exc:
-                if not self.interactive:
-                    raise RefreshRefused(exc) from None
-                log.info("AuthorizationCode: the refresh token was refused; starting a new login")
-            else:
-                token = yield from self._claims_flow(token, previous, refreshed=True)
-                return token
-        elif not self.interactive:
-            raise LoginRequired(
-                "no saved login for this AuthorizationCode source and this call is not "
-                "interactive: log in first (keyturn login), or pass interactive=True"
-            )
+        refreshed = yield from self._refresh_or_login_flow(token_endpoint, previous)
+        if refreshed is not None:
+            return refreshed
         plan = yield from self._plan_flow(token_endpoint)
         return plan
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import transport
-from ..errors import ConfigError, DiscoveryError, InvalidGrant, LoginRequired, TransportError
+from ..errors import ConfigError, DiscoveryError, TransportError
 from ..protocol.device import (
     DeviceAuthorization,
     DeviceVerification,
@@ -27,12 +27,12 @@ from ..protocol.device import (
     device_poll_flow,
 )
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.grants import GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, token_flow
+from ..protocol.grants import GRANT_DEVICE_CODE
 from ..protocol.http import Flow
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
-from .oidc import OpenIDSource, RefreshRefused, stdio_is_terminal
+from .oidc import OpenIDSource, stdio_is_terminal
 
 __all__ = ["DEFAULT_SCOPE", "DeviceCode"]
 
@@ -78,6 +78,8 @@ class DeviceCode(OpenIDSource):
         self._prompt = prompt
         self._interactive = interactive
 
+    _new_login = "a new device login"
+
     @property
     def interactive(self) -> bool:
         if self._interactive is not None:
@@ -106,29 +108,9 @@ class DeviceCode(OpenIDSource):
     def _begin_flow(self, previous: Token | None) -> Flow[Token | DeviceAuthorization]:
         """A refreshed token, or a device login shown to the person and ready to be polled."""
         token_endpoint = yield from self._endpoint_flow()
-        if previous is not None and previous.refresh_token:
-            params = {k: v for k, v in self._base_params().items()
-                      if k != "scope" and v is not None}
-            # RFC 6749 §6: scope "If omitted is treated as equal to the scope originally granted".
-            params["refresh_token"] = previous.refresh_token
-            try:
-                token = yield from token_flow(
-                    endpoint=token_endpoint, grant_type=GRANT_REFRESH_TOKEN, params=params,
-                    client_auth=self.client_auth, now=time.time(), requested_scope=self.scope,
-                    idempotent=False,
-                )
-            except InvalidGrant as exc:
-                if not self.interactive:
-                    raise RefreshRefused(exc) from None
-                log.info("DeviceCode: the refresh token was refused; starting a new device login")
-            else:
-                token = yield from self._claims_flow(token, previous, refreshed=True)
-                return token
-        elif not self.interactive:
-            raise LoginRequired(
-                "no saved login for this DeviceCode source and this call is not interactive: "
-                "log in first (keyturn login), or pass interactive=True"
-            )
+        refreshed = yield from self._refresh_or_login_flow(token_endpoint, previous)
+        if refreshed is not None:
+            return refreshed
         machine = yield from self._login_flow(token_endpoint)
         return machine
 

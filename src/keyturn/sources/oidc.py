@@ -1,11 +1,12 @@
 """What the OpenID Connect sources (``DeviceCode``, ``AuthorizationCode``) share: ID Token
-validation, claims on the :class:`~keyturn.token.Token`, ``userinfo()``, and the error that turns a
-refused refresh token into a login request.
+validation, claims on the :class:`~keyturn.token.Token`, ``userinfo()``, the silent refresh of a
+saved login, and the error that turns a refused refresh token into a login request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import time
 from collections.abc import Collection
@@ -13,6 +14,7 @@ from typing import Any
 
 from .. import transport
 from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
+from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
 from ..protocol.http import Flow
 from ..protocol.idtoken import (
     DEFAULT_ALGORITHMS,
@@ -26,6 +28,8 @@ from ..token import Token
 from .base import Source
 
 __all__ = ["JWKS", "OpenIDSource", "RefreshRefused", "stdio_is_terminal"]
+
+log = logging.getLogger("keyturn")
 
 #: The issuers' signing keys, shared by every source of the process.
 JWKS = KeySetCache()
@@ -53,7 +57,18 @@ def stdio_is_terminal() -> bool:
 
 
 class OpenIDSource(Source):
-    """A source whose tokens may come with an ID Token: validated, its claims on ``Token.claims``."""
+    """A source whose tokens may come with an ID Token: validated, its claims on ``Token.claims``.
+
+    Subclasses that log a person in say whether they may start a login (``interactive``) and name
+    it (``_new_login``, for the log).
+    """
+
+    #: How the log names a new login of this source.
+    _new_login = "a new login"
+
+    @property
+    def interactive(self) -> bool:
+        return False
 
     def __init__(
         self, *, id_token_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
@@ -66,6 +81,40 @@ class OpenIDSource(Source):
             raise ConfigError("id_token_algorithms must not contain 'none'")
         self._id_algorithms = tuple(id_token_algorithms)
         self._clock_skew = clock_skew
+
+    def _refresh_or_login_flow(self, token_endpoint: str,
+                               previous: Token | None) -> Flow[Token | None]:
+        """The saved login refreshed silently; None when a person has to log in (again).
+
+        A refused refresh token (``invalid_grant``) or no saved login asks for a new login only
+        from an interactive caller: a silent one gets :class:`LoginRequired` (``RefreshRefused``
+        when a refresh token was refused, so the cache drops it).
+        """
+        name = type(self).__name__
+        if previous is not None and previous.refresh_token:
+            params = {k: v for k, v in self._base_params().items()
+                      if k != "scope" and v is not None}
+            # RFC 6749 §6: scope "If omitted is treated as equal to the scope originally granted".
+            params["refresh_token"] = previous.refresh_token
+            try:
+                token = yield from token_flow(
+                    endpoint=token_endpoint, grant_type=GRANT_REFRESH_TOKEN, params=params,
+                    client_auth=self.client_auth, now=time.time(), requested_scope=self.scope,
+                    idempotent=False,
+                )
+            except InvalidGrant as exc:
+                if not self.interactive:
+                    raise RefreshRefused(exc) from None
+                log.info("%s: the refresh token was refused; starting %s", name, self._new_login)
+                return None
+            token = yield from self._claims_flow(token, previous, refreshed=True)
+            return token
+        if not self.interactive:
+            raise LoginRequired(
+                f"no saved login for this {name} source and this call is not interactive: "
+                "log in first (keyturn login), or pass interactive=True"
+            )
+        return None
 
     def _claims_flow(
         self, token: Token, previous: Token | None, *, nonce: str | None = None,
