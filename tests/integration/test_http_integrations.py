@@ -106,7 +106,7 @@ def test_static_token_passes_a_401_back(api):
 
 
 def test_pyfirecrest_sync_and_async(fresh_stats, api, source):
-    firecrest = pytest.importorskip("firecrest")
+    import firecrest
     base = api.url.rsplit("/", 1)[0]
     client = firecrest.v2.Firecrest(firecrest_url=base, authorization=source)
     assert client.systems() == []
@@ -130,7 +130,7 @@ def test_pyfirecrest_sync_and_async(fresh_stats, api, source):
 
 
 def test_globus_sdk_authorizer(fresh_stats, api, source):
-    globus_sdk = pytest.importorskip("globus_sdk")
+    import globus_sdk
     base = api.url.rsplit("/", 1)[0] + "/"
     transfer = globus_sdk.TransferClient(authorizer=source, base_url=base)
     assert transfer.get_endpoint("abc")["id"] == "abc"

@@ -59,7 +59,7 @@ def test_openid_client_device_flow(server, node_clients, client_id, secret):
 # -- requests-oauth2client (Python) ---------------------------------------------------------------
 
 def test_requests_oauth2client_device_flow(server):
-    roc = pytest.importorskip("requests_oauth2client")
+    import requests_oauth2client as roc
     client = roc.OAuth2Client.from_discovery_endpoint(
         issuer=server.issuer, client_id="demo", testing=True,  # testing: allow http on loopback
         # it does not read this one from discovery (interop-notes)
@@ -84,7 +84,7 @@ def test_requests_oauth2client_device_flow(server):
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
+    import trustme
     work = tmp_path_factory.mktemp("tls")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
@@ -97,7 +97,7 @@ def tls_server(tmp_path_factory):
 
 
 def test_msal_device_flow_over_tls(tls_server):
-    msal = pytest.importorskip("msal")
+    import msal
     import requests
 
     running, ca = tls_server
