@@ -18,6 +18,17 @@ jitter) and ``expires_at``.
   and a rotated refresh token is never used twice.
 * A failed refresh raises to every waiter and leaves the cache as it was. While the old token is
   still valid the leader serves it instead and tries again after a short backoff.
+* **What a server gave is kept before anything else can fail.** The fetch gets a *keeper*
+  (:class:`_Keeper`): immediately before a non-idempotent request (a rotating refresh token, a code)
+  is sent, the transport has it confirm that this process still holds the lock (a Redis or a lease
+  lock can be lost by a holder that stalled) and that the store can save; the moment the answer is
+  parsed, the keeper saves it — the new refresh token, the identity already validated, the access
+  token marked unusable until its checks pass — from a worker thread that neither Ctrl-C nor a
+  task cancellation stops. Only then does the grant validate (an ID Token, a key fetch). A failure
+  there leaves a store from which the next call refreshes, never a spent refresh token.
+* ``on_refresh`` is called once the flight is over and the token saved, outside the lock: a callback
+  may itself ask the source for a token. It gets the final token, or — when the refresh failed after
+  the server answered — the token that was kept (its refresh token is what must be persisted).
 
 The transaction is written once, as a generator of store and fetch operations, and run by a sync
 and an async driver, so the rules above exist once.
@@ -34,27 +45,99 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final
 
-from .errors import InvalidGrant, KeyturnError
-from .stores.base import Store, StoreLock
+from .errors import InvalidGrant, KeyturnError, StoreError
+from .protocol.http import Keeper
+from .stores.base import LockLost, Store, StoreLock
 from .token import Token, fingerprint, monotonic_deadlines
 
 __all__ = ["TokenCache"]
 
 log = logging.getLogger("keyturn.cache")
 
-Fetch = Callable[[Token | None], Token]
-AsyncFetch = Callable[[Token | None], Awaitable[Token]]
+Fetch = Callable[[Token | None, Keeper | None], Token]
+AsyncFetch = Callable[[Token | None, Keeper | None], Awaitable[Token]]
 
 # Operations of a transaction; the drivers carry them out.
 _LOCK: Final = "lock"
 _LOAD: Final = "load"
 _FETCH: Final = "fetch"
 _SAVE: Final = "save"
-Op = tuple[str, Token | None]
+Op = tuple[str, Any]
 Transaction = Generator[Op, Any, "_Entry | None"]
 
 #: After a failed refresh while the old token is still valid, wait this long before trying again.
 FAILURE_BACKOFF: Final = (2.0, 60.0)
+#: How often a leader starts its transaction over after losing the lock to another holder.
+LOCK_LOST_RETRIES: Final = 3
+
+
+def successor(token: Token, previous: Token | None) -> Token:
+    """``token`` carrying the refresh token to use next."""
+    if previous is not None and token.refresh_token is None and previous.refresh_token:
+        # RFC 6749 §6: the server "MAY issue a new refresh token"; when it does not, the old
+        # one stays valid and must be kept.
+        return token.with_refresh_token(previous.refresh_token)
+    return token
+
+
+def pending(token: Token, previous: Token | None) -> Token:
+    """What is kept the moment a server answered, before the answer is checked: the refresh token
+    to use next, the identity validated before (``previous``'s ID Token and claims), and no usable
+    access token — until the checks pass, nobody may use it; a refresh is the way on."""
+    identity = previous if previous is not None and previous.claims else None
+    return Token(
+        access_token="", token_type=token.token_type, expires_at=0.0, issued_at=token.issued_at,
+        scope=token.scope, refresh_token=successor(token, previous).refresh_token,
+        id_token=identity.id_token if identity is not None else None,
+        refresh_expires_at=token.refresh_expires_at,
+        extra={"id_token_claims": identity.claims} if identity is not None else {},
+    )
+
+
+class _Keeper:
+    """Handed to a fetch by the transaction (see the module's docstring); used by the transport
+    from a worker thread, under the lock the transaction holds."""
+
+    __slots__ = ("_cache", "_lock", "_prepared", "kept", "previous")
+
+    def __init__(self, cache: TokenCache, lock: StoreLock, previous: Token | None) -> None:
+        self._cache = cache
+        self._lock = lock
+        self._prepared = False
+        self.previous = previous
+        #: The token saved by :meth:`keep` (None until then, or when there was nothing to save).
+        self.kept: Token | None = None
+
+    def confirm(self) -> None:
+        self._lock.confirm()
+        if self._cache._keep and not self._prepared:
+            self._cache.store.prepare_save(self._cache.key)
+            self._prepared = True
+
+    def keep(self, token: Token) -> None:
+        kept = pending(token, self.previous)
+        if not kept.refresh_token:
+            return  # nothing that cannot be had again
+        if self._cache._keep:
+            self._cache.store.save(self._cache.key, kept)
+        self.kept = kept
+
+
+class _Run:
+    """One leader's refresh: the token this process fetched, and what its keepers kept."""
+
+    __slots__ = ("fetched", "keepers")
+
+    def __init__(self) -> None:
+        self.fetched: Token | None = None
+        self.keepers: list[_Keeper] = []
+
+    @property
+    def kept(self) -> Token | None:
+        for keeper in reversed(self.keepers):
+            if keeper.kept is not None:
+                return keeper.kept
+        return None
 
 
 class _Entry:
@@ -117,6 +200,7 @@ class TokenCache:
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_refresh: Callable[[Token], None] | None = None,
     ) -> None:
         if any(isinstance(getattr(f, "__self__", None), TokenCache) for f in (fetch, afetch)):
             raise TypeError("a TokenCache cannot wrap another TokenCache")
@@ -135,6 +219,7 @@ class TokenCache:
         self._flight: _Flight | None = None
         self._failures = 0
         self._background: set[asyncio.Task[Token]] = set()
+        self._on_refresh = on_refresh
 
     # -- the fast path -------------------------------------------------------------------------------
 
@@ -188,11 +273,20 @@ class TokenCache:
             self._background.add(task)
             task.add_done_callback(self._background_done)
             return entry.token
+        run = _Run()
         try:
-            result = self._drive_sync(self._transaction(entry))
+            for attempt in range(LOCK_LOST_RETRIES):
+                try:
+                    result = self._drive_sync(self._transaction(entry, run))
+                    break
+                except LockLost:
+                    # Another holder took over a lock this one let lapse: start over, and most
+                    # likely adopt what it stored.
+                    if attempt == LOCK_LOST_RETRIES - 1:
+                        raise
         except BaseException as exc:
-            return self._failed(flight, entry, exc)
-        return self._succeeded(flight, result)
+            return self._failed(flight, entry, exc, run)
+        return self._succeeded(flight, result, run)
 
     async def atoken(self) -> Token:
         """The current token, refreshed if due, without blocking the event loop."""
@@ -218,21 +312,50 @@ class TokenCache:
                         type(task.exception()).__name__)
 
     async def _lead_async(self, flight: _Flight, entry: _Entry | None) -> Token:
+        run = _Run()
         try:
-            result = await self._drive_async(self._transaction(entry))
+            for attempt in range(LOCK_LOST_RETRIES):
+                try:
+                    result = await self._drive_async(self._transaction(entry, run))
+                    break
+                except LockLost:
+                    if attempt == LOCK_LOST_RETRIES - 1:
+                        raise
         except BaseException as exc:
-            return self._failed(flight, entry, exc)
-        return self._succeeded(flight, result)
+            return self._failed(flight, entry, exc, run)
+        return self._succeeded(flight, result, run)
 
-    def _succeeded(self, flight: _Flight, entry: _Entry | None) -> Token:
+    def _succeeded(self, flight: _Flight, entry: _Entry | None, run: _Run) -> Token:
         assert entry is not None
         self._failures = 0
         with self._mutex:
             self._flight = None
         flight.future.set_result(entry.token)
+        if run.fetched is not None:
+            self._notify(run.fetched)
         return entry.token
 
-    def _failed(self, flight: _Flight, entry: _Entry | None, exc: BaseException) -> Token:
+    def _notify(self, token: Token) -> None:
+        """``on_refresh(token)``, after the flight and outside the lock; its failure is logged."""
+        if self._on_refresh is None:
+            return
+        try:
+            self._on_refresh(token)
+        except Exception as exc:
+            log.error("on_refresh callback failed (%s); the token is kept in the store",
+                      exc.__class__.__name__)
+
+    def _failed(self, flight: _Flight, entry: _Entry | None, exc: BaseException,
+                run: _Run) -> Token:
+        kept = run.kept if run.fetched is None else None
+        try:
+            return self._failed_flight(flight, entry, exc)
+        finally:
+            if kept is not None:
+                # The server answered, then something failed: what was kept is what to persist.
+                self._notify(kept)
+
+    def _failed_flight(self, flight: _Flight, entry: _Entry | None, exc: BaseException) -> Token:
         now = self._clock()
         # Unless invalidate() forgot it meanwhile (a server refused it with a 401): serve the
         # still-valid token while the provider is unwell; try again after a backoff that grows
@@ -285,7 +408,7 @@ class TokenCache:
             self._seed = token
         return entry
 
-    def _transaction(self, entry: _Entry | None) -> Transaction:
+    def _transaction(self, entry: _Entry | None, run: _Run) -> Transaction:
         """Adopt a fresh token another process stored, or, under the store's lock: re-read,
         adopt, or fetch, save and adopt."""
         previous = entry.token if entry is not None else self._seed
@@ -296,18 +419,20 @@ class TokenCache:
             newer = self._newer(peeked, entry)
             if newer is not None:
                 return newer
-        yield (_LOCK, None)
+        lock: StoreLock = yield (_LOCK, None)
         stored = yield (_LOAD, None)
         if stored is not None:
             newer = self._newer(stored, entry)
             if newer is not None:
                 return newer
             previous = stored
+        keeper = _Keeper(self, lock, previous)
+        run.keepers.append(keeper)
         try:
-            token = yield (_FETCH, previous)
+            token = yield (_FETCH, keeper)
         except InvalidGrant:
-            # Where the store could not lock across processes, another process may have rotated
-            # the refresh token under us: the newest one is in the store, not an error to report.
+            # A refresh token another holder rotated under us (the store's lock lapsed, or was
+            # per-process only): the newest one is in the store, not an error to report.
             latest = yield (_LOAD, None)
             used = previous.refresh_token if previous is not None else None
             if latest is None or not latest.refresh_token or latest.refresh_token == used:
@@ -320,12 +445,22 @@ class TokenCache:
             fresh = self._fresh(latest)
             if fresh is not None:
                 return fresh
-            token = yield (_FETCH, latest)
-        if previous is not None and token.refresh_token is None and previous.refresh_token:
-            # RFC 6749 §6: the server "MAY issue a new refresh token"; when it does not, the old
-            # one stays valid and must be kept.
-            token = token.with_refresh_token(previous.refresh_token)
-        yield (_SAVE, token)
+            previous = latest
+            keeper = _Keeper(self, lock, previous)
+            run.keepers.append(keeper)
+            token = yield (_FETCH, keeper)
+        token = successor(token, previous)
+        try:
+            yield (_SAVE, token)
+        except StoreError as exc:
+            if keeper.kept is None:
+                raise
+            # The refresh token is already safe in the store (kept when the server answered): use
+            # the new access token from memory rather than fail the caller.
+            log.warning("the refreshed token could not be saved (%s); its refresh token was kept "
+                        "when the server answered, and this process uses the new access token",
+                        exc.__class__.__name__)
+        run.fetched = token
         return self._adopt(token)
 
     def _drive_sync(self, transaction: Transaction) -> _Entry | None:
@@ -342,11 +477,11 @@ class TokenCache:
                 reply, error = None, None
                 try:
                     if op == _LOCK:
-                        held.enter_context(store.lock(key))
+                        reply = held.enter_context(store.lock(key))
                     elif op == _LOAD:
                         reply = store.load(key) if self._keep else None
                     elif op == _FETCH:
-                        reply = self._fetch(arg)
+                        reply = self._fetch(arg.previous, arg)
                     else:
                         assert arg is not None
                         store.save(key, arg)
@@ -367,11 +502,11 @@ class TokenCache:
                 reply, error = None, None
                 try:
                     if op == _LOCK:
-                        await held.enter_async_context(store.lock(key))
+                        reply = await held.enter_async_context(store.lock(key))
                     elif op == _LOAD:
                         reply = await store.aload(key) if self._keep else None
                     elif op == _FETCH:
-                        reply = await self._afetch(arg)
+                        reply = await self._afetch(arg.previous, arg)
                     else:
                         assert arg is not None
                         await store.asave(key, arg)

@@ -5,16 +5,29 @@ too, as an immutable :class:`RetryPolicy` (after urllib3's ``Retry``): a connect
 429 or a 5xx is retried with exponential backoff and jitter, honouring ``Retry-After``; an OAuth
 error (4xx) never is, because asking again cannot change the answer. A non-idempotent request is
 retried only when it surely was not acted on: a connection error, 429 or 503.
+
+A non-idempotent request (a rotating refresh token, a code) is what the server acts on once: its
+answer is all there is. With a :class:`Keeper` (the cache gives one), the drivers therefore run
+"confirm the refresh lock, send, receive, parse, keep the token" as one *critical step* that an
+interrupt cannot split: in a worker thread, which a KeyboardInterrupt (or any exception a signal
+handler raises) in the caller, a task cancellation or ``asyncio.run``'s shutdown does not stop; the
+interrupt reaches the caller once the token is kept. The async driver sends that one request with
+a sync client in the worker thread for this reason: an asyncio task can be cancelled mid-answer,
+a thread cannot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import logging
 import math
 import os
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,9 +37,9 @@ from typing import Any, TypeVar
 import httpx
 
 from .errors import ConfigError, InvalidResponse, TransportError, safe_url
-from .protocol.http import Flow, HttpRequest, HttpResponse, Wait
+from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper, Received, Wait
 
-__all__ = ["HttpSettings", "RetryPolicy", "arun", "run"]
+__all__ = ["HttpSettings", "Keeper", "RetryPolicy", "arun", "run"]
 
 T = TypeVar("T")
 log = logging.getLogger("keyturn.transport")
@@ -241,64 +254,212 @@ def _next_step(
     return None, policy
 
 
+def _attempt(
+    send: Callable[[HttpRequest], HttpResponse], request: HttpRequest, policy: RetryPolicy,
+) -> tuple[HttpResponse | None, float | None, RetryPolicy]:
+    """One try at ``request``: the response when it is final, else the delay before the next."""
+    try:
+        response: HttpResponse | None = send(request)
+        error: httpx.HTTPError | None = None
+    except httpx.HTTPError as exc:
+        response, error = None, exc
+    delay, policy = _next_step(request, policy, response, error)
+    return (response if delay is None else None), delay, policy
+
+
 def _exchange(
     send: Callable[[HttpRequest], HttpResponse], request: HttpRequest, policy: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> HttpResponse:
     while True:
-        try:
-            response: HttpResponse | None = send(request)
-            error: httpx.HTTPError | None = None
-        except httpx.HTTPError as exc:
-            response, error = None, exc
-        delay, policy = _next_step(request, policy, response, error)
-        if delay is None:
-            assert response is not None
+        response, delay, policy = _attempt(send, request, policy)
+        if response is not None:
             return response
+        assert delay is not None
         sleep(delay)
 
 
+class _Done:
+    """The flow returned ``value`` (a critical step may end the flow)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _advance(flow: Flow[Any], value: Any, keeper: Keeper | None) -> Any:
+    """Send ``value`` into the flow; keep a :class:`Received` token at once. The next step, or
+    :class:`_Done`."""
+    try:
+        step = flow.send(value)
+        while isinstance(step, Received):
+            if keeper is not None:
+                keeper.keep(step.token)
+            step = flow.send(None)
+    except StopIteration as stop:
+        return _Done(stop.value)
+    return step
+
+
+def _critical_step(
+    flow: Flow[Any], send: Callable[[HttpRequest], HttpResponse], request: HttpRequest,
+    policy: RetryPolicy, keeper: Keeper,
+) -> tuple[Any, float | None, RetryPolicy]:
+    """Confirm the lock, send once, and on a final answer advance the flow past keeping it."""
+    keeper.confirm()
+    response, delay, policy = _attempt(send, request, policy)
+    if response is None:
+        return None, delay, policy
+    return _advance(flow, response, keeper), None, policy
+
+
+def _to_the_end(call: Callable[[], T]) -> T:
+    """``call()`` run to its end even if this thread is interrupted meanwhile.
+
+    Python raises a signal handler's exception (KeyboardInterrupt for SIGINT) in the main thread
+    only, so there ``call`` runs in a worker thread while the caller waits; an interrupt is held
+    until ``call`` is done, then raised. Other threads never see such an exception.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return call()
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    context = contextvars.copy_context()  # a store's lock state travels with the call
+
+    def work() -> None:
+        try:
+            future.set_result(context.run(call))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="keyturn-critical", daemon=True).start()
+    interrupt: BaseException | None = None
+    while not future.done():
+        try:
+            future.exception()  # waits; a signal handler's exception lands here
+        except BaseException as exc:
+            interrupt = interrupt or exc  # the answer is on its way: finish first
+    if interrupt is not None:
+        log.warning("interrupted while a token request was answered; its answer was kept first")
+        raise interrupt
+    return future.result()
+
+
+async def _ato_the_end(call: Callable[[], T]) -> T:
+    """``call()`` in a worker thread, awaited to its end even if this task is cancelled (by
+    ``wait_for``, a TaskGroup, ``asyncio.run`` shutting down): the cancellation is raised once
+    ``call`` is done. ``asyncio.run`` waits for the default executor's threads before it returns."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, contextvars.copy_context().run, call)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.wait([future])  # a cancellation of this task does not cancel `future`
+            break
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    if cancelled is not None:
+        log.warning("cancelled while a token request was answered; its answer was kept first")
+        raise cancelled
+    return future.result()
+
+
 def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep) -> T:
-    """Drive ``flow`` to its result with a sync client."""
+        sleep: Callable[[float], None] = time.sleep, *, keeper: Keeper | None = None) -> T:
+    """Drive ``flow`` to its result with a sync client; with ``keeper``, each non-idempotent
+    request is a critical step (see the module's docstring)."""
+
+    def send(request: HttpRequest) -> HttpResponse:
+        return _send(client, request)
+
     try:
         step = next(flow)
         while True:
             if isinstance(step, Wait):
                 sleep(max(0.0, step.until - time.time()))
                 step = flow.send(time.time())
-                continue
-            request: HttpRequest = step
-            response = _exchange(lambda r: _send(client, r), request, policy, sleep)
-            step = flow.send(response)
+            elif isinstance(step, Received):
+                step = _advance_received(flow, step, keeper)
+            elif keeper is not None and not step.idempotent:
+                request: HttpRequest = step
+                attempt = policy
+                while True:
+                    step, delay, attempt = _to_the_end(
+                        functools.partial(_critical_step, flow, send, request, attempt, keeper))
+                    if delay is None:
+                        break
+                    sleep(delay)
+            else:
+                step = flow.send(_exchange(send, step, policy, sleep))
+            if isinstance(step, _Done):
+                result: T = step.value
+                return result
     except StopIteration as stop:
-        result: T = stop.value
-        return result
+        done: T = stop.value
+        return done
 
 
-async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = RetryPolicy()) -> T:
-    """Drive ``flow`` to its result with an async client; never blocks the event loop."""
+def _advance_received(flow: Flow[Any], step: Received, keeper: Keeper | None) -> Any:
+    if keeper is not None:
+        keeper.keep(step.token)
+    return flow.send(None)
+
+
+async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = RetryPolicy(), *,
+               keeper: Keeper | None = None, sync_client: httpx.Client | None = None) -> T:
+    """Drive ``flow`` to its result with an async client; never blocks the event loop. With
+    ``keeper`` (and ``sync_client``), each non-idempotent request is a critical step, sent with
+    ``sync_client`` from a worker thread (see the module's docstring)."""
+    if keeper is not None and sync_client is None:
+        raise TypeError("arun(keeper=...) needs sync_client= for its critical steps")
+
+    def send(request: HttpRequest) -> HttpResponse:
+        assert sync_client is not None
+        return _send(sync_client, request)
+
     try:
         step = next(flow)
         while True:
             if isinstance(step, Wait):
                 await asyncio.sleep(max(0.0, step.until - time.time()))
                 step = flow.send(time.time())
-                continue
-            request: HttpRequest = step
-            attempt = policy
-            while True:
-                try:
-                    response: HttpResponse | None = await _asend(client, request)
-                    error: httpx.HTTPError | None = None
-                except httpx.HTTPError as exc:
-                    response, error = None, exc
-                delay, attempt = _next_step(request, attempt, response, error)
-                if delay is None:
-                    break
-                await asyncio.sleep(delay)
-            assert response is not None
-            step = flow.send(response)
+            elif isinstance(step, Received):
+                step = _advance_received(flow, step, keeper)
+            elif keeper is not None and not step.idempotent:
+                request: HttpRequest = step
+                attempt = policy
+                while True:
+                    step, delay, attempt = await _ato_the_end(
+                        functools.partial(_critical_step, flow, send, request, attempt, keeper))
+                    if delay is None:
+                        break
+                    await asyncio.sleep(delay)
+            else:
+                request = step
+                attempt = policy
+                while True:
+                    response, delay, attempt = await _aattempt(client, request, attempt)
+                    if response is not None:
+                        break
+                    assert delay is not None
+                    await asyncio.sleep(delay)
+                step = flow.send(response)
+            if isinstance(step, _Done):
+                result: T = step.value
+                return result
     except StopIteration as stop:
-        result: T = stop.value
-        return result
+        done: T = stop.value
+        return done
+
+
+async def _aattempt(
+    client: httpx.AsyncClient, request: HttpRequest, policy: RetryPolicy,
+) -> tuple[HttpResponse | None, float | None, RetryPolicy]:
+    """The async twin of :func:`_attempt`."""
+    try:
+        response: HttpResponse | None = await _asend(client, request)
+        error: httpx.HTTPError | None = None
+    except httpx.HTTPError as exc:
+        response, error = None, exc
+    delay, policy = _next_step(request, policy, response, error)
+    return (response if delay is None else None), delay, policy

@@ -28,7 +28,7 @@ from keyturn.protocol.device import (
     device_authorization_flow,
     device_poll_flow,
 )
-from keyturn.protocol.http import HttpRequest, HttpResponse, Wait
+from keyturn.protocol.http import HttpRequest, HttpResponse, Received, Wait
 from providerfixture import DEVICE_CODE_GRANT, Provider, approve_device_code, start_provider
 
 
@@ -238,6 +238,8 @@ class FakeClockDriver:
                     self.gaps.append(step.until - self.now)
                     self.now = step.until
                     step = flow.send(self.now)
+                elif isinstance(step, Received):
+                    step = flow.send(None)
                 else:
                     if before_request is not None:
                         before_request()

@@ -63,7 +63,9 @@ def test_retry_after_is_honoured(fresh_stats, proxy, monkeypatch):
     slept: list[float] = []
     run = keyturn.transport.run
     monkeypatch.setattr(keyturn.transport, "run",
-                        lambda flow, client, policy: run(flow, client, policy, sleep=slept.append))
+                        lambda flow, client, policy, keeper=None: run(flow, client, policy,
+                                                                      sleep=slept.append,
+                                                                      keeper=keeper))
     assert source.get_access_token()
     assert slept == [2.0]
     assert fresh_stats.token_requests("basic") == 2  # the 503 and the retry

@@ -103,7 +103,7 @@ class FakeProvider:
         return Token(access_token=f"AT{n}", expires_at=now + self.lifetime, issued_at=now,
                      refresh_token=f"RT{n}")
 
-    def fetch(self, previous: Token | None) -> Token:
+    def fetch(self, previous: Token | None, keeper: Any = None) -> Token:
         n, error = self._begin("sync", previous)
         self.entered.set()
         assert self.gate.wait(WAIT), "gate never opened"
@@ -111,7 +111,7 @@ class FakeProvider:
             raise error
         return self.token(n)
 
-    async def afetch(self, previous: Token | None) -> Token:
+    async def afetch(self, previous: Token | None, keeper: Any = None) -> Token:
         n, error = self._begin("async", previous)
         self.entered.set()
         if self.agate is not None:
@@ -468,7 +468,7 @@ def test_invalid_grant_recovers_a_refresh_token_rotated_by_another_process(
     rotated = Token(access_token="OTHER", expires_at=clock.wall() + LIFETIME, issued_at=clock.wall(),
                     refresh_token="RT-other")
 
-    def fetch_that_loses_the_race(previous: Token | None) -> Token:
+    def fetch_that_loses_the_race(previous: Token | None, keeper: Any = None) -> Token:
         # Another process, not sharing our lock, rotated RT1 a moment ago.
         store.save("k", rotated)
         raise InvalidGrant("invalid_grant", "refresh token already used", status=400)
@@ -496,7 +496,7 @@ def test_invalid_grant_without_a_newer_refresh_token_is_raised(
 def test_kept_refresh_token_when_the_server_does_not_rotate(clock: FakeClock, provider: FakeProvider) -> None:
     cache = primed(clock, provider)
     clock.advance(LIFETIME + 1)
-    cache._fetch = lambda previous: Token(access_token="AT-norotate", expires_at=clock.wall() + 60,
+    cache._fetch = lambda previous, keeper=None: Token(access_token="AT-norotate", expires_at=clock.wall() + 60,
                                           issued_at=clock.wall())
     assert cache.token().refresh_token == "RT1"
 

@@ -23,7 +23,7 @@ from keyturn.protocol.device import (
     device_poll_flow,
 )
 from keyturn.protocol.grants import GRANT_DEVICE_CODE
-from keyturn.protocol.http import HttpRequest, HttpResponse, Wait
+from keyturn.protocol.http import HttpRequest, HttpResponse, Received, Wait
 
 DEVICE = "https://as.example/device/auth"
 TOKEN = "https://as.example/token"
@@ -223,7 +223,8 @@ def test_waits_stop_at_the_deadline_and_expiry_needs_no_request() -> None:
 # -- the flows, driven by a fake clock ---------------------------------------------------------------
 
 
-def _drive(flow: Any, answers: list[HttpResponse]) -> tuple[Any, list[float], list[HttpRequest]]:
+def _drive(flow: Any, answers: list[HttpResponse],
+           kept: list[Any] | None = None) -> tuple[Any, list[float], list[HttpRequest]]:
     now, waits, sent = NOW, [], []
     try:
         step = next(flow)
@@ -232,6 +233,10 @@ def _drive(flow: Any, answers: list[HttpResponse]) -> tuple[Any, list[float], li
                 waits.append(step.until - now)
                 now = step.until
                 step = flow.send(now)
+            elif isinstance(step, Received):
+                if kept is not None:
+                    kept.append(step.token)
+                step = flow.send(None)
             else:
                 sent.append(step)
                 step = flow.send(answers.pop(0))
@@ -244,9 +249,12 @@ def test_flows_end_to_end_with_a_fake_clock() -> None:
     verification, waits, sent = _drive(device_authorization_flow(machine, now=NOW),
                                        [_authorization(interval=None)])
     assert verification.user_code == "WDJB-MJHT" and waits == [] and len(sent) == 1
+    kept: list[Any] = []
     token, waits, sent = _drive(device_poll_flow(machine),
-                                [PENDING, SLOW_DOWN, SLOW_DOWN, PENDING, SUCCESS])
+                                [PENDING, SLOW_DOWN, SLOW_DOWN, PENDING, SUCCESS], kept)
     assert token.access_token == "at-1"
+    # The spent device code's answer is handed to the driver to keep before the flow returns.
+    assert kept == [token]
     assert waits == [5, 5, 10, 15, 15]
     assert len(sent) == 5 and all(r.url == TOKEN for r in sent)
 

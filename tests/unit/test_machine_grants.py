@@ -14,7 +14,7 @@ from joserfc.jwk import ECKey
 from keyturn import JwtBearer, StaticToken, TokenExchange
 from keyturn.errors import ConfigError, InvalidGrant
 from keyturn.protocol.grants import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
-from keyturn.protocol.http import HttpRequest, HttpResponse
+from keyturn.protocol.http import HttpRequest, HttpResponse, Received
 from keyturn.token import Token
 
 ENDPOINT = "https://as.example/oauth2/token"
@@ -32,7 +32,9 @@ def _step(flow: Any, body: dict[str, Any], status: int = 200) -> tuple[HttpReque
     request = next(flow)
     assert isinstance(request, HttpRequest)
     try:
-        flow.send(HttpResponse(status, JSON, json.dumps(body).encode(), request.url))
+        step = flow.send(HttpResponse(status, JSON, json.dumps(body).encode(), request.url))
+        if isinstance(step, Received):  # a non-idempotent grant hands its answer to be kept
+            flow.send(None)
     except StopIteration as stop:
         return request, stop.value
     except Exception as exc:  # the typed error the flow raised

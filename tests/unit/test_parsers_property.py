@@ -16,7 +16,7 @@ from keyturn.protocol.device import (
     device_poll_flow,
 )
 from keyturn.protocol.grants import parse_token_response
-from keyturn.protocol.http import HttpResponse, Wait
+from keyturn.protocol.http import HttpResponse, Received, Wait
 from keyturn.protocol.idtoken import fetch_jwks_flow, validate_id_token_flow
 from keyturn.protocol.metadata import ServerMetadata, discover
 from keyturn.protocol.revocation import revocation_flow
@@ -181,6 +181,9 @@ def test_device_poll_parser(status, fields, raw):
         for _ in range(5):  # a bounded number of polls, then stop looking
             if isinstance(step, Wait):
                 step = flow.send(step.until)
+            elif isinstance(step, Received):
+                assert step.token.access_token  # only a parsed success is handed over to keep
+                step = flow.send(None)
             else:
                 step = flow.send(HttpResponse(status, {"content-type": "application/json"}, body,
                                               step.url))

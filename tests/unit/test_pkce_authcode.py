@@ -32,7 +32,7 @@ from keyturn.protocol.authcode import (
     iss_required,
 )
 from keyturn.protocol.client_auth import ClientAuth
-from keyturn.protocol.http import HttpRequest, HttpResponse
+from keyturn.protocol.http import HttpRequest, HttpResponse, Received
 from keyturn.protocol.metadata import ServerMetadata
 from keyturn.protocol.pkce import Pkce, code_challenge, make_verifier
 
@@ -285,10 +285,14 @@ def test_code_exchange_sends_code_verifier_and_redirect_uri_once() -> None:
         "code_verifier": request.pkce.verifier, "client_id": "cli",
         "resource": "https://api.example.org",
     }
+    kept = flow.send(token_response(200, {"access_token": "at", "token_type": "Bearer",
+                                          "expires_in": 60, "refresh_token": "rt"}))
+    # The code is spent: the answer goes to the driver to keep before anything else happens.
+    assert isinstance(kept, Received)
     with pytest.raises(StopIteration) as done:
-        flow.send(token_response(200, {"access_token": "at", "token_type": "Bearer",
-                                       "expires_in": 60, "refresh_token": "rt"}))
+        flow.send(None)
     token = done.value.value
+    assert token is kept.token
     assert (token.access_token, token.refresh_token, token.expires_at) == ("at", "rt", 1060.0)
     assert token.scope == ("openid", "offline_access", "profile")
 

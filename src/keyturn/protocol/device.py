@@ -54,7 +54,7 @@ from ..errors import (
 from ..token import Token
 from .client_auth import ClientAuth
 from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response
-from .http import Flow, HttpRequest, HttpResponse, Wait
+from .http import Flow, HttpRequest, HttpResponse, Received, Wait
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -332,4 +332,6 @@ def device_poll_flow(machine: DeviceAuthorization) -> Flow[Token]:
         response = yield request
         token = machine.receive_poll(response, now)
         if token is not None:
+            # The device code is spent (RFC 8628 §3.5 ends the polling here): keep the answer.
+            yield Received(token)
             return token

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidResponse, oauth_error
+from ..strictjson import loads
 from ..token import Token
 from .client_auth import ClientAuth
-from .http import Flow, HttpRequest, HttpResponse
+from .http import Flow, HttpRequest, HttpResponse, Received
 
 __all__ = [
     "GRANT_CLIENT_CREDENTIALS",
@@ -38,6 +39,9 @@ GRANT_DEVICE_CODE: Final = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 
+#: What an access token (VSCHAR) and a token type (no space) may be made of: printable ASCII.
+_VSCHARS: Final = re.compile(r"[\x20-\x7e]+")
+_NAME_CHARS: Final = re.compile(r"[\x21-\x7e]*")
 #: Response members that are secrets or already attributes of Token: never copied into `extra`.
 _NOT_EXTRA: Final = frozenset(
     {"access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope",
@@ -79,7 +83,12 @@ def token_flow(
         "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
         purpose="token endpoint",
     )
-    return parse_token_response(response, now=now, requested_scope=requested_scope)
+    token = parse_token_response(response, now=now, requested_scope=requested_scope)
+    if not idempotent:
+        # The server may have spent what the request carried (a rotated refresh token, a code):
+        # its answer is all there is, and is kept before the caller does anything else with it.
+        yield Received(token)
+    return token
 
 
 def _body(response: HttpResponse, purpose: str) -> dict[str, Any]:
@@ -149,8 +158,8 @@ def jwt_expiry(token: str) -> float | None:
     if len(parts) != 3:
         return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, TypeError):
+        payload = loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):  # JsonError too: a hint that cannot be read is no hint
         return None
     exp = payload.get("exp") if isinstance(payload, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
@@ -173,7 +182,21 @@ def parse_token_response(
             "the token endpoint answered HTTP 200 without an access_token", url=response.url,
             status=response.status,
         )
+    # RFC 6749 Appendix A.12: "access-token = 1*VSCHAR" (%x20-7E). Anything else cannot go into
+    # an Authorization header: a UnicodeEncodeError at the first request, or a header injected.
+    if not _VSCHARS.fullmatch(access):
+        raise InvalidResponse(
+            "the token endpoint sent an access_token with characters outside printable ASCII "
+            "(RFC 6749 Appendix A.12)", url=response.url, status=response.status,
+        )
     token_type = body.get("token_type")
+    if isinstance(token_type, str) and not _NAME_CHARS.fullmatch(token_type):
+        # RFC 6749 Appendix A.13: "token-type = type-name / URI"; either is printable ASCII
+        # without spaces, and it is written into the Authorization header before the token.
+        raise InvalidResponse(
+            "the token endpoint sent a token_type with characters outside printable ASCII "
+            "(RFC 6749 Appendix A.13)", url=response.url, status=response.status,
+        )
     expires_in = _seconds(body, "expires_in", response)
     if expires_in is None:
         # RFC 6749 §5.1 only RECOMMENDS expires_in. A JWT access token (RFC 9068) still says when

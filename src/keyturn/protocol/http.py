@@ -2,21 +2,24 @@
 
 A flow is a generator that yields the :class:`HttpRequest` it needs sent and receives the
 :class:`HttpResponse`, or yields a :class:`Wait` and receives the wall-clock time once the wait is
-over; its return value is the result (a token, a metadata document). It never touches a socket, a
+over, or yields :class:`Received` (a token endpoint's answer to a request that cannot be sent
+again) and receives None once the driver has kept it; its return value is the result (a token, a
+metadata document). It never touches a socket, a
 clock or a sleep: ``transport.run`` and ``transport.arun`` drive the same flow
 for sync and async callers, so no grant is written twice.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import InvalidResponse
+from ..strictjson import JsonError, loads
+from ..token import Token
 
-__all__ = ["Flow", "HttpRequest", "HttpResponse", "Wait", "run_offline"]
+__all__ = ["Flow", "HttpRequest", "HttpResponse", "Keeper", "Received", "Wait", "run_offline"]
 
 T = TypeVar("T")
 
@@ -61,12 +64,21 @@ class HttpResponse:
     def json_object(self, purpose: str) -> dict[str, Any]:
         """The body as a JSON object, or :class:`InvalidResponse` naming the endpoint."""
         try:
-            value = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            looks = "an HTML page" if self.body.lstrip()[:1] == b"<" else "not JSON"
+            value = loads(self.body)
+        except JsonError as exc:
+            if not exc.syntax:
+                # JSON, but hostile or broken: nested too deep, NaN, a number beyond a double.
+                raise InvalidResponse(
+                    f"the {purpose} answered HTTP {self.status} with JSON keyturn refuses: "
+                    f"{exc.reason}", url=self.url, status=self.status,
+                ) from None
+            html = self.body.lstrip()[:1] == b"<"
+            looks = "an HTML page" if html else "not JSON"
+            # Where the parser stopped, or that the bytes are not UTF-8: an HTML page needs no more.
+            why = "" if html else f"; {exc.reason}"
             raise InvalidResponse(
                 f"the {purpose} answered HTTP {self.status} with {looks} "
-                f"(content-type {self.content_type or 'missing'}): check the URL",
+                f"(content-type {self.content_type or 'missing'}{why}): check the URL",
                 url=self.url,
                 status=self.status,
             ) from None
@@ -86,9 +98,33 @@ class Wait:
     until: float
 
 
+@dataclass(frozen=True)
+class Received:
+    """The token endpoint answered a request that cannot be sent again (``idempotent=False``: a
+    rotating refresh token, an authorization code, a device code) with ``token``.
+
+    Yielded right after the answer is parsed, before anything else the flow does with it (an
+    ID Token check, a key fetch) can fail: the driver keeps the token — in the store, under the
+    refresh lock — and answers None. What the server gave is then never lost to a later error.
+    """
+
+    token: Token = field(repr=False)
+
+
+class Keeper(Protocol):
+    """Where a driver keeps what a non-idempotent request brought (the cache's refresh in progress)."""
+
+    def confirm(self) -> None:
+        """Called immediately before each attempt at sending a non-idempotent request: raises when
+        the caller no longer holds the refresh lock, or when the answer could not be saved."""
+
+    def keep(self, token: Token) -> None:
+        """Save ``token`` (the answer to that request) before anything else happens."""
+
+
 Flow = Generator[Any, Any, T]
-"""Yields :class:`HttpRequest` (answered with :class:`HttpResponse`) or :class:`Wait` (answered
-with the current wall-clock time, a float)."""
+"""Yields :class:`HttpRequest` (answered with :class:`HttpResponse`), :class:`Wait` (answered
+with the current wall-clock time, a float) or :class:`Received` (answered with None)."""
 
 
 def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
@@ -100,6 +136,8 @@ def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
             if isinstance(step, Wait):
                 now = max(now, step.until)
                 step = flow.send(now)
+            elif isinstance(step, Received):
+                step = flow.send(None)
             else:
                 step = flow.send(responses[step.url])
     except StopIteration as stop:

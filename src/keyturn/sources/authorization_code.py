@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import transport
 from ..errors import ConfigError, DiscoveryError, LoginRequired
 from ..interactive.landing import LandingPage, LoginOutcome, render
 from ..interactive.loopback import LoopbackListener
@@ -35,7 +34,7 @@ from ..protocol.authcode import (
     iss_required,
 )
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.http import Flow
+from ..protocol.http import Flow, Keeper
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
@@ -216,40 +215,40 @@ class AuthorizationCode(OpenIDSource):
         who = claims.get("preferred_username") or claims.get("email") or claims.get("sub")
         return who if isinstance(who, str) else None
 
-    def _login(self, plan: _LoginPlan, client: httpx.Client) -> Token:
+    def _login(self, plan: _LoginPlan, keeper: Keeper | None) -> Token:
         with LoopbackListener(port=self._redirect_port) as listener:
             request = self._request(plan, listener.redirect_uri)
             listener.accept = request.is_for_this_request
             self._launch(request.url)
             query = listener.wait(self._login_timeout)
             try:
-                token = transport.run(self._exchange_flow(request, query, plan.token_endpoint),
-                                      client, self._http.retry)
+                token = self._run(self._exchange_flow(request, query, plan.token_endpoint),
+                                  keeper)
             except BaseException as exc:
                 self._answer(listener, LoginOutcome.failure(exc))
                 raise
             self._answer(listener, LoginOutcome.success(self._who(token)))
             return token
 
-    async def _alogin(self, plan: _LoginPlan, client: httpx.AsyncClient) -> Token:
+    async def _alogin(self, plan: _LoginPlan, client: httpx.AsyncClient,
+                      keeper: Keeper | None) -> Token:
         listener = LoopbackListener(port=self._redirect_port)
         try:
-            return await self._alogin_with(listener, plan, client)
+            return await self._alogin_with(listener, plan, client, keeper)
         finally:
             # close() waits for the landing page to go out and the server thread to end.
             await asyncio.to_thread(listener.close)
 
     async def _alogin_with(self, listener: LoopbackListener, plan: _LoginPlan,
-                           client: httpx.AsyncClient) -> Token:
+                           client: httpx.AsyncClient, keeper: Keeper | None) -> Token:
         request = self._request(plan, listener.redirect_uri)
         listener.accept = request.is_for_this_request
         # webbrowser.open may wait for the browser command; the wait certainly blocks.
         await asyncio.to_thread(self._launch, request.url)
         query = await asyncio.to_thread(listener.wait, self._login_timeout)
         try:
-            token = await transport.arun(
-                self._exchange_flow(request, query, plan.token_endpoint), client,
-                self._http.retry)
+            token = await self._arun(
+                self._exchange_flow(request, query, plan.token_endpoint), client, keeper)
         except BaseException as exc:
             self._answer(listener, LoginOutcome.failure(exc))
             raise
@@ -258,18 +257,17 @@ class AuthorizationCode(OpenIDSource):
 
     # -- the drivers -------------------------------------------------------------------------------------
 
-    def _fetch(self, previous: Token | None) -> Token:
-        client = self._sync_client()
-        outcome = transport.run(self._begin_flow(previous), client, self._http.retry)
+    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
+        outcome = self._run(self._begin_flow(previous), keeper)
         if isinstance(outcome, _LoginPlan):
-            outcome = self._login(outcome, client)
+            outcome = self._login(outcome, keeper)
         self._fetched(outcome)
         return outcome
 
-    async def _afetch(self, previous: Token | None) -> Token:
+    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         async with await self._http.async_client() as client:
-            outcome = await transport.arun(self._begin_flow(previous), client, self._http.retry)
+            outcome = await self._arun(self._begin_flow(previous), client, keeper)
             if isinstance(outcome, _LoginPlan):
-                outcome = await self._alogin(outcome, client)
+                outcome = await self._alogin(outcome, client, keeper)
         self._fetched(outcome)
         return outcome

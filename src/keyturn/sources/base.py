@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import transport
 from ..cache import TokenCache
@@ -23,7 +23,7 @@ from ..integrations.sdk import SdkAuth
 from ..protocol.client_auth import ClientAuth
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import normalize_scope, token_flow
-from ..protocol.http import Flow
+from ..protocol.http import Flow, Keeper
 from ..protocol.metadata import ServerMetadata, discover
 from ..protocol.revocation import revocation_flow
 from ..stores.base import Store
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT", "Grant", "Source"]
 
 log = logging.getLogger("keyturn")
+T = TypeVar("T")
 
 
 class _Default:
@@ -122,13 +123,12 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         self._http = transport.HttpSettings(verify=verify, cert=cert, timeout=timeout)
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
-        self._on_refresh = on_refresh
         self._metadata: ServerMetadata | None = None
         if store is DEFAULT:
             store = type(self).default_store()
         self.cache = TokenCache(
             key=self._cache_key(subject), fetch=self._fetch, afetch=self._afetch, store=store,
-            seed=seed, leeway=leeway,
+            seed=seed, leeway=leeway, on_refresh=on_refresh,
         )
 
     # -- identity ------------------------------------------------------------------------------------
@@ -284,16 +284,28 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
                 client = self._client
         return client
 
-    def _fetch(self, previous: Token | None) -> Token:
-        token = transport.run(self._flow(previous), self._sync_client(), self._http.retry)
+    def _run(self, flow: Flow[T], keeper: Keeper | None = None) -> T:
+        """``flow`` driven with this source's sync client; ``keeper`` keeps what a token endpoint
+        answered to a request that cannot be sent again (see :mod:`keyturn.transport`)."""
+        return transport.run(flow, self._sync_client(), self._http.retry, keeper=keeper)
+
+    async def _arun(self, flow: Flow[T], client: httpx.AsyncClient,
+                    keeper: Keeper | None = None) -> T:
+        """The async twin of :meth:`_run`: its critical steps go out with the sync client, from a
+        worker thread that a cancellation does not stop."""
+        return await transport.arun(flow, client, self._http.retry, keeper=keeper,
+                                    sync_client=self._sync_client() if keeper is not None else None)
+
+    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
+        token = self._run(self._flow(previous), keeper)
         self._fetched(token)
         return token
 
-    async def _afetch(self, previous: Token | None) -> Token:
+    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         # A fresh client per refresh: refreshes are rare, and an AsyncClient is bound to the loop
         # it was first used on, while a source may serve several loops.
         async with await self._http.async_client() as client:
-            token = await transport.arun(self._flow(previous), client, self._http.retry)
+            token = await self._arun(self._flow(previous), client, keeper)
         self._fetched(token)
         return token
 
@@ -301,9 +313,3 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         log.info("%s got a new access token %s (expires in %s s)", type(self).__name__,
                  fingerprint(token.access_token),
                  "?" if token.expires_at is None else f"{token.expires_at - time.time():.0f}")
-        if self._on_refresh is not None:
-            try:
-                self._on_refresh(token)
-            except Exception as exc:
-                log.error("on_refresh callback failed (%s); the token is kept in the store",
-                          exc.__class__.__name__)

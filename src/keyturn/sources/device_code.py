@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import transport
 from ..errors import ConfigError, DiscoveryError, TransportError
 from ..protocol.device import (
     DeviceAuthorization,
@@ -28,7 +27,7 @@ from ..protocol.device import (
 )
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import GRANT_DEVICE_CODE
-from ..protocol.http import Flow
+from ..protocol.http import Flow, Keeper
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
@@ -137,30 +136,28 @@ class DeviceCode(OpenIDSource):
     # A poll that gets no answer ends transport.run with a TransportError; the login must survive
     # it (RFC 8628 §3.5 asks to back off and poll again), so polling runs as its own phase here.
 
-    def _fetch(self, previous: Token | None) -> Token:
-        client, policy = self._sync_client(), self._http.retry
-        outcome = transport.run(self._begin_flow(previous), client, policy)
+    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
+        outcome = self._run(self._begin_flow(previous), keeper)
         while isinstance(outcome, DeviceAuthorization):
             try:
-                token = transport.run(device_poll_flow(outcome), client, policy)
+                token = self._run(device_poll_flow(outcome), keeper)
             except TransportError as exc:
                 self._poll_failed(outcome, exc)
                 continue
-            outcome = transport.run(self._claims_flow(token, None), client, policy)
+            outcome = self._run(self._claims_flow(token, None), keeper)
         self._fetched(outcome)
         return outcome
 
-    async def _afetch(self, previous: Token | None) -> Token:
+    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         async with await self._http.async_client() as client:
-            policy = self._http.retry
-            outcome = await transport.arun(self._begin_flow(previous), client, policy)
+            outcome = await self._arun(self._begin_flow(previous), client, keeper)
             while isinstance(outcome, DeviceAuthorization):
                 try:
-                    token = await transport.arun(device_poll_flow(outcome), client, policy)
+                    token = await self._arun(device_poll_flow(outcome), client, keeper)
                 except TransportError as exc:
                     self._poll_failed(outcome, exc)
                     continue
-                outcome = await transport.arun(self._claims_flow(token, None), client, policy)
+                outcome = await self._arun(self._claims_flow(token, None), client, keeper)
         self._fetched(outcome)
         return outcome
 

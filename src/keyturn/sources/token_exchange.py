@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from .. import transport
 from ..protocol.grants import GRANT_TOKEN_EXCHANGE, token_flow
-from ..protocol.http import Flow
+from ..protocol.http import Flow, Keeper
 from ..token import Token, fingerprint
 from .base import Grant, Source
 
@@ -125,17 +124,15 @@ class TokenExchange(Source):
         )
         return token
 
-    def _fetch(self, previous: Token | None) -> Token:
+    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         subject, actor = self._tokens()
-        token = transport.run(self._exchange_flow(subject, actor), self._sync_client(),
-                              self._http.retry)
+        token = self._run(self._exchange_flow(subject, actor), keeper)
         self._fetched(token)
         return token
 
-    async def _afetch(self, previous: Token | None) -> Token:
+    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         subject, actor = await self._atokens()
         async with await self._http.async_client() as client:
-            token = await transport.arun(self._exchange_flow(subject, actor), client,
-                                         self._http.retry)
+            token = await self._arun(self._exchange_flow(subject, actor), client, keeper)
         self._fetched(token)
         return token

@@ -18,17 +18,32 @@ import asyncio
 import threading
 from types import TracebackType
 
+from ..errors import StoreError
 from ..token import Token
 
-__all__ = ["LocalLock", "Store", "StoreLock"]
+__all__ = ["LocalLock", "LockLost", "Store", "StoreLock"]
 
 #: How long an async waiter sleeps between attempts at a lock held elsewhere (seconds).
 ASYNC_POLL = (0.005, 0.1)
 
 
+class LockLost(StoreError):
+    """The lock was taken over by another holder (its lease ran out while this one stalled)."""
+
+
 class StoreLock(abc.ABC):
     """An exclusive lock on one key. Sync callers block in :meth:`acquire`; async callers poll in
     :meth:`aacquire` so that a cancelled task never leaves a lock taken by an orphan thread."""
+
+    def confirm(self) -> None:
+        """Raise :class:`LockLost` unless this lock is still held, and make it last a while more.
+
+        Called from any thread, immediately before a request whose answer must not be lost (a
+        rotating refresh token) is sent: a holder that stalled past a lease must not send it after
+        another holder did. A lock held until it is released (a thread lock, ``flock``) has
+        nothing to check; a lock with a lease renews it here.
+        """
+        return None
 
     @abc.abstractmethod
     def try_acquire(self) -> bool: ...
@@ -101,6 +116,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def lock(self, key: str) -> StoreLock:
         """A new, not yet acquired, lock on ``key``."""
+
+    def prepare_save(self, key: str) -> None:
+        """Make sure that the next :meth:`save` of ``key`` cannot fail for want of space.
+
+        Called under the lock from any thread, immediately before a request whose answer must be
+        saved is sent: a store that could not save then raises :class:`StoreError` now, while the
+        old refresh token is still good, not after the server has rotated it. Stores that need no
+        space of their own do nothing.
+        """
+        return None
 
     # Async twins: by default the blocking call runs in a worker thread so the loop never waits on
     # a disk or a socket. Stores whose calls never block override them.

@@ -61,10 +61,11 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .. import strictjson
 from ..errors import ConfigError, StoreError, safe_url
 from ..token import Token
 from . import _redis_scripts as lua
-from .base import ASYNC_POLL, Store, StoreLock
+from .base import ASYNC_POLL, LockLost, Store, StoreLock
 from .memory import MemoryStore
 
 __all__ = ["RedisLock", "RedisStore"]
@@ -149,6 +150,22 @@ class RedisLock(StoreLock):
             # Not raised: a `with` block's own error matters more, and the lease ends by itself.
             log.warning("could not release a keyturn Redis lock (%s); it expires within %.0f s",
                         type(exc).__name__, self._store.lease)
+
+    def confirm(self) -> None:
+        """Still ours? Then the lease starts afresh (a whole ``lease`` from now); else LockLost.
+
+        The cache calls this right before it sends a rotating refresh token: a holder that stalled
+        past its lease (SIGSTOP, a long GC pause) while another took the lock and refreshed must
+        not send the refresh token that the other one already spent. Fencing protects the store;
+        this protects the provider.
+        """
+        if self.fence is None:
+            return  # fell back to this process's memory: there is no shared lock to lose
+        if not self._store._call(self._store._renew_remote, self._names, self._owner, default=True):
+            raise LockLost(
+                f"the Redis lock on a token at {self._store.url} was taken over by another holder "
+                f"after this one stalled for longer than its {self._store.lease:.0f} s lease"
+            )
 
     # -- this thread or task's view of its fence --------------------------------------------------------
 
@@ -415,8 +432,9 @@ class RedisStore(Store):
             # bytes, or str when the URL asks for decode_responses
             if stored_key is None or _text(stored_key) != key:
                 raise ValueError("a record of another cache key")
-            return Token.from_record(json.loads(data))
-        except (ValueError, TypeError, AttributeError, StoreError) as exc:
+            return Token.from_record(strictjson.loads(data, as_written=True))
+        # JsonError is a ValueError (nested too deep, not JSON); RecursionError, as in FileStore.
+        except (ValueError, TypeError, AttributeError, RecursionError, StoreError) as exc:
             log.warning("the token record %s in Redis at %s is damaged (%s); ignoring it", name,
                         self.url, type(exc).__name__)
             return None
