@@ -6,6 +6,11 @@ so answering it must cost little more than starting Python. This module reads th
 the source uses (:mod:`keyturn.cachekey`), and prints the token when it is valid for long enough.
 Anything else — another command, an option it does not know, no valid token, a refresh, an error —
 goes to the full command line (:mod:`keyturn.cli`), which imports httpx, click and rich.
+
+It trusts what FileStore trusts (:mod:`keyturn._filecheck`): a token file and its directory of the
+user's own that no other user can write, the file private (0600); and an index file of the user's
+that no other user can write. A file it does not trust, or cannot parse (deeply nested JSON raises
+RecursionError), is no answer: the full command line then says what is wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import json
 import os
 import sys
 import time
+
+from ._filecheck import UntrustedFile, open_checked
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
@@ -103,10 +110,20 @@ def _stat(path: str) -> list[int] | None:
     return [info.st_mtime_ns, info.st_size, info.st_ino]
 
 
+def _read_index() -> dict[str, Any]:
+    """The index, or {} when there is none, or it is damaged, or another user could have written
+    it (its entries name the token file to print: one planted there would be printed)."""
+    try:
+        with os.fdopen(open_checked(index_path(), private=False), "rb") as handle:
+            index = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError, UntrustedFile):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
 def _from_index(name: str | None, overrides: Mapping[str, Any]) -> tuple[str, str, float] | None:
     """(token file, cache key, leeway) remembered by the full CLI, if still true of the config."""
-    with open(index_path(), "rb") as handle:
-        entry = json.loads(handle.read()).get(lookup(name, overrides))
+    entry = _read_index().get(lookup(name, overrides))
     if not entry:
         return None
     # The profile resolves as it did when the entry was written only while the config file and
@@ -144,15 +161,15 @@ def cached_answer(argv: Sequence[str]) -> str | None:
         name = options.pop("profile", None)
         try:
             where = _from_index(name, options)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             where = None
         if where is None:
             where = _from_config(name, options)
         if where is None:
             return None
         path, key, leeway = where
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
+        # The same checks as FileStore, on the index's path as on the config's.
+        with os.fdopen(open_checked(path), "rb") as handle:
             record = json.loads(handle.read())
         if record.get("format") != 1 or record.get("key") != key:
             return None
@@ -170,7 +187,8 @@ def cached_answer(argv: Sequence[str]) -> str | None:
                 return None
         return render(token, output, now)
     except Exception:
-        # Whatever the fast path cannot settle, the full command line settles (and explains).
+        # Whatever the fast path cannot settle (an untrusted file, a RecursionError from nested
+        # JSON, a damaged record), the full command line settles and explains.
         return None
 
 
@@ -179,13 +197,8 @@ def remember(name: str | None, overrides: Mapping[str, Any], *, store_file: str,
     """Record, for the fast path, which token file answers this command line (no secrets: paths,
     the cache key, and the names of the variables and files the profile's secrets come from)."""
     path = index_path()
-    try:
-        with open(path, "rb") as handle:
-            index = json.loads(handle.read())
-        if not isinstance(index, dict):
-            index = {}
-    except (OSError, ValueError):
-        index = {}
+    # Entries of an index another user could have written are dropped, not carried over.
+    index = _read_index()
     config = json.loads(lookup(name, overrides))[0]
     index[lookup(name, overrides)] = {
         "store": store_file, "key": key, "leeway": leeway, "env": list(env),
@@ -206,18 +219,14 @@ def remember(name: str | None, overrides: Mapping[str, Any], *, store_file: str,
 def remembered_ad_hoc() -> list[dict[str, Any]]:
     """The ``--issuer/--client-id/...`` settings of the ad-hoc command lines the index remembers
     for the current configuration (``keyturn status`` lists their logins beside the profiles)."""
-    try:
-        with open(index_path(), "rb") as handle:
-            index = json.loads(handle.read())
-    except (OSError, ValueError):
-        return []
+    index = _read_index()
     current = json.loads(lookup(None, {}))
     found: list[dict[str, Any]] = []
-    for key in index if isinstance(index, dict) else ():
+    for key in index:
         try:
             config, env_profile, name, items = json.loads(key)
             overrides = dict(items)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             continue
         if ([config, env_profile, name] == current[:3] and overrides.get("issuer")
                 and overrides not in found):
