@@ -117,6 +117,10 @@ def _read_config(path: str | None = None) -> tuple[str, dict[str, Any]]:
         return path, {}
     except (OSError, ValueError) as exc:
         raise _config_error(f"cannot read the keyturn config {path}: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables by recursion.
+        raise _config_error(f"cannot read the keyturn config {path}: arrays or inline tables "
+                            "are nested too deeply") from None
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise _config_error(f"{path}: [profiles] must be a table")

@@ -13,7 +13,6 @@ and does no I/O; time is passed in.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import threading
 import warnings
@@ -21,6 +20,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidIdToken, InvalidResponse
+from ..strictjson import JsonError, loads
 from .http import Flow, HttpRequest
 from .metadata import ServerMetadata
 
@@ -92,12 +92,20 @@ def fetch_jwks_flow(uri: str) -> Flow[list[Any]]:
 
 def _segment(part: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (ValueError, TypeError):
-        raise InvalidIdToken(f"the id_token {what} is not base64url JSON") from None
+        raise InvalidIdToken(f"the id_token {what} is not base64url") from None
+    value = _json(raw, what)
     if not isinstance(value, dict):
         raise InvalidIdToken(f"the id_token {what} is not a JSON object")
     return value
+
+
+def _json(raw: bytes, what: str) -> Any:
+    try:
+        return loads(raw)
+    except JsonError as exc:
+        raise InvalidIdToken(f"the id_token {what} cannot be read as JSON: {exc.reason}") from None
 
 
 def _pick(keys: list[Any], kid: str | None, alg: str) -> Any | None:
@@ -112,18 +120,17 @@ def _pick(keys: list[Any], kid: str | None, alg: str) -> Any | None:
 
 def _verify_signature(token: str, key: Any, alg: str) -> dict[str, Any]:
     from joserfc import jws
-    from joserfc.errors import JoseError
+    from joserfc.errors import ExceededSizeError, JoseError
 
     try:
         signature = jws.deserialize_compact(token, key, algorithms=[alg])
+    except ExceededSizeError as exc:
+        # joserfc's own limits (a 512-byte header, a 128,000-byte payload), checked first.
+        raise InvalidIdToken(f"the id_token is too large to check ({exc.description})") from None
     except JoseError as exc:
         raise InvalidIdToken(f"the id_token signature is not valid ({exc.__class__.__name__})") \
             from None
-    payload = signature.payload
-    try:
-        claims = json.loads(payload)
-    except ValueError:
-        raise InvalidIdToken("the id_token payload is not JSON") from None
+    claims = _json(signature.payload, "payload")
     if not isinstance(claims, dict):
         raise InvalidIdToken("the id_token payload is not a JSON object")
     return claims

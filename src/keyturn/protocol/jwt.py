@@ -5,13 +5,13 @@ Only this module imports joserfc, so a source that needs no JWT never pays for i
 
 from __future__ import annotations
 
-import json
 import secrets
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..strictjson import JsonError, loads
 
 __all__ = ["SigningKey", "build_assertion", "load_signing_key"]
 
@@ -90,9 +90,10 @@ def load_signing_key(private_key: Any, *, alg: str | None = None) -> SigningKey:
     data: Any = private_key
     if isinstance(data, str) and data.lstrip().startswith("{"):
         try:
-            data = json.loads(data)
-        except ValueError:
-            raise ConfigError("private_key looks like JSON but does not parse as a JWK") from None
+            data = loads(data)
+        except JsonError as exc:
+            raise ConfigError(f"private_key looks like JSON but does not parse as a JWK "
+                              f"({exc.reason})") from None
     if isinstance(data, (jwk.RSAKey, jwk.ECKey, jwk.OKPKey, jwk.OctKey)):
         key: Any = data
         kty = data.key_type

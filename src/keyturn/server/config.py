@@ -199,6 +199,13 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         raise ConfigError(f"cannot read the server configuration {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the server configuration {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        # TOML v1.0.0: "A TOML file must be a valid UTF-8 encoded Unicode document."
+        raise ConfigError(f"the server configuration {path} is not UTF-8 text") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables by recursion.
+        raise ConfigError(f"the server configuration {path} nests arrays or inline tables too "
+                          "deeply") from None
     return parse_config(data)
 
 

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from .. import strictjson
 from .device_flow import DeviceStatus, format_user_code
 from .passwords import Authenticator, User
 from .service import AuthorizationServer
@@ -138,8 +139,8 @@ class DevicePages:
             payload = _unb64(encoded)
             if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
                 return None
-            data = json.loads(payload)
-        except (ValueError, UnicodeError):
+            data = strictjson.loads(payload, as_written=True)
+        except (ValueError, UnicodeError):  # strictjson.JsonError is a ValueError
             return None
         if not isinstance(data, dict) or data.get("exp", 0) < now or data.get("csrf") != csrf:
             return None

@@ -17,6 +17,8 @@ from typing import Any, Final
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 
+from .. import strictjson
+from ..errors import StoreError
 from .storage.base import ServerStorage
 
 __all__ = ["AccessClaims", "Signer", "load_signer"]
@@ -104,7 +106,9 @@ class Signer:
             return None
         try:
             decoded = jwt.decode(token, self._key, algorithms=[ALG])
-        except (JoseError, ValueError, TypeError):
+        # joserfc parses the header with json.loads: RecursionError for one nested deep enough
+        # (today its 512-byte header limit comes first; a token is the caller's input either way).
+        except (JoseError, ValueError, TypeError, RecursionError):
             return None
         if decoded.header.get("typ") != ACCESS_TOKEN_TYP:
             return None
@@ -121,4 +125,10 @@ def load_signer(storage: ServerStorage, issuer: str) -> Signer:
         return json.dumps(jwk.RSAKey.generate_key(2048, private=True).as_dict(private=True))
 
     stored = storage.setting("signing_key", make)
-    return Signer(jwk.RSAKey.import_key(json.loads(stored)), issuer)
+    try:
+        key = jwk.RSAKey.import_key(strictjson.loads(stored, as_written=True))
+    except (strictjson.JsonError, JoseError, TypeError) as exc:
+        # Named by class only: the text of a key error could quote key material.
+        raise StoreError("the signing key in the server's storage is damaged "
+                         f"({exc.__class__.__name__})") from None
+    return Signer(key, issuer)

@@ -9,12 +9,12 @@ refresh token, no person involved).
 from __future__ import annotations
 
 import base64
-import json
 import re
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .. import strictjson
 from ..errors import KeyturnError
 from ..protocol.device import DeviceVerification
 from .config import demo_config
@@ -27,8 +27,8 @@ def _jwt_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT, unverified: for display only (the id_token was verified by keyturn)."""
     try:
         payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
+        claims = strictjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):  # strictjson.JsonError is a ValueError
         return {}
     return claims if isinstance(claims, dict) else {}
 

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import strictjson
 from .._filecheck import UntrustedFile, directory_problem, open_checked
 from ..cachekey import file_name
 from ..errors import StoreError
@@ -167,11 +168,13 @@ class FileStore(Store):
         with os.fdopen(fd, "rb") as handle:
             data = handle.read()
         try:
-            record = json.loads(data)
+            record = strictjson.loads(data, as_written=True)
             if record.get("format") != _FORMAT or record.get("key") != key:
                 raise ValueError("not a keyturn token file for this key")
             return Token.from_record(record["token"])
-        except (ValueError, KeyError, AttributeError, TypeError, StoreError) as exc:
+        # JsonError is a ValueError: nested too deep, not UTF-8, not JSON. RecursionError stays
+        # in the tuple for a record that parsed but is walked recursively later: damage as well.
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError, StoreError) as exc:
             self._quarantine(path, exc)
             return None
 
@@ -181,8 +184,10 @@ class FileStore(Store):
             os.replace(path, aside)
         except OSError:
             return
-        log.warning("token file %s was damaged (%s); moved aside to %s", path,
-                    exc.__class__.__name__, aside.name)
+        # The parser's reason says what is wrong without quoting the file; other errors are named
+        # by class only, as their text may quote a value of the token.
+        why = exc.reason if isinstance(exc, strictjson.JsonError) else exc.__class__.__name__
+        log.warning("token file %s was damaged (%s); moved aside to %s", path, why, aside.name)
 
     def save(self, key: str, token: Token) -> None:
         path = self._file(key)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ... import strictjson
+from ...errors import StoreError
 from ..device_flow import DeviceGrant, DeviceStatus
 
 __all__ = ["RefreshRecord", "ServerStorage", "grant_from_json", "grant_to_json"]
@@ -49,8 +51,20 @@ def grant_to_json(grant: DeviceGrant) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def _record(text: str, what: str) -> dict[str, Any]:
+    """A record this server wrote; :class:`StoreError` (a clean 500, logged) if it was damaged."""
+    try:
+        data = strictjson.loads(text, as_written=True)
+    except strictjson.JsonError as exc:
+        raise StoreError(f"a {what} record in the server's storage is damaged: {exc.reason}") \
+            from None
+    if not isinstance(data, dict):
+        raise StoreError(f"a {what} record in the server's storage is damaged: not an object")
+    return data
+
+
 def grant_from_json(text: str) -> DeviceGrant:
-    data: dict[str, Any] = json.loads(text)
+    data = _record(text, "device grant")
     data["status"] = DeviceStatus(data["status"])
     data["scope"] = tuple(data["scope"])
     return DeviceGrant(**data)
@@ -64,7 +78,7 @@ def refresh_to_json(record: RefreshRecord) -> str:
 
 
 def refresh_from_json(text: str) -> RefreshRecord:
-    data: dict[str, Any] = json.loads(text)
+    data = _record(text, "refresh token")
     data["scope"] = tuple(data["scope"])
     return RefreshRecord(**data)
 
