@@ -69,6 +69,8 @@ Transaction = Generator[Op, Any, "_Entry | None"]
 FAILURE_BACKOFF: Final = (2.0, 60.0)
 #: How often a leader starts its transaction over after losing the lock to another holder.
 LOCK_LOST_RETRIES: Final = 3
+#: Pauses between tries at saving what a server answered (the last one is not slept).
+KEEP_RETRY_DELAYS: Final = (0.1, 0.4, 0.0)
 
 
 def successor(token: Token, previous: Token | None) -> Token:
@@ -118,9 +120,11 @@ class _Keeper:
         kept = pending(token, self.previous)
         if not kept.refresh_token:
             return  # nothing that cannot be had again
-        if self._cache._keep:
-            self._cache.store.save(self._cache.key, kept)
+        # Known before the save is tried: whatever happens next, the leader holds what the server
+        # gave and will not throw it away.
         self.kept = kept
+        if self._cache._keep:
+            self._cache._save_kept(kept, self.previous)
 
 
 class _Run:
@@ -220,6 +224,8 @@ class TokenCache:
         self._failures = 0
         self._background: set[asyncio.Task[Token]] = set()
         self._on_refresh = on_refresh
+        #: A refreshed token the store could not take, and the refresh token it replaced.
+        self._unsaved: tuple[Token, str | None] | None = None
 
     # -- the fast path -------------------------------------------------------------------------------
 
@@ -380,6 +386,26 @@ class TokenCache:
         flight.future.set_exception(exc)
         raise exc
 
+    # -- what a server gave, saved ---------------------------------------------------------------------
+
+    def _save_kept(self, token: Token, previous: Token | None) -> None:
+        """Save ``token`` now, trying again briefly (a Redis that dropped a connection, an NFS
+        hiccup); if the store still fails, this process holds the only copy (``_unsaved``): it is
+        served from memory and saved, and used, at the next transaction."""
+        for delay in KEEP_RETRY_DELAYS:
+            try:
+                self.store.save(self.key, token)
+            except StoreError as exc:
+                error = exc
+                time.sleep(delay)  # in the transport's worker thread, never on an event loop
+                continue
+            self._unsaved = None
+            return
+        spent = previous.refresh_token if previous is not None else None
+        self._unsaved = (token, spent)
+        log.error("a refreshed token could not be saved (%s: %s); this process holds its refresh "
+                  "token and saves it at its next refresh", type(error).__name__, error)
+
     # -- the transaction, written once ----------------------------------------------------------------
 
     def _fresh(self, token: Token) -> _Entry | None:
@@ -424,8 +450,20 @@ class TokenCache:
         if stored is not None:
             newer = self._newer(stored, entry)
             if newer is not None:
+                self._unsaved = None
                 return newer
             previous = stored
+        if self._unsaved is not None:
+            unsaved, spent = self._unsaved
+            if stored is None or stored.refresh_token in (spent, unsaved.refresh_token):
+                # The store still holds the refresh token this process spent: its successor,
+                # here in memory, is the one to use — and to save, now that the store may answer.
+                previous = unsaved
+                with contextlib.suppress(StoreError):
+                    yield (_SAVE, unsaved)
+                    self._unsaved = None
+            else:
+                self._unsaved = None  # someone stored a new login meanwhile: that one wins
         keeper = _Keeper(self, lock, previous)
         run.keepers.append(keeper)
         try:
@@ -455,11 +493,15 @@ class TokenCache:
         except StoreError as exc:
             if keeper.kept is None:
                 raise
-            # The refresh token is already safe in the store (kept when the server answered): use
-            # the new access token from memory rather than fail the caller.
+            # The server answered and its refresh token was kept (in the store, or in memory when
+            # the store failed then too): serve the new access token rather than fail the caller.
+            if self._unsaved is not None:
+                self._unsaved = (token, self._unsaved[1])
             log.warning("the refreshed token could not be saved (%s); its refresh token was kept "
                         "when the server answered, and this process uses the new access token",
                         exc.__class__.__name__)
+        else:
+            self._unsaved = None
         run.fetched = token
         return self._adopt(token)
 
