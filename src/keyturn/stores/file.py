@@ -1,16 +1,32 @@
 """Tokens on disk, shared by every process of one user: atomic, private, locked.
 
-Layout: one directory (mode 0700) holding, per cache key, ``<digest>.json`` (mode 0600) and
-``<digest>.lock``. Writes go to a temporary file in the same directory, are fsynced, then renamed
-over the old file, so a reader or a process killed mid-write only ever sees the old or the new
-token. The lock file lives in the same private directory, never in a shared /tmp where another user
-could take it first.
-
-Locking uses ``flock``. The kernel drops the lock of a process that dies, so a crashed holder never
-blocks the others. On a file system that cannot lock (NFS without lockd answers ENOLCK), keyturn
-says so once in a warning and falls back to a lock within this process only: each process then may
-refresh on its own, and a rotated refresh token used by another process is recovered by re-reading
-the store after ``invalid_grant``.
+Theory of operation
+-------------------
+* **Layout.** One directory (mode 0700) holding, per cache key, ``<digest>.json`` (mode 0600) and
+  its lock file. The lock files live in the same private directory, never in a shared /tmp where
+  another user could take them first.
+* **Writes** go to a temporary file in the same directory, are fsynced, then renamed over the old
+  file, so a reader, or a process killed mid-write, only ever sees the old or the new token. The
+  temporary files that killed writers leave are removed, or — when one holds a whole token that
+  never reached its rename — adopted: the rules are in :mod:`._tempfiles`.
+* **A save that cannot fail for space.** :meth:`FileStore.prepare_save`, called under the lock
+  before a request whose answer must be kept, allocates the temporary file of the next save
+  (``reserve`` bytes, 256 KiB by default) and says now, while the old refresh token still works,
+  if the disk is full; the save then overwrites that file, so the answer is kept even if the disk
+  filled up while the server was answering. It leaves a new reservation for a save that follows
+  (the cache saves a provisional record, then the final one) when there is room; the lock's
+  release drops them. (On copy-on-write file systems, btrfs or ZFS, an overwrite may still need
+  blocks of its own.)
+* **Locking** uses ``flock`` on ``<digest>.lock``; threads of one process first queue on a thread
+  lock. The kernel drops the lock of a process that dies, so a crashed holder never blocks the
+  others. Where ``flock`` fails (NFS without lockd answers ENOLCK), the store says so once in a
+  warning and from then on locks with lease lock files, ``<digest>.lease``
+  (:mod:`._leaselock`): they exclude the processes of every host of one mount whose clocks agree
+  within ``skew``, a holder that died on this host is taken over at once and one on another host
+  after ``lease + skew`` seconds. Never a lock within one process only: two processes refreshing
+  one rotating refresh token both "succeed", and the server then revokes the whole login. All
+  hosts of one store must lock alike: an NFS mount with ``nolock``/``local_lock`` makes ``flock``
+  succeed on each host alone, which nothing here can detect.
 """
 
 from __future__ import annotations
@@ -28,8 +44,10 @@ from pathlib import Path
 from .. import strictjson
 from .._filecheck import UntrustedFile, directory_problem, open_checked
 from ..cachekey import file_name
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..token import Token
+from . import _tempfiles as tmpfiles
+from ._filelock import FileLock
 from .base import LocalLock, Store, StoreLock
 
 try:
@@ -41,7 +59,6 @@ __all__ = ["FileStore", "default_cache_dir"]
 
 log = logging.getLogger("keyturn.stores.file")
 _FORMAT = 1
-_NO_LOCK_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 
 
 def default_cache_dir() -> Path:
@@ -49,71 +66,43 @@ def default_cache_dir() -> Path:
     return Path(base) / "keyturn"
 
 
-class _FileLock(StoreLock):
-    """An exclusive ``flock`` on a lock file, plus a thread lock so threads of one process queue
-    in-process instead of each opening the file."""
-
-    def __init__(self, store: FileStore, path: Path, local: threading.Lock) -> None:
-        self._store = store
-        self._path = path
-        self._local = local
-        self._fd: int | None = None
-
-    def _lock_file(self, blocking: bool) -> bool:
-        if fcntl is None or self._store.degraded:
-            return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return False
-            if exc.errno in _NO_LOCK_ERRNOS:
-                self._store.degrade(exc)
-                return True
-            raise StoreError(f"cannot lock {self._path}: {exc.strerror}") from None
-        self._fd = fd
-        return True
-
-    def try_acquire(self) -> bool:
-        if not self._local.acquire(blocking=False):
-            return False
-        try:
-            if self._lock_file(blocking=False):
-                return True
-        except BaseException:
-            self._local.release()
-            raise
-        self._local.release()
-        return False
-
-    def acquire(self) -> None:
-        self._local.acquire()
-        try:
-            self._lock_file(blocking=True)
-        except BaseException:
-            self._local.release()
-            raise
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor drops the flock
-        self._local.release()
-
-
 class FileStore(Store):
-    """Tokens in ``path`` (default ``$XDG_CACHE_HOME/keyturn``), one file per cache key."""
+    """Tokens in ``path`` (default ``$XDG_CACHE_HOME/keyturn``), one file per cache key.
+
+    Where ``flock`` fails (see the module's docstring): ``lease``, seconds a lease lock file
+    stays valid without renewal (its holder renews it every third of that); ``skew``, seconds the
+    clocks of the hosts sharing the directory may differ. A holder that died on another host
+    blocks the others for ``lease + skew`` seconds. ``grace``: seconds after which a temporary file
+    of a writer on another host counts as abandoned. ``reserve``: bytes :meth:`prepare_save`
+    allocates for the next save (a token file takes a few KiB).
+    """
 
     shared = True
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lease: float = 30.0,
+        skew: float = 10.0,
+        grace: float = 60.0,
+        reserve: int = 256 * 1024,
+    ) -> None:
+        if not lease > 0 or not skew >= 0 or not grace >= 0 or reserve < 0:
+            raise ConfigError("FileStore: lease must be positive; skew, grace and reserve zero "
+                              "or more")
         self.path = Path(path) if path is not None else default_cache_dir()
-        self.degraded = False
+        self.lease = lease
+        self.skew = skew
+        self.grace = grace
+        self.reserve = reserve
+        #: True once ``flock`` failed here: the store's locks are lease lock files from then on.
+        self.lease_locks = False
         self._locks: dict[str, threading.Lock] = {}
+        self._prepared: dict[str, Path] = {}  # key -> the reservation its next save writes
         self._guard = threading.Lock()
         self._ready = False
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.path)!r})"
@@ -139,17 +128,27 @@ class FileStore(Store):
         self._ready = True
         return self.path
 
-    def degrade(self, exc: OSError) -> None:
-        if not self.degraded:
-            self.degraded = True
-            log.warning(
-                "the file system of %s cannot lock files (%s): keyturn serializes token refreshes "
-                "within each process only; put the store on a local disk or use RedisStore to "
-                "share tokens between processes safely", self.path, exc.strerror,
-            )
+    def _open(self) -> Path:
+        """The directory, ready; at the first use in this process, without stale leftovers."""
+        directory = self._directory()
+        if not self._swept:
+            self._swept = True  # first: the sweep takes locks, and lock() comes back here
+            self._sweep()
+        return directory
+
+    def _use_lease_locks(self, exc: OSError) -> None:
+        with self._guard:
+            if self.lease_locks:
+                return
+            self.lease_locks = True
+        log.warning(
+            "the file system of %s cannot lock files with flock (%s): keyturn now uses lease lock "
+            "files (*.lease) there, which exclude the processes of every host of this mount "
+            "whose clocks agree within %.0f s", self.path, exc.strerror, self.skew,
+        )
 
     def _file(self, key: str) -> Path:
-        return self._directory() / f"{file_name(key)}.json"
+        return self._open() / f"{file_name(key)}.json"
 
     # -- records -----------------------------------------------------------------------------------
 
@@ -195,9 +194,24 @@ class FileStore(Store):
             {"format": _FORMAT, "key": key, "written_at": time.time(), "token": token.to_record()},
             separators=(",", ":"),
         ).encode()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with self._guard:
+            prepared = self._prepared.pop(key, None)
+        if prepared is not None:
+            try:
+                tmpfiles.write_into(str(prepared), payload)
+                os.replace(prepared, path)
+            except OSError as exc:
+                # Gone (a sweep elsewhere judged it abandoned) or unusable: a save of its own.
+                log.debug("cannot save into the reserved file %s (%s)", prepared.name, exc.strerror)
+                with contextlib.suppress(OSError):
+                    prepared.unlink()
+            else:
+                _fsync_dir(path.parent)
+                self._prepare(key, path, required=False)  # for a save that follows, if there is room
+                return
+        tmp = path.with_name(tmpfiles.tmp_name(path.name))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600)
             try:
                 os.fchmod(fd, 0o600)
@@ -209,27 +223,159 @@ class FileStore(Store):
                 os.close(fd)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
+        except BaseException as exc:  # a KeyboardInterrupt too: no token left in a stray file
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot write the token file {path}: {exc.strerror}") from None
+            raise
+
+    def prepare_save(self, key: str) -> None:
+        """Reserve the space of the next :meth:`save` of ``key`` (see the module's docstring)."""
+        self._prepare(key, self._file(key), required=True)
+
+    def _prepare(self, key: str, path: Path, *, required: bool) -> None:
+        with self._guard:
+            if key in self._prepared:
+                return
+        tmp = path.with_name(tmpfiles.tmp_name(path.name))
+        try:
+            tmpfiles.reserve(str(tmp), self.reserve)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(f"cannot write the token file {path}: {exc.strerror}") from None
+            if not required:
+                return
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise StoreError(
+                    f"no space left on {tmpfiles.mount_point(str(self.path))} for the token file "
+                    f"{path}: free some space (or raise the disk quota), then try again"
+                ) from None
+            raise StoreError(f"cannot prepare the token file {path}: {exc.strerror}") from None
+        with self._guard:
+            if key not in self._prepared:
+                self._prepared[key] = tmp
+                return
+        tmp.unlink()  # another thread prepared it meanwhile
+
+    def _unprepare(self, key: str) -> None:
+        """Drop the reservation of ``key`` (the lock on it is being released)."""
+        with self._guard:
+            prepared = self._prepared.pop(key, None)
+        if prepared is not None:
+            with contextlib.suppress(OSError):
+                prepared.unlink()
 
     def delete(self, key: str) -> None:
         path = self._file(key)
         try:
             path.unlink()
         except FileNotFoundError:
-            return
+            pass
         except OSError as exc:
             raise StoreError(f"cannot remove {path}: {exc.strerror}") from None
+        # A logout forgets the token everywhere: in the temporary files of killed writers too.
+        self._sweep(forget=path.name)
 
     def lock(self, key: str) -> StoreLock:
         with self._guard:
             local = self._locks.setdefault(key, threading.Lock())
-        path = self._directory() / f"{file_name(key)}.lock"
+        base = self._open() / file_name(key)
         if fcntl is None:  # pragma: no cover - Windows
             return LocalLock(local)
-        return _FileLock(self, path, local)
+        return FileLock(self, key, base, local)
+
+    # -- leftovers of killed writers (the rules: keyturn.stores._tempfiles) ---------------------
+
+    def _leftovers(self) -> list[tmpfiles.Leftover]:
+        try:
+            return tmpfiles.leftovers(os.listdir(self.path))
+        except OSError:
+            return []
+
+    def _sweep(self, forget: str | None = None) -> None:
+        """Remove the stale leftovers of every key; have complete ones adopted under their key's
+        lock. ``forget``: the token file being deleted, whose stale leftovers all go."""
+        groups: dict[str, list[tmpfiles.Leftover]] = {}
+        for left in self._leftovers():
+            groups.setdefault(left.main, []).append(left)
+        for main, lefts in groups.items():
+            key = None if main == forget else self._adoptable(main, lefts)
+            if key is None:
+                for left in lefts:
+                    self._remove_if_stale(left)
+                continue
+            lock = self.lock(key)
+            try:
+                if lock.try_acquire():  # taking the lock adopts (FileLock); else its holder did
+                    lock.release()
+            except StoreError as exc:
+                log.warning("could not recover the token file %s: %s", main, exc)
+
+    def _adoptable(self, main: str, lefts: list[tmpfiles.Leftover]) -> str | None:
+        """The key of a leftover that holds a record newer than the token file ``main``."""
+        current = self._record_in(main, main)
+        for left in lefts:
+            found = self._record_in(left.name, main)
+            if found is not None and (current is None or found[1] > current[1]):
+                return found[0]
+        return None
+
+    def _settle(self, key: str) -> None:
+        """Under the lock on ``key``: adopt the newest complete leftover of its token file if it
+        is newer than the file, and remove the stale others."""
+        main = f"{file_name(key)}.json"
+        lefts = [left for left in self._leftovers() if left.main == main]
+        if not lefts:
+            return
+        current = self._record_in(main, main)
+        newest, newest_at = None, current[1] if current is not None else float("-inf")
+        for left in lefts:
+            found = self._record_in(left.name, main)
+            if found is not None and found[0] == key and found[1] > newest_at:
+                newest, newest_at = left, found[1]
+        if newest is not None:
+            try:
+                os.replace(self.path / newest.name, self.path / main)
+            except OSError as exc:
+                # Refreshing now would spend the older refresh token that the server retired.
+                raise StoreError(f"cannot recover the token file {self.path / main} from "
+                                 f"{newest.name}: {exc.strerror}") from None
+            _fsync_dir(self.path)
+            log.warning("recovered the token file %s from %s, which a writer stopped before its "
+                        "rename left", main, newest.name)
+        for left in lefts:
+            if left is not newest:
+                self._remove_if_stale(left)
+
+    def _record_in(self, name: str, main: str) -> tuple[str, float] | None:
+        """(key, written_at) of the whole, valid record of the token file ``main`` held in the
+        directory's file ``name``; None when there is none."""
+        try:
+            fd = open_checked(str(self.path / name))
+        except (OSError, UntrustedFile):
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+        try:
+            record = strictjson.loads(data, as_written=True)
+            key, written = record["key"], record["written_at"]
+            if (record.get("format") != _FORMAT or not isinstance(key, str)
+                    or f"{file_name(key)}.json" != main or type(written) not in (int, float)):
+                return None
+            Token.from_record(record["token"])
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError, StoreError):
+            return None
+        return key, float(written)
+
+    def _remove_if_stale(self, left: tmpfiles.Leftover) -> None:
+        path = self.path / left.name
+        try:
+            age = time.time() - path.lstat().st_mtime
+            if tmpfiles.stale(left, age, self.grace):
+                path.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: the next sweep tries again
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,396 @@
+"""A lock file with a lease, for the file systems on which ``flock`` fails (NFS without lockd).
+
+Theory of operation
+-------------------
+The lock on one key is the file ``<digest>.lease`` in the private token directory. It exists
+while somebody holds the lock, and holds that holder's record, one line of JSON::
+
+    {"id": "<128 random bits>", "host": "<host name>", "node": "<host, boot, pid namespace>",
+     "pid": 4242, "expires_ms": 1700000040000, "check": "<digest of the other fields>"}
+
+* **Taking.** ``open(O_CREAT | O_EXCL)``, write the record, fsync. Exclusive creation is atomic
+  at the file server (NFSv3 and later implement it with an exclusive CREATE; local file systems
+  always did): of any number of contenders, on any hosts of one mount, exactly one creates the
+  file. Threads of one process queue on a thread lock before they come here (FileStore).
+* **Holding.** The holder keeps the file open and rewrites its expiry in place through that
+  descriptor (``pwrite`` of a record of unchanged length, then fsync — which is also what makes
+  the new expiry visible to other NFS clients): every third of the lease from a daemon thread,
+  and in :meth:`LeaseLock.confirm`. Writing through the descriptor, never by name, means that a
+  holder whose file was taken over writes into its own, by then nameless, file, never into the
+  next holder's. The ``check`` digest makes a record read halfway through a rewrite unreadable
+  rather than wrong.
+* **Lapsing.** The holder counts its lease on the monotonic clock from its last rewrite: once a
+  whole lease has passed without one (the process was stopped, the machine paused), it never
+  renews again, and :meth:`~LeaseLock.confirm` raises :class:`~keyturn.stores.base.LockLost`.
+* **Stale.** A contender may take the lock over when the record's expiry lies more than ``skew``
+  seconds in the past by the contender's own wall clock (so the clocks of the hosts of one mount
+  must agree within ``skew``), or at once when the holder is a process of this node that no
+  longer exists (``kill(pid, 0)``: ESRCH). A file whose record cannot be read (being written, or
+  torn) counts as held until its modification time is ``lease + skew`` old.
+* **Releasing.** The holder removes the file if it still holds the holder's record (below).
+
+Taking over, and why two contenders never both hold the lock
+------------------------------------------------------------
+Looking at what a name holds and removing it are two steps. Had contenders simply removed a
+stale file and then created their own, two of them that both found owner X's file stale could
+each remove "the lock file" — the slower one removing the fresh file that the faster one had
+just created — and both would then hold the lock. Instead, a lock file holding X's record is
+removed only by the one process that created the *claim* ``<digest>.lease.<X>.claim`` (``O_EXCL``
+again: one creator). The claimer reads the lock file again; only if it still holds X's record,
+and that is still stale, does it remove the file; then it removes its claim, and the contenders
+try the exclusive create again, which one of them wins. X itself releases the same way: it
+claims its own id first, and leaves the file alone when that claim exists (a contender is then
+taking over a lock that X let lapse).
+
+1. A file holding X's record is removed only by the holder of claim X (a contender, or X).
+2. At most one process holds claim X at a time: the claim is created exclusively and removed
+   only by its creator (or, when that creator died, under the claim on the claim, below).
+3. So once the claimer has read X's record in the lock file, the file holds X's record until the
+   claimer removes it: nobody else may remove it, and nobody can create that name while it
+   exists. The claimer removes X's file, never the file of a holder that came after X.
+4. Ids are random and new at every acquisition: a claim on X never concerns a later lock file,
+   and a claim left over from the past concerns nobody's lock.
+
+A claim is a record too (an id of its own, the node, the pid, an expiry one lease ahead, never
+renewed: a claim is held for a few system calls). If its creator died holding it, the claim is
+stale by the same rules and is removed the same way, under a claim on the claim's id: a chain
+that gives up after ``_DEPTH`` links (as many claimers in a row would have had to die within
+those few system calls) with a StoreError that says which files to remove.
+
+What a lease cannot rule out, here as with any lease (RedisStore's too): a holder that stops
+(SIGSTOP, a paused VM) for longer than ``lease + skew`` at a moment at which it still believed
+the lock its own, or clocks further apart than ``skew``. The cache therefore calls
+:meth:`LeaseLock.confirm` immediately before it sends a request whose answer must not be lost,
+which shrinks that moment to the sending of the request itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ..errors import StoreError
+from . import _owner
+from .base import LockLost
+
+__all__ = ["LeaseLock"]
+
+log = logging.getLogger("keyturn.stores.file")
+
+#: How long a blocking :meth:`LeaseLock.take` waits between attempts: from, to (seconds).
+POLL: Final = (0.005, 0.25)
+#: Claims on claims before giving up (see the module's docstring).
+_DEPTH: Final = 4
+#: A record is one short line; more than this is not a record.
+_READ_MAX: Final = 4096
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a lock or claim file held when it was read."""
+
+    ident: str  # the record's id; for an unreadable file, a digest of the file
+    node: str | None
+    pid: int | None
+    expires: float | None  # wall clock; None when unreadable
+    mtime: float
+
+
+def _digest(body: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _encode(ident: str, expires: float) -> bytes:
+    body: dict[str, object] = {
+        "id": ident, "host": _owner.hostname(), "node": _owner.node(), "pid": os.getpid(),
+        # Whole milliseconds: 13 digits until the year 2286, so a rewrite never changes the length.
+        "expires_ms": int(expires * 1000),
+    }
+    return (json.dumps({**body, "check": _digest(body)}, separators=(",", ":")) + "\n").encode()
+
+
+def _decode(data: bytes, info: os.stat_result) -> _Seen:
+    try:
+        record = json.loads(data)
+        body = {k: v for k, v in record.items() if k != "check"}
+        ident, node, pid, expires = body["id"], body["node"], body["pid"], body["expires_ms"]
+        if (record.get("check") != _digest(body) or not isinstance(ident, str)
+                or not _ID.fullmatch(ident) or not isinstance(node, str)
+                or type(pid) is not int or type(expires) is not int):
+            raise ValueError("not a lock record")
+        return _Seen(ident, node, pid, expires / 1000, info.st_mtime)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        # Named by everything that changes when the file does, so that a claim on it is a claim
+        # on this very content.
+        what = f"{info.st_dev}:{info.st_ino}:{info.st_mtime_ns}:{info.st_size}:".encode() + data
+        return _Seen("u" + hashlib.sha256(what).hexdigest()[:31], None, None, None, info.st_mtime)
+
+
+def _read(path: Path) -> _Seen | None:
+    """What the lock or claim file ``path`` holds, or None when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _error("cannot read the lock file", path, exc) from None
+    try:
+        info = os.fstat(fd)
+        data = os.read(fd, _READ_MAX)
+    except OSError as exc:
+        if exc.errno == errno.ESTALE:  # NFS: removed on the server meanwhile
+            return None
+        raise _error("cannot read the lock file", path, exc) from None
+    finally:
+        os.close(fd)
+    return _decode(data, info)
+
+
+def _create(path: Path, record: bytes, *, durable: bool) -> int | None:
+    """A descriptor of ``path``, created exclusively and holding ``record``; None if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        raise _error("cannot create the lock file", path, exc) from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        _pwrite_all(fd, record)
+        if durable:
+            os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        # Ours to remove: an unreadable file is left alone by others for a whole lease.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise _error("cannot write the lock file", path, exc) from None
+    return fd
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(view):
+        offset += os.pwrite(fd, view[offset:], offset)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _error(what: str, path: Path, exc: OSError) -> StoreError:
+    return StoreError(f"{what} {path}: {exc.strerror}")
+
+
+class LeaseLock:
+    """The lease lock file ``path`` of one key, for one holder at a time (threads queue before).
+
+    ``lease``: seconds a record stays valid without renewal (the holder renews it every third of
+    that while it holds the lock), so the longest a holder that died on another host blocks the
+    others is ``lease + skew``. ``skew``: how far apart the clocks of the hosts may be.
+    """
+
+    def __init__(self, path: Path, *, lease: float, skew: float) -> None:
+        self.path = path
+        self.lease = lease
+        self.skew = skew
+        self._io = threading.Lock()  # the descriptor and its rewrites, from any thread
+        self._fd: int | None = None
+        self._id = ""
+        self._pid = 0
+        self._size = 0
+        self._renewed = 0.0  # monotonic time at which the last rewrite began
+        self._stop: threading.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"LeaseLock({str(self.path)!r}, held={self._fd is not None})"
+
+    # -- taking ----------------------------------------------------------------------------------------
+
+    def try_take(self) -> bool:
+        """One attempt (never waits for the holder): True when this object holds the lock."""
+        for _ in range(3):  # a file removed meanwhile, or taken over here, gets another try
+            if self._create():
+                return True
+            seen = _read(self.path)
+            if seen is None:
+                continue
+            if not self._stale(seen) or not self._remove(self.path, seen, 0):
+                return False
+        return False
+
+    def take(self) -> None:
+        delay = POLL[0]
+        while not self.try_take():
+            # Jittered, so that waiters of several hosts do not try in lockstep.
+            time.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - not a secret
+            delay = min(delay * 2, POLL[1])
+
+    def _create(self) -> bool:
+        ident = secrets.token_hex(16)
+        began = time.monotonic()
+        record = _encode(ident, time.time() + self.lease)
+        fd = _create(self.path, record, durable=True)
+        if fd is None:
+            return False
+        stop = threading.Event()
+        with self._io:
+            self._fd, self._id, self._pid, self._size = fd, ident, os.getpid(), len(record)
+            self._renewed, self._stop = began, stop
+        threading.Thread(target=self._keep, args=(stop,), daemon=True,
+                         name="keyturn-lease").start()
+        return True
+
+    def _stale(self, seen: _Seen) -> bool:
+        now = time.time()
+        if seen.expires is None:
+            return now - seen.mtime > self.lease + self.skew
+        if seen.node == _owner.node() and seen.pid is not None and not _owner.alive(seen.pid):
+            return True
+        return now > seen.expires + self.skew
+
+    def _claim_path(self, ident: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{ident}.claim")
+
+    def _claim(self, claim: Path) -> bool:
+        # Not fsynced: a claim lives for a few system calls; closing it makes it visible (NFS).
+        fd = _create(claim, _encode(secrets.token_hex(16), time.time() + self.lease),
+                     durable=False)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def _remove(self, target: Path, seen: _Seen, depth: int) -> bool:
+        """Remove ``target`` (the lock file, or a claim), found stale holding ``seen``, under the
+        claim on ``seen``'s id. True when ``target`` no longer holds ``seen``'s record."""
+        claim = self._claim_path(seen.ident)
+        if not self._claim(claim):
+            held = _read(claim)
+            if held is None or not self._stale(held):
+                return False  # another contender is at it: its outcome is seen at the next try
+            if depth + 1 >= _DEPTH:
+                raise StoreError(
+                    f"cannot take over the lock file {self.path}: claims on it were left by "
+                    f"{_DEPTH} processes that died in a row; remove {self.path.name}* by hand"
+                )
+            if not self._remove(claim, held, depth + 1) or not self._claim(claim):
+                return False
+        try:
+            now = _read(target)
+            if now is None:
+                return True
+            if now.ident != seen.ident or not self._stale(now):
+                return False  # renewed, or released and taken anew: not ours to remove
+            _unlink(target)
+            return True
+        finally:
+            _unlink(claim)
+
+    # -- holding ---------------------------------------------------------------------------------------
+
+    def _rewrite(self, fd: int) -> None:
+        """Renew the lease through the descriptor (called with ``_io`` held)."""
+        began = time.monotonic()
+        record = _encode(self._id, time.time() + self.lease)
+        _pwrite_all(fd, record)
+        if len(record) != self._size:  # never, while expires_ms has 13 digits
+            os.ftruncate(fd, len(record))
+            self._size = len(record)
+        os.fsync(fd)
+        self._renewed = began
+
+    def _lapsed(self) -> bool:
+        return time.monotonic() - self._renewed >= self.lease
+
+    def _keep(self, stop: threading.Event) -> None:
+        """Renew the lease every third of it while the lock is held."""
+        while not stop.wait(self.lease / 3):
+            with self._io:
+                if stop.is_set() or self._fd is None:
+                    return
+                if self._lapsed():
+                    log.warning("the keyturn lock file %s was not renewed within its %.0f s lease "
+                                "(was the process stopped?); others may take it over now",
+                                self.path, self.lease)
+                    return
+                try:
+                    self._rewrite(self._fd)
+                except OSError as exc:  # the lease ends on its own; confirm() reports the loss
+                    log.debug("cannot renew the keyturn lock file %s (%s)", self.path,
+                              exc.strerror)
+
+    def confirm(self) -> None:
+        """Raise :class:`LockLost` unless the lock file still holds this holder's record and its
+        lease has not run out; then renew the lease."""
+        with self._io:
+            fd = self._fd
+            if fd is None or self._pid != os.getpid():
+                raise LockLost(f"the lock file {self.path} is not held here")
+            if self._lapsed():
+                raise LockLost(self._lost("its lease ran out before it was renewed"))
+            self._check_mine()
+            try:
+                self._rewrite(fd)
+            except OSError as exc:
+                if exc.errno == errno.ESTALE:  # NFS: the file was removed on the server
+                    raise LockLost(self._lost("its file was removed")) from None
+                raise _error("cannot renew the lock file", self.path, exc) from None
+            # A takeover between the reading and the rewrite would have removed the file first.
+            self._check_mine()
+
+    def _check_mine(self) -> None:
+        seen = _read(self.path)
+        if seen is None or seen.ident != self._id:
+            raise LockLost(self._lost("another process took it over"))
+        if seen.expires is not None and seen.expires <= time.time():
+            raise LockLost(self._lost("its lease had expired"))
+
+    def _lost(self, why: str) -> str:
+        return (f"keyturn no longer holds the lock file {self.path}: {why} (a process stopped "
+                f"for longer than the {self.lease:.0f} s lease?); nothing was sent, try again")
+
+    # -- releasing -------------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        with self._io:
+            fd, self._fd = self._fd, None
+            stop, self._stop = self._stop, None
+            mine = self._pid == os.getpid()
+        if stop is not None:
+            stop.set()
+        if fd is None:
+            return
+        os.close(fd)
+        if not mine:
+            return  # a forked child's copy of its parent's lock: the parent releases it
+        try:
+            claim = self._claim_path(self._id)
+            if not self._claim(claim):
+                return  # a contender is taking over this lapsed lock: the file is its to remove
+            try:
+                seen = _read(self.path)
+                if seen is not None and seen.ident == self._id:
+                    _unlink(self.path)
+            finally:
+                _unlink(claim)
+        except (OSError, StoreError) as exc:
+            # Not raised: a `with` block's own error matters more, and the lease ends by itself.
+            log.warning("could not release the keyturn lock file %s (%s); others take it over "
+                        "within %.0f s", self.path, exc, self.lease + self.skew)

@@ -1,0 +1,132 @@
+"""The temporary files of a FileStore: their names, whether their writer can still be at work, and
+space reserved in advance.
+
+A save writes ``.<digest>.json.<node>-<pid>-<random>.tmp`` (earlier versions wrote
+``.<digest>.json.<pid>.<thread>.tmp``), fsyncs it and renames it over ``<digest>.json``. A writer
+killed before the rename leaves its temporary file behind, and such a file may hold a whole token.
+The rules FileStore applies to these *leftovers*:
+
+* **Stale.** A leftover is stale when its writer cannot still be writing it: the writer was a
+  process of this node (host, boot, pid namespace: :mod:`._owner`) that no longer exists, or —
+  for a writer on another node, or one an older name does not identify — the file is older than
+  ``grace`` (60 s by default: a save takes milliseconds, a reserved file waits for one token
+  request). A leftover of a live process of this node is stale only after a day (pids are reused).
+* **Adopted.** A leftover that holds a complete, valid record of its key whose ``written_at`` is
+  newer than the token file's (or there is no valid token file) is a token a server gave that its
+  writer fsynced and was killed before renaming: under that key's lock — the writer, had it been
+  alive and saving under the lock, would hold it — it is renamed over the token file, at any age,
+  because the next refresh would otherwise spend the older, already used refresh token.
+* **Removed.** Every other stale leftover is removed: on the store's first use in a process, when
+  a key's lock is taken, and on ``delete`` (logout), where a complete one goes too.
+
+A *reservation* (:func:`reserve`) is a temporary file whose blocks are allocated before a token
+request is sent; the save of the answer overwrites it (:func:`write_into`), so that a disk that
+filled up meanwhile cannot lose the answer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from . import _owner
+
+__all__ = ["Leftover", "leftovers", "mount_point", "reserve", "stale", "tmp_name", "write_into"]
+
+#: A leftover of a live process of this node is stale after this long (pids are reused).
+_SAME_NODE_LIMIT: Final = 86400.0
+_NAME = re.compile(r"\.(?P<main>[0-9a-f]{40}\.json)\."
+                   r"(?:(?P<node>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-[0-9a-f]{8}|"
+                   r"(?P<old_pid>[0-9]{1,10})\.[0-9]{1,20})\.tmp")
+#: errnos of a file system that cannot allocate in advance (then zeros are written instead).
+_NO_FALLOCATE: Final = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
+_ZEROS: Final = bytes(65536)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary file of the token file ``main``, and who wrote it (None: not known)."""
+
+    name: str
+    main: str
+    node: str | None
+    pid: int | None
+
+
+def tmp_name(main: str) -> str:
+    """A new temporary file name for the token file named ``main``."""
+    return f".{main}.{_owner.node()}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def leftovers(names: Iterable[str]) -> list[Leftover]:
+    """The temporary files among the directory entries ``names``."""
+    found = []
+    for name in names:
+        match = _NAME.fullmatch(name)
+        if match is None:
+            continue
+        if match["node"] is not None:
+            found.append(Leftover(name, match["main"], match["node"], int(match["pid"])))
+        else:
+            found.append(Leftover(name, match["main"], None, int(match["old_pid"])))
+    return found
+
+
+def stale(left: Leftover, age: float, grace: float) -> bool:
+    """Whether the writer of ``left`` (modified ``age`` seconds ago) cannot still be at work."""
+    if left.node == _owner.node() and left.pid is not None:
+        return not _owner.alive(left.pid) or age > _SAME_NODE_LIMIT
+    return age > grace
+
+
+def reserve(path: str, size: int) -> None:
+    """Create ``path`` (0600) with ``size`` bytes allocated on disk, or raise OSError (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError) as exc:  # AttributeError: macOS has no posix_fallocate
+            if isinstance(exc, OSError) and exc.errno not in _NO_FALLOCATE:
+                raise
+            written = 0
+            while written < size:
+                written += os.write(fd, _ZEROS[: size - written])
+        # NFS reports a full disk only when the data reaches the server: here, not at the save.
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_into(path: str, payload: bytes) -> None:
+    """Overwrite the reserved file ``path`` with ``payload`` (its blocks are allocated already),
+    cut it to that length and fsync it. FileNotFoundError when it is gone."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        view = memoryview(payload)
+        offset = 0
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.ftruncate(fd, len(payload))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mount_point(path: str) -> str:
+    """The mount point of the file system that holds ``path`` (for messages)."""
+    try:
+        here = os.path.realpath(path)
+        device = os.stat(here).st_dev
+        while True:
+            parent = os.path.dirname(here)
+            if parent == here or os.stat(parent).st_dev != device:
+                return here
+            here = parent
+    except OSError:
+        return path
