@@ -47,6 +47,7 @@ from typing import Any, Final
 
 from .errors import InvalidGrant, KeyturnError, StoreError
 from .protocol.http import Keeper
+from .secret import Secret
 from .stores.base import LockLost, Store, StoreLock
 from .token import Token, fingerprint, monotonic_deadlines
 
@@ -472,8 +473,9 @@ class TokenCache:
             # A refresh token another holder rotated under us (the store's lock lapsed, or was
             # per-process only): the newest one is in the store, not an error to report.
             latest = yield (_LOAD, None)
-            used = previous.refresh_token if previous is not None else None
-            if latest is None or not latest.refresh_token or latest.refresh_token == used:
+            # A Secret, not the token: this frame re-raises the refusal (keyturn.secret).
+            used = Secret(previous.refresh_token or "" if previous is not None else "")
+            if latest is None or not latest.refresh_token or Secret(latest.refresh_token) == used:
                 if previous is not None and used:
                     # The server refused the refresh token for good: drop it (keeping a still-valid
                     # access token) so that nobody sends it again, then report the refusal.

@@ -33,6 +33,7 @@ import stat
 import sys
 
 from .cachekey import cache_key
+from .secret import Secret
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
@@ -121,6 +122,7 @@ def _read_config(path: str | None = None) -> tuple[str, dict[str, Any]]:
         # tomllib parses nested arrays and inline tables by recursion.
         raise _config_error(f"cannot read the keyturn config {path}: arrays or inline tables "
                             "are nested too deeply") from None
+    _conceal_inline(data)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise _config_error(f"{path}: [profiles] must be a table")
@@ -136,6 +138,18 @@ def _read_config(path: str | None = None) -> tuple[str, dict[str, Any]]:
                 f"others: run chmod 600 {path}, or use {inline[0]}_env / {inline[0]}_file"
             )
     return path, data
+
+
+def _conceal_inline(data: dict[str, Any]) -> None:
+    """Wrap the inline secrets of every profile as :class:`~keyturn.secret.Secret`, in place, as
+    soon as the file is parsed: the document is a local of the frames that raise ConfigErrors
+    about it, and the sources take the Secrets as they are."""
+    profiles = data.get("profiles")
+    for table in profiles.values() if isinstance(profiles, dict) else ():
+        if isinstance(table, dict):
+            for key in _SECRETS:
+                if table.get(key) is not None:
+                    table[key] = Secret.wrap(table[key])
 
 
 def profile_names(path: str | None = None) -> list[str]:
@@ -213,6 +227,10 @@ class Profile:
                  "store")
 
     def __init__(self, name: str, table: Mapping[str, Any]) -> None:
+        # First: secrets given as overrides are wrapped too (the file's already are), so that this
+        # frame, which the ConfigErrors below have in their traceback, holds them only as tags.
+        table = {k: Secret.wrap(v) if k in _SECRETS and v is not None else v
+                 for k, v in table.items()}
         self.name = name
         unknown = sorted(set(table) - _KEYWORDS - _META)
         if unknown:
@@ -248,17 +266,16 @@ class Profile:
         for secret in _SECRETS:
             env_name, file_name = table.get(f"{secret}_env"), table.get(f"{secret}_file")
             if env_name:
-                value = os.environ.get(str(env_name))
-                if not value:
+                if not os.environ.get(str(env_name)):
                     raise _config_error(
                         f"profile {name!r}: {secret}_env names ${env_name}, which is not set")
-                kwargs[secret] = value
+                kwargs[secret] = Secret(os.environ[str(env_name)])
                 self.secret_env.append(str(env_name))
             elif file_name:
                 self.secret_files.append(os.path.expanduser(str(file_name)))
                 try:
                     with open(os.path.expanduser(str(file_name)), encoding="utf-8") as handle:
-                        kwargs[secret] = handle.read().strip()
+                        kwargs[secret] = Secret(handle.read().strip())
                 except OSError as exc:
                     raise _config_error(
                         f"profile {name!r}: cannot read {secret}_file {file_name}: "
@@ -274,8 +291,10 @@ class Profile:
         return other
 
     def __repr__(self) -> str:
-        return (f"Profile({self.name!r}, grant={self.grant!r}, issuer={self.kwargs.get('issuer')!r}, "
-                f"client_id={self.kwargs.get('client_id')!r})")
+        # getattr: also for a profile whose __init__ raised (a traceback with locals shows it).
+        kwargs = getattr(self, "kwargs", {})
+        return (f"Profile({getattr(self, 'name', None)!r}, grant={getattr(self, 'grant', None)!r}, "
+                f"issuer={kwargs.get('issuer')!r}, client_id={kwargs.get('client_id')!r})")
 
     @property
     def interactive_grant(self) -> bool:
@@ -311,8 +330,7 @@ class Profile:
         if self.grant == "refresh_token":
             import hashlib
 
-            refresh = str(kw.get("refresh_token"))
-            subject = f"rt:{hashlib.sha256(refresh.encode()).hexdigest()[:8]}"
+            subject = f"rt:{hashlib.sha256(_text(kw.get('refresh_token')).encode()).hexdigest()[:8]}"
         issuer = kw.get("issuer")
         return cache_key(
             issuer=issuer.rstrip("/") if issuer else None,
@@ -352,6 +370,10 @@ class Profile:
             kwargs.update(extra)
         source: Source = cls(**kwargs)
         return source
+
+
+def _text(value: Any) -> str:
+    return value.reveal() if isinstance(value, Secret) else str(value)
 
 
 def from_profile(name: str | None = None, **overrides: Any) -> Source:

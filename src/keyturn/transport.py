@@ -205,15 +205,18 @@ def _body_too_large(request: HttpRequest, status: int) -> InvalidResponse:
 
 
 def _send(client: httpx.Client, request: HttpRequest) -> HttpResponse:
+    # The request's own mappings go to httpx as they are, not copied into dicts: they show their
+    # secrets (the Basic credentials, a refresh token) only as tags in the locals of httpx's
+    # frames too, should a traceback show them (an interrupt while sending).
     with client.stream(
-        request.method, request.url, headers=dict(request.headers),
-        data=dict(request.form) if request.form is not None else None,
+        request.method, request.url, headers=request.headers, data=request.form,
     ) as response:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > MAX_BODY:
+                chunks.clear()  # the body read so far is no local of this traceback
                 raise _body_too_large(request, response.status_code)
             chunks.append(chunk)
         return HttpResponse(response.status_code, dict(response.headers), b"".join(chunks),
@@ -222,14 +225,14 @@ def _send(client: httpx.Client, request: HttpRequest) -> HttpResponse:
 
 async def _asend(client: httpx.AsyncClient, request: HttpRequest) -> HttpResponse:
     async with client.stream(
-        request.method, request.url, headers=dict(request.headers),
-        data=dict(request.form) if request.form is not None else None,
+        request.method, request.url, headers=request.headers, data=request.form,
     ) as response:
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > MAX_BODY:
+                chunks.clear()
                 raise _body_too_large(request, response.status_code)
             chunks.append(chunk)
         return HttpResponse(response.status_code, dict(response.headers), b"".join(chunks),

@@ -38,7 +38,8 @@ def test_flow_defaults(bare_env: pytest.MonkeyPatch) -> None:
     assert load_profile(None, overrides={**adhoc, "grant": "device"}).grant == "device_code"
     bare_env.setenv("CC", "s")
     secret = load_profile(None, overrides={**adhoc, "client_secret_env": "CC"})
-    assert secret.grant == "client_credentials" and secret.kwargs["client_secret"] == "s"
+    # The secret is held as a Secret (no traceback with locals shows it); the source takes it so.
+    assert secret.grant == "client_credentials" and secret.kwargs["client_secret"].reveal() == "s"
     assert "'s'" not in repr(secret)
 
 

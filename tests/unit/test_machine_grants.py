@@ -15,6 +15,7 @@ from keyturn import JwtBearer, StaticToken, TokenExchange
 from keyturn.errors import ConfigError, InvalidGrant
 from keyturn.protocol.grants import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
 from keyturn.protocol.http import HttpRequest, HttpResponse, Received
+from keyturn.secret import Secret
 from keyturn.token import Token
 
 ENDPOINT = "https://as.example/oauth2/token"
@@ -161,10 +162,11 @@ def test_token_exchange_source_subject_is_looked_up_sync_and_async() -> None:
     upstream = StaticToken("upstream-token")
     source = TokenExchange(token_endpoint=ENDPOINT, client_id="gw", auth_method="none",
                            subject_token=upstream, store=None)
-    assert source._tokens() == ("upstream-token", None)
+    # Looked up into a Secret: the exchange's frames hold the subject token only as a tag.
+    assert source._tokens() == (Secret("upstream-token"), None)
     import asyncio
 
-    assert asyncio.run(source._atokens()) == ("upstream-token", None)
+    assert asyncio.run(source._atokens()) == (Secret("upstream-token"), None)
     assert "upstream-token" not in source.cache.key
 
 

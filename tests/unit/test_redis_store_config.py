@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from keyturn import ConfigError, RedisStore, Token
+from keyturn.secret import Secret
 from keyturn.stores.redis import _url_secrets
 
 NOW = 1_800_000_000.0
@@ -22,9 +23,10 @@ def test_repr_and_errors_show_the_url_without_credentials() -> None:
     assert store.url == "redis://cache.example:6380/2"
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(store)
-    assert _url_secrets("redis://user:s3cr%40t@h/0?password=also-secret") == [
-        "also-secret", "s3cr%40t", "s3cr@t", "user"]
-    assert _url_secrets("redis://h:6379") == []
+    # Kept as Secrets: the store's repr and the locals of its frames show only tags.
+    assert [s.reveal() for s in _url_secrets(Secret("redis://user:s3cr%40t@h/0?password=also-secret"))
+            ] == ["also-secret", "s3cr%40t", "s3cr@t", "user"]
+    assert _url_secrets(Secret("redis://h:6379")) == ()
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

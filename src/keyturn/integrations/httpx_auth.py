@@ -1,7 +1,8 @@
 """A token source as an httpx ``auth=`` for ``Client`` and ``AsyncClient``.
 
 On a 401 the flow invalidates the token it sent (only that one, so that many requests failing
-together cause one refresh), gets a fresh one and retries once.
+together cause one refresh), gets a fresh one and retries once. The tokens are held as
+:class:`~keyturn.secret.Secret` in the flow's frame, which a failed refresh's traceback shows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING
 
 import httpx
+
+from ..secret import Secret
 
 if TYPE_CHECKING:
     from ..token import Token
@@ -37,28 +40,28 @@ class HttpxAuth(httpx.Auth):
         raise NotImplementedError
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.get_access_token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        token = Secret(self.get_access_token())
+        request.headers["Authorization"] = f"Bearer {token.reveal()}"
         response = yield request
         if response.status_code == 401:
             response.read()
-            self.invalidate(token)
-            fresh = self.get_access_token()
+            self.invalidate(token.reveal())
+            fresh = Secret(self.get_access_token())
             if fresh != token:  # a source that cannot renew (StaticToken) passes the 401 back
-                request.headers["Authorization"] = f"Bearer {fresh}"
+                request.headers["Authorization"] = f"Bearer {fresh.reveal()}"
                 yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.aget_access_token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        token = Secret(await self.aget_access_token())
+        request.headers["Authorization"] = f"Bearer {token.reveal()}"
         response = yield request
         if response.status_code == 401:
             await response.aread()
             # invalidate() touches the store (a file, Redis): off the event loop.
-            await asyncio.to_thread(self.invalidate, token)
-            fresh = await self.aget_access_token()
+            await asyncio.to_thread(self.invalidate, token.reveal())
+            fresh = Secret(await self.aget_access_token())
             if fresh != token:
-                request.headers["Authorization"] = f"Bearer {fresh}"
+                request.headers["Authorization"] = f"Bearer {fresh.reveal()}"
                 yield request

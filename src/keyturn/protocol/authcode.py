@@ -32,6 +32,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, InvalidResponse, oauth_error, safe_url
+from ..secret import Secret, SecretFields
 from ..token import Token
 from .client_auth import ClientAuth
 from .endpoints import check_endpoint_url
@@ -164,24 +165,25 @@ class AuthorizationRequest:
         values = parse_qs(query, keep_blank_values=True).get("state", [])
         return len(values) == 1 and secrets.compare_digest(values[0].encode(), self.state.encode())
 
-    def parse_response(self, query: str) -> str:
+    def parse_response(self, query: str | Secret[str]) -> str:
         """The authorization code from the redirect's query string, or the error it carries.
 
         Checked in the order that believes nothing unchecked: duplicates, ``iss``, ``state``, then
-        ``error`` and ``code``.
+        ``error`` and ``code``. The query holds the code: this frame, which every refusal below
+        has in its traceback, keeps it only as a Secret and in SecretFields.
         """
-        values = parse_qs(query, keep_blank_values=True)
+        query = Secret.wrap(query)
+        repeated, got = _single_values(query)
         # RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once."
-        repeated = sorted(k for k, v in values.items() if len(v) > 1)
         if repeated:
             raise InvalidResponse(f"the authorization response repeats the parameter "
-                                  f"{repeated[0]!r}: refused")
-        got = {k: v[0] for k, v in values.items()}
+                                  f"{repeated!r}: refused")
         self._check_issuer(got.get("iss"))
         # RFC 6749 §4.1.2, state: "REQUIRED if the "state" parameter was present in the client
         # authorization request. The exact value received from the client."
-        state = got.get("state")
-        if state is None or not secrets.compare_digest(state.encode(), self.state.encode()):
+        state = got.secret("state")
+        if state is None or not secrets.compare_digest(state.reveal().encode(),
+                                                       self.state.encode()):
             raise InvalidResponse(
                 "the browser came back with a state that does not belong to this login (an old "
                 "browser tab, or a forged redirect): nothing was accepted; log in again"
@@ -191,10 +193,9 @@ class AuthorizationRequest:
             # RFC 6749 §4.1.2.1: the error response carries error, error_description, error_uri.
             raise oauth_error(error or "invalid_request", got.get("error_description"),
                               got.get("error_uri"), url=self.authorization_endpoint)
-        code = got.get("code")
-        if not code:
+        if not got.get("code"):
             raise InvalidResponse("the authorization response has neither a code nor an error")
-        return code
+        return str(got["code"])
 
     def _check_issuer(self, iss: str | None) -> None:
         if iss is None:
@@ -217,19 +218,27 @@ class AuthorizationRequest:
             )
 
 
+def _single_values(query: Secret[str]) -> tuple[str | None, SecretFields]:
+    """The first repeated parameter name (or None), and each parameter's first value."""
+    values = parse_qs(query.reveal(), keep_blank_values=True)
+    repeated = sorted(k for k, v in values.items() if len(v) > 1)
+    return (repeated[0] if repeated else None), SecretFields({k: v[0] for k, v in values.items()})
+
+
 def code_exchange_flow(
-    request: AuthorizationRequest, code: str, *, token_endpoint: str, client_auth: ClientAuth,
-    now: float, resource: Iterable[str] = (),
+    request: AuthorizationRequest, code: str | Secret[str], *, token_endpoint: str,
+    client_auth: ClientAuth, now: float, resource: Iterable[str] = (),
 ) -> Flow[Token]:
     """Exchange ``code`` for tokens at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
-    params: dict[str, str | list[str]] = {
+    code = Secret.wrap(code)  # first: this frame is in the traceback of a refused exchange
+    params = SecretFields({
         "code": code,
         # RFC 6749 §4.1.3, redirect_uri: "REQUIRED, if the "redirect_uri" parameter was included
         # in the authorization request ..., and their values MUST be identical."
         "redirect_uri": request.redirect_uri,
         # RFC 7636 §4.5: "code_verifier REQUIRED. Code verifier".
         "code_verifier": request.pkce.verifier,
-    }
+    })
     if resource:
         # RFC 8707 §2.2: the token request may name the resources the access token is for.
         params["resource"] = list(resource)

@@ -1,18 +1,22 @@
 """Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2, RFC 8705 §2).
 
 A :class:`ClientAuth` adds the client's credentials to a form request: it never sends a request
-itself. The secret and key stay inside it; its repr shows only the method and client id.
+itself. The secret and key stay inside it (the secret as a :class:`~keyturn.secret.Secret`); its
+repr shows only the method and client id. What it adds goes into the request's
+:class:`~keyturn.secret.SecretFields`, which show it only as a tag.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
 from ..errors import ConfigError
-from .jwt import SigningKey, build_assertion, load_signing_key, secret_signing_key
+from ..secret import Secret
+from .jwt import SigningKey, build_assertion, load_secret_key, secret_signing_key
 
 __all__ = ["AUTH_METHODS", "ClientAuth", "basic_credentials"]
 
@@ -46,7 +50,7 @@ class ClientAuth:
 
     client_id: str
     method: str
-    _secret: str | None = field(default=None)
+    _secret: Secret[str] | None = field(default=None)
     _key: SigningKey | None = field(default=None)
 
     def __repr__(self) -> str:
@@ -60,12 +64,16 @@ class ClientAuth:
         cls,
         *,
         client_id: str | None,
-        client_secret: str | None = None,
+        client_secret: str | Secret[str] | None = None,
         private_key: Any = None,
         auth_method: str | None = None,
         signing_alg: str | None = None,
         has_client_cert: bool = False,
     ) -> ClientAuth:
+        # First: from here on this frame, which every ConfigError below has in its traceback,
+        # holds the secrets only as tags.
+        client_secret = Secret.optional(client_secret)
+        private_key = Secret.optional(private_key)
         if not client_id:
             raise ConfigError("client_id= is required")
         method = auth_method or _default_method(client_secret, private_key, has_client_cert)
@@ -80,26 +88,29 @@ class ClientAuth:
         if method == "private_key_jwt":
             if private_key is None:
                 raise ConfigError("auth_method='private_key_jwt' needs private_key= (PEM or JWK)")
-            return cls(client_id, method, None, load_signing_key(private_key, alg=signing_alg))
+            return cls(client_id, method, None, load_secret_key(private_key, alg=signing_alg))
         if method == "tls_client_auth" and not has_client_cert:
             raise ConfigError("auth_method='tls_client_auth' needs cert= (client certificate)")
         return cls(client_id, method)
 
     def apply(
-        self, form: dict[str, str | list[str]], headers: dict[str, str], *, audience: str,
-        now: float,
+        self, form: MutableMapping[str, Any], headers: MutableMapping[str, Any], *,
+        audience: str, now: float,
     ) -> None:
-        """Add the credentials to a token-endpoint request. ``audience`` is the endpoint URL."""
+        """Add the credentials to a token-endpoint request. ``audience`` is the endpoint URL.
+
+        Give :class:`~keyturn.secret.SecretFields` (the flows do): what is added is a secret.
+        """
         if self.method == "client_secret_basic":
             assert self._secret is not None
-            headers["Authorization"] = basic_credentials(self.client_id, self._secret)
+            headers["Authorization"] = basic_credentials(self.client_id, self._secret.reveal())
             return
         # Every other method names the client in the body (RFC 6749 §2.3.1 for post; §3.2.1 for
         # public clients; RFC 8705 §2 for mutual TLS).
         form["client_id"] = self.client_id
         if self.method == "client_secret_post":
             assert self._secret is not None
-            form["client_secret"] = self._secret
+            form["client_secret"] = self._secret.reveal()
         elif self.method in ("client_secret_jwt", "private_key_jwt"):
             assert self._key is not None
             # RFC 7523 §3: iss and sub are the client_id; aud identifies the authorization server,
@@ -111,7 +122,7 @@ class ClientAuth:
             )
 
 
-def _default_method(secret: str | None, key: Any, has_cert: bool) -> str:
+def _default_method(secret: Secret[str] | None, key: Secret[Any] | None, has_cert: bool) -> str:
     if key is not None:
         return "private_key_jwt"
     if secret:

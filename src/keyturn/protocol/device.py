@@ -51,6 +51,7 @@ from ..errors import (
     KeyturnError,
     SlowDown,
 )
+from ..secret import Secret, SecretFields
 from ..token import Token
 from .client_auth import ClientAuth
 from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response
@@ -154,7 +155,7 @@ class DeviceAuthorization:
         self.deadline = 0.0
         self.next_poll_at = 0.0
         self.polls = 0
-        self._device_code: str | None = None
+        self._device_code: Secret[str] | None = None
 
     def __repr__(self) -> str:
         return (f"DeviceAuthorization(state={self.state.name}, interval={self.interval}, "
@@ -177,8 +178,9 @@ class DeviceAuthorization:
 
     def authorization_request(self, now: float) -> HttpRequest:
         self._fire(Event.SEND_AUTHORIZATION)
-        form: dict[str, str | list[str]] = dict(self._params)
-        headers = {"Accept": "application/json"}
+        # SecretFields: the client's credentials are added to them (see keyturn.secret).
+        form = SecretFields(self._params)
+        headers = SecretFields({"Accept": "application/json"})
         # RFC 8628 §3.1: "client_id REQUIRED if the client is not authenticating with the
         # authorization server as described in Section 3.2.1. of [RFC6749]." ClientAuth adds it
         # for public clients, and authenticates confidential ones as at the token endpoint.
@@ -192,7 +194,8 @@ class DeviceAuthorization:
         if response.status != 200:
             raise self._fail(parse_error_response(response, purpose))
         try:
-            body = response.json_object(purpose)
+            # The answer holds the device code: as a local, only inside SecretFields.
+            body = SecretFields(response.json_object(purpose))
             verification, device_code = _parse_authorization(body, response, now)
         except InvalidResponse as exc:
             raise self._fail(exc) from None
@@ -225,9 +228,8 @@ class DeviceAuthorization:
         self._fire(Event.POLL)
         assert self._device_code is not None
         self.polls += 1
-        form: dict[str, str | list[str]] = {"grant_type": GRANT_DEVICE_CODE,
-                                            "device_code": self._device_code}
-        headers = {"Accept": "application/json"}
+        form = SecretFields({"grant_type": GRANT_DEVICE_CODE, "device_code": self._device_code})
+        headers = SecretFields({"Accept": "application/json"})
         self._client_auth.apply(form, headers, audience=self.token_endpoint, now=now)
         # Not idempotent: if a successful answer were lost and the poll sent again, the provider
         # would see a second use of the code and revoke the grant. The transport then resends it
@@ -275,7 +277,7 @@ class DeviceAuthorization:
 
 def _parse_authorization(
     body: Mapping[str, Any], response: HttpResponse, now: float
-) -> tuple[DeviceVerification, str]:
+) -> tuple[DeviceVerification, Secret[str]]:
     def text(name: str, *aliases: str, required: bool = True) -> str | None:
         for key in (name, *aliases):
             value = body.get(key)
@@ -304,13 +306,14 @@ def _parse_authorization(
 
     # RFC 8628 §3.2: device_code, user_code, verification_uri and expires_in are REQUIRED.
     # ("verification_url" is what some providers, Google among them, send instead.)
-    device_code = text("device_code")
+    # A Secret before the next check can raise (text() raises rather than answer None here).
+    device_code = Secret(text("device_code") or "")
     user_code = text("user_code")
     uri = text("verification_uri", "verification_url")
     complete = text("verification_uri_complete", "verification_url_complete", required=False)
     expires_in = seconds("expires_in", None)
     interval = seconds("interval", DEFAULT_INTERVAL)
-    assert device_code is not None and user_code is not None and uri is not None
+    assert user_code is not None and uri is not None
     verification = DeviceVerification(
         verification_uri=uri, user_code=user_code, expires_in=expires_in, interval=interval,
         verification_uri_complete=complete, expires_at=now + expires_in,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidResponse, oauth_error
+from ..secret import SecretFields
 from ..strictjson import loads
 from ..token import Token
 from .client_auth import ClientAuth
@@ -75,9 +76,12 @@ def token_flow(
     idempotent: bool = True,
 ) -> Flow[Token]:
     """Request a token from the token endpoint and parse the answer."""
-    form: dict[str, str | list[str]] = {"grant_type": grant_type}
+    # SecretFields, not dicts: this frame is in the traceback of every error the answer raises,
+    # and the form (a refresh token, a code, the client secret) and the headers (the Basic
+    # credentials) must show there only as tags (see keyturn.secret).
+    form = SecretFields({"grant_type": grant_type})
     form.update({k: v for k, v in params.items() if v not in (None, "", [])})
-    headers = {"Accept": "application/json"}
+    headers = SecretFields({"Accept": "application/json"})
     client_auth.apply(form, headers, audience=endpoint, now=now)
     response = yield HttpRequest(
         "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
@@ -91,14 +95,15 @@ def token_flow(
     return token
 
 
-def _body(response: HttpResponse, purpose: str) -> dict[str, Any]:
-    """The response's members, from JSON or, for legacy servers, from a form."""
+def _body(response: HttpResponse, purpose: str) -> SecretFields:
+    """The response's members, from JSON or, for legacy servers, from a form; the tokens in it
+    are held as secrets (it is a local of frames whose checks may raise)."""
     if response.content_type == "application/x-www-form-urlencoded":
         # Legacy servers (GitHub without an Accept header) answer with a form, errors included.
         from urllib.parse import parse_qsl
 
-        return dict(parse_qsl(response.body.decode("utf-8", "replace")))
-    return response.json_object(purpose)
+        return SecretFields(dict(parse_qsl(response.body.decode("utf-8", "replace"))))
+    return SecretFields(response.json_object(purpose))
 
 
 def parse_error_response(response: HttpResponse, purpose: str) -> Exception:
@@ -167,6 +172,11 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp)
 
 
+def _text(value: Any) -> str | None:
+    """A non-empty string member, or None."""
+    return value if isinstance(value, str) and value else None
+
+
 def parse_token_response(
     response: HttpResponse, *, now: float, requested_scope: tuple[str, ...] = ()
 ) -> Token:
@@ -176,15 +186,16 @@ def parse_token_response(
     body = _body(response, "token endpoint")
     if isinstance(body.get("error"), str):
         raise parse_error_response(response, "token endpoint")
-    access = body.get("access_token")
-    if not isinstance(access, str) or not access:
+    # The tokens stay in ``body`` until the Token is built: bound to a local, one would show in
+    # the traceback of every check below.
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
         raise InvalidResponse(
             "the token endpoint answered HTTP 200 without an access_token", url=response.url,
             status=response.status,
         )
     # RFC 6749 Appendix A.12: "access-token = 1*VSCHAR" (%x20-7E). Anything else cannot go into
     # an Authorization header: a UnicodeEncodeError at the first request, or a header injected.
-    if not _VSCHARS.fullmatch(access):
+    if not _VSCHARS.fullmatch(body["access_token"]):
         raise InvalidResponse(
             "the token endpoint sent an access_token with characters outside printable ASCII "
             "(RFC 6749 Appendix A.12)", url=response.url, status=response.status,
@@ -201,24 +212,22 @@ def parse_token_response(
     if expires_in is None:
         # RFC 6749 §5.1 only RECOMMENDS expires_in. A JWT access token (RFC 9068) still says when
         # it expires; an opaque one without expires_in is used until a 401 says otherwise.
-        exp = jwt_expiry(access)
+        exp = jwt_expiry(body["access_token"])
         if exp is not None:
             expires_in = max(0.0, exp - now)
     refresh_in = _seconds(body, "refresh_token_expires_in", response)
     if refresh_in is None:
         refresh_in = _seconds(body, "refresh_expires_in", response)
     scope = body.get("scope")
-    refresh = body.get("refresh_token")
-    id_token = body.get("id_token")
     return Token(
-        access_token=access,
+        access_token=body["access_token"],
         token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
         expires_at=None if expires_in is None else now + expires_in,
         issued_at=now,
         # RFC 6749 §5.1: scope is "OPTIONAL, if identical to the scope requested by the client".
         scope=tuple(scope.split()) if isinstance(scope, str) else (requested_scope or None),
-        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        refresh_token=_text(body.get("refresh_token")),
+        id_token=_text(body.get("id_token")),
         refresh_expires_at=None if not refresh_in else now + refresh_in,
         extra={k: v for k, v in body.items() if k not in _NOT_EXTRA},
     )

@@ -54,7 +54,9 @@ class HttpResponse:
 
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    #: Not in the repr: a token endpoint's answer holds the tokens, and a response is a local of
+    #: the frames that parse it, which a traceback with locals shows.
+    body: bytes = field(repr=False)
     url: str = ""
 
     @property

@@ -20,6 +20,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from ..errors import InvalidIdToken, InvalidResponse
+from ..secret import Secret
 from ..strictjson import JsonError, loads
 from .http import Flow, HttpRequest
 from .metadata import ServerMetadata
@@ -118,12 +119,12 @@ def _pick(keys: list[Any], kid: str | None, alg: str) -> Any | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _verify_signature(token: str, key: Any, alg: str) -> dict[str, Any]:
+def _verify_signature(token: Secret[str], key: Any, alg: str) -> dict[str, Any]:
     from joserfc import jws
     from joserfc.errors import ExceededSizeError, JoseError
 
     try:
-        signature = jws.deserialize_compact(token, key, algorithms=[alg])
+        signature = jws.deserialize_compact(token.reveal(), key, algorithms=[alg])
     except ExceededSizeError as exc:
         # joserfc's own limits (a 512-byte header, a 128,000-byte payload), checked first.
         raise InvalidIdToken(f"the id_token is too large to check ({exc.description})") from None
@@ -186,8 +187,14 @@ def check_claims(
         raise InvalidIdToken("the id_token nonce does not match the one sent (replayed token?)")
 
 
+def _shape(id_token: Secret[str]) -> tuple[int, str, bool]:
+    """How many JWS segments the token has, its header segment, and whether it is signed."""
+    parts = id_token.reveal().split(".")
+    return len(parts), parts[0], len(parts) == 3 and bool(parts[2])
+
+
 def validate_id_token_flow(
-    id_token: str, *, metadata: ServerMetadata, client_id: str, now: float,
+    id_token: str | Secret[str], *, metadata: ServerMetadata, client_id: str, now: float,
     nonce: str | None = None, keys: KeySetCache | None = None,
     algorithms: Collection[str] = DEFAULT_ALGORITHMS, clock_skew: float = DEFAULT_CLOCK_SKEW,
     trusted_audiences: Collection[str] = (),
@@ -195,21 +202,23 @@ def validate_id_token_flow(
     """Validate an ID Token issued by ``metadata.issuer`` to ``client_id``; return its claims.
 
     Raises :class:`~keyturn.errors.InvalidIdToken` naming the first check that failed (never
-    showing the token). ``keys`` caches JWKS documents between calls.
+    showing the token, nor holding it in a local other than a Secret: this frame is in the
+    traceback). ``keys`` caches JWKS documents between calls.
     """
+    id_token = Secret.wrap(id_token)
     if "none" in algorithms:
         raise InvalidIdToken("alg 'none' cannot be allowed for id_tokens")
-    parts = id_token.split(".")
-    if len(parts) != 3:
+    segments, first, signed = _shape(id_token)
+    if segments != 3:
         raise InvalidIdToken("the id_token is not a signed JWT (JWS compact serialization)")
-    header = _segment(parts[0], "header")
+    header = _segment(first, "header")
     alg = header.get("alg")
     # OIDC Core §2: "ID Tokens MUST NOT use none as the alg value unless ... the Response Type ...
     # returns no ID Token from the Authorization Endpoint" — and keyturn never takes that path.
     if not isinstance(alg, str) or alg == "none" or alg not in algorithms:
         raise InvalidIdToken(f"the id_token alg {str(alg)[:20]!r} is not allowed "
                              f"(allowed: {', '.join(algorithms)})")
-    if not parts[2]:
+    if not signed:
         raise InvalidIdToken("the id_token has no signature")
     kid = header.get("kid") if isinstance(header.get("kid"), str) else None
     uri = metadata.jwks_uri

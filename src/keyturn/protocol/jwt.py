@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..secret import Secret
 from ..strictjson import JsonError, loads
 
-__all__ = ["SigningKey", "build_assertion", "load_signing_key"]
+__all__ = ["SigningKey", "build_assertion", "load_secret_key", "load_signing_key"]
 
 #: The algorithm used for each kind of key when none is named.
 _DEFAULT_ALG = {
@@ -116,11 +117,35 @@ def load_signing_key(private_key: Any, *, alg: str | None = None) -> SigningKey:
     return SigningKey(key, chosen, kid)
 
 
-def secret_signing_key(secret: str, *, alg: str = "HS256") -> SigningKey:
+def load_secret_key(private_key: Any, *, alg: str | None = None) -> SigningKey:
+    """:func:`load_signing_key` for a key given as a :class:`~keyturn.secret.Secret` (or not yet
+    wrapped), whose ConfigError shows no key material in a traceback with locals.
+
+    The loader's frames hold the PEM or the JWK itself. Its error is raised again, as a new
+    ConfigError with the same message, from this frame — which holds only the Secret — once those
+    frames are gone: they are not in the traceback, nor in a ``__context__``.
+    """
+    private_key = Secret.wrap(private_key)
+    loaded = _load_or_message(private_key, alg)
+    if isinstance(loaded, str):
+        raise ConfigError(loaded)
+    return loaded
+
+
+def _load_or_message(private_key: Secret[Any], alg: str | None) -> SigningKey | str:
+    try:
+        return load_signing_key(private_key.reveal(), alg=alg)
+    except ConfigError as exc:
+        return exc.message
+    except Exception as exc:  # an error of the key libraries: a typed one, without their frames
+        return f"private_key could not be loaded ({type(exc).__name__})"
+
+
+def secret_signing_key(secret: Secret[str], *, alg: str = "HS256") -> SigningKey:
     """The client secret as an HMAC key, for client_secret_jwt."""
     from joserfc import jwk
 
-    return SigningKey(jwk.OctKey.import_key(secret.encode()), alg, None)
+    return SigningKey(jwk.OctKey.import_key(secret.reveal().encode()), alg, None)
 
 
 def build_assertion(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..secret import Secret, SecretFields
 from .client_auth import ClientAuth
 from .grants import parse_error_response
 from .http import Flow, HttpRequest
@@ -10,13 +11,14 @@ __all__ = ["revocation_flow"]
 
 
 def revocation_flow(
-    *, endpoint: str, token: str, token_type_hint: str, client_auth: ClientAuth, audience: str,
-    now: float,
+    *, endpoint: str, token: str | Secret[str], token_type_hint: str, client_auth: ClientAuth,
+    audience: str, now: float,
 ) -> Flow[None]:
     """Ask the server to revoke ``token``; ``token_type_hint`` is ``refresh_token`` or
     ``access_token`` (RFC 7009 §2.1)."""
-    form: dict[str, str | list[str]] = {"token": token, "token_type_hint": token_type_hint}
-    headers = {"Accept": "application/json"}
+    token = Secret.wrap(token)  # this frame is in the traceback of a refusal
+    form = SecretFields({"token": token, "token_type_hint": token_type_hint})
+    headers = SecretFields({"Accept": "application/json"})
     client_auth.apply(form, headers, audience=audience, now=now)
     response = yield HttpRequest("POST", endpoint, headers=headers, form=form,
                                  purpose="revocation endpoint")

@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidIdToken, InvalidResponse, oauth_error
+from ..secret import Secret, SecretFields
 from .http import Flow, HttpRequest
 
 __all__ = ["userinfo_flow"]
 
 
 def userinfo_flow(
-    *, endpoint: str, access_token: str, token_type: str = "Bearer", expected_sub: str | None = None,
+    *, endpoint: str, access_token: str | Secret[str], token_type: str = "Bearer",
+    expected_sub: str | None = None,
 ) -> Flow[dict[str, Any]]:
     """The claims the UserInfo endpoint returns for ``access_token``."""
+    access_token = Secret.wrap(access_token)  # this frame is in the traceback of a refusal
     scheme = "DPoP" if token_type.lower() == "dpop" else "Bearer"
     response = yield HttpRequest(
-        "GET", endpoint, headers={"Authorization": f"{scheme} {access_token}",
-                                  "Accept": "application/json"},
+        "GET", endpoint, headers=SecretFields({
+            "Authorization": f"{scheme} {access_token.reveal()}", "Accept": "application/json"}),
         purpose="userinfo endpoint",
     )
     if response.status != 200:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..secret import SecretFields
 from .clientauth import ClientAuthError, authenticate_client
 from .config import ClientConfig, ServerConfig
 from .pages import DevicePages
@@ -49,8 +50,12 @@ class BadForm(Exception):
         self.status = status
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The urlencoded body as one value per name; unknown names are kept but never looked at."""
+async def read_form(request: Request) -> SecretFields:
+    """The urlencoded body as one value per name; unknown names are kept but never looked at.
+
+    As :class:`~keyturn.secret.SecretFields`: the secrets in it (a client secret, a refresh token,
+    a device code, a password) show only as tags in the locals of a server traceback.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         # RFC 6749 §3.2: the client sends parameters "using the "application/x-www-form-urlencoded"
@@ -61,21 +66,33 @@ async def read_form(request: Request) -> dict[str, str]:
         raise BadForm("the request body is too large", 413)
     # Read in chunks and stop past the limit: a chunked body has no Content-Length, and
     # request.body() would hold all of it (uvicorn sets no size limit) before it could be refused.
-    body = bytearray()
+    body, chunk = bytearray(), b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
+            body.clear()  # what was read is no local of the BadForm's traceback
             raise BadForm("the request body is too large", 413)
+    # Parsed in a helper that raises nothing: the raw body and its pairs are then no locals of
+    # this frame when it raises, nor of a handler's traceback.
+    parsed = _parse_form(body)
+    del body, chunk
+    if isinstance(parsed, str):
+        raise BadForm(parsed)
+    return parsed
+
+
+def _parse_form(body: bytearray) -> SecretFields | str:
+    """The form, or what is wrong with it."""
     from urllib.parse import parse_qsl
 
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
     except (UnicodeDecodeError, ValueError):
-        raise BadForm("the request body is not a valid form") from None
-    form: dict[str, str] = {}
+        return "the request body is not a valid form"
+    form = SecretFields()
     for name, value in pairs:
         if name in form and name in _SINGLE:
-            raise BadForm(f"the parameter {name} was sent more than once")
+            return f"the parameter {name} was sent more than once"
         form.setdefault(name, value)
     return form
 

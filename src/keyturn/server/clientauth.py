@@ -6,6 +6,10 @@ these are one and the same: ``client_id`` in the body; Basic with an empty passw
 (requests-oauthlib); both at once (openid-client). A Basic header and a body ``client_id`` that
 disagree, or a secret sent both ways, are refused.
 
+The Authorization header and the secret are held as :class:`~keyturn.secret.Secret` in every frame
+here, and the form is :class:`~keyturn.secret.SecretFields`: a server traceback rendered with its
+locals shows neither.
+
 A confidential client's secret is checked against a slow hash (scrypt: 0.1 s and 32 MiB), so
 wrong secrets are counted (:class:`SecretAttempts`, kept in the server's storage): past the
 limits, a secret is no longer hashed at all, which bounds both the CPU an unauthenticated caller
@@ -24,6 +28,7 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import unquote
 
+from ..secret import Secret
 from .config import ClientConfig
 from .passwords import verify_password
 
@@ -47,23 +52,34 @@ def _invalid_client(description: str) -> ClientAuthError:
     return ClientAuthError("invalid_client", description, 401)
 
 
-def _basic(header: str) -> tuple[str, str] | None:
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
+def _basic(header: Secret[str]) -> tuple[str, Secret[str]] | None:
+    """(client_id, secret) from a Basic header; None for another scheme."""
+    if header.reveal().partition(" ")[0].lower() != "basic":
         return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        # ValueError, not only binascii.Error: b64decode refuses a str with a non-ASCII character
-        # (a header byte >= 0x80, which starlette decodes as latin-1) with a bare ValueError.
-        raise _invalid_client("the Authorization header is not valid Basic credentials") from None
-    if ":" not in decoded:
+    decoded = _decoded(header)
+    if decoded is None or ":" not in decoded.reveal():
         raise _invalid_client("the Authorization header is not valid Basic credentials")
-    user, _, password = decoded.partition(":")
     # RFC 6749 §2.3.1: "The client identifier is encoded using the
     # "application/x-www-form-urlencoded" encoding algorithm ... and the encoded value is used as
     # the username; the client password is encoded using the same algorithm".
-    return unquote(user.replace("+", " ")), unquote(password.replace("+", " "))
+    return (_form_decoded(decoded.reveal().partition(":")[0]),
+            Secret(_form_decoded(decoded.reveal().partition(":")[2])))
+
+
+def _decoded(header: Secret[str]) -> Secret[str] | None:
+    """The Basic credentials as text, or None when they are not base64 of UTF-8. (None, not an
+    exception: the caller raises from a frame that holds only Secrets.)"""
+    try:
+        return Secret(base64.b64decode(header.reveal().partition(" ")[2].strip(), validate=True
+                                       ).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        # ValueError, not only binascii.Error: b64decode refuses a str with a non-ASCII character
+        # (a header byte >= 0x80, which starlette decodes as latin-1) with a bare ValueError.
+        return None
+
+
+def _form_decoded(text: str) -> str:
+    return unquote(text.replace("+", " "))
 
 
 class SecretAttempts(Protocol):
@@ -89,13 +105,13 @@ class _VerifiedSecrets:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _digest(client: ClientConfig, secret: str) -> bytes:
+    def _digest(client: ClientConfig, secret: Secret[str]) -> bytes:
         assert client.secret_hash is not None
-        return hashlib.sha256(
-            b"\0".join((client.client_id.encode(), client.secret_hash.encode(), secret.encode()))
+        return hashlib.sha256(b"\0".join(
+            (client.client_id.encode(), client.secret_hash.encode(), secret.reveal().encode()))
         ).digest()
 
-    def known(self, client: ClientConfig, secret: str) -> bool:
+    def known(self, client: ClientConfig, secret: Secret[str]) -> bool:
         """True if this secret was verified before (no hash is checked)."""
         digest = self._digest(client, secret)
         with self._lock:
@@ -104,10 +120,10 @@ class _VerifiedSecrets:
                 return True
         return False
 
-    def verify(self, client: ClientConfig, secret: str) -> bool:
+    def verify(self, client: ClientConfig, secret: Secret[str]) -> bool:
         """Check the secret against the client's hash (slow), and remember it if it is right."""
         assert client.secret_hash is not None
-        if not verify_password(secret, client.secret_hash):  # slow: outside the lock
+        if not verify_password(secret.reveal(), client.secret_hash):  # slow: outside the lock
             return False
         digest = self._digest(client, secret)
         with self._lock:
@@ -121,14 +137,19 @@ _verified = _VerifiedSecrets()
 
 
 def authenticate_client(
-    clients: Mapping[str, ClientConfig], authorization: str | None, form: Mapping[str, str],
-    attempts: SecretAttempts | None = None,
+    clients: Mapping[str, ClientConfig], authorization: str | Secret[str] | None,
+    form: Mapping[str, str], attempts: SecretAttempts | None = None,
 ) -> ClientConfig:
     """The calling client, or :class:`ClientAuthError`. May hash, and ``attempts`` may reach the
-    storage: call it off the event loop. Without ``attempts``, secret checks are not limited."""
+    storage: call it off the event loop. Without ``attempts``, secret checks are not limited.
+
+    Give the form as :class:`~keyturn.secret.SecretFields` (``read_form`` does).
+    """
+    authorization = Secret.optional(authorization)  # first: this frame is in every traceback
     basic = _basic(authorization) if authorization else None
     body_id = form.get("client_id") or None
-    body_secret = form.get("client_secret") or None
+    body_secret = Secret(form["client_secret"]) if form.get("client_secret") else None
+    secret: Secret[str] | None
     if basic is not None:
         client_id, secret = basic[0], (basic[1] or None)
         if body_id is not None and body_id != client_id:

@@ -35,6 +35,7 @@ from ..protocol.authcode import (
 )
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.http import Flow, Keeper
+from ..secret import Secret, conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
@@ -95,6 +96,7 @@ class AuthorizationCode(OpenIDSource):
         landing_page: LandingPage | None = None, login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
         redirect_port: int = 0, interactive: bool | None = None, **kwargs: Any,
     ) -> None:
+        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
         super().__init__(scope=DEFAULT_SCOPE if scope is None else scope, **kwargs)
         if authorization_endpoint:
             check_endpoint_url(authorization_endpoint, "authorization_endpoint",
@@ -194,9 +196,10 @@ class AuthorizationCode(OpenIDSource):
                 stream.write(f"\n{intro}\n    {url}\n")
                 stream.flush()
 
-    def _exchange_flow(self, request: AuthorizationRequest, query: str,
+    def _exchange_flow(self, request: AuthorizationRequest, query: Secret[str],
                        token_endpoint: str) -> Flow[Token]:
-        code = request.parse_response(query)
+        # The query and the code as Secrets: this frame is in the traceback of a refused exchange.
+        code = Secret(request.parse_response(query))
         token = yield from code_exchange_flow(request, code, token_endpoint=token_endpoint,
                                               client_auth=self.client_auth, now=time.time(),
                                               resource=self.resource)
@@ -220,7 +223,7 @@ class AuthorizationCode(OpenIDSource):
             request = self._request(plan, listener.redirect_uri)
             listener.accept = request.is_for_this_request
             self._launch(request.url)
-            query = listener.wait(self._login_timeout)
+            query = Secret(listener.wait(self._login_timeout))  # it holds the code
             try:
                 token = self._run(self._exchange_flow(request, query, plan.token_endpoint),
                                   keeper)
@@ -245,7 +248,7 @@ class AuthorizationCode(OpenIDSource):
         listener.accept = request.is_for_this_request
         # webbrowser.open may wait for the browser command; the wait certainly blocks.
         await asyncio.to_thread(self._launch, request.url)
-        query = await asyncio.to_thread(listener.wait, self._login_timeout)
+        query = Secret(await asyncio.to_thread(listener.wait, self._login_timeout))
         try:
             token = await self._arun(
                 self._exchange_flow(request, query, plan.token_endpoint), client, keeper)

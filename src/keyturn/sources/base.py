@@ -26,6 +26,7 @@ from ..protocol.grants import normalize_scope, token_flow
 from ..protocol.http import Flow, Keeper
 from ..protocol.metadata import ServerMetadata, discover
 from ..protocol.revocation import revocation_flow
+from ..secret import Secret, SecretFields
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from ..token import Token, fingerprint
@@ -54,15 +55,22 @@ METADATA_TTL = 3600.0
 
 
 class Grant:
-    """A grant's request: its type, its form parameters, and whether it may be sent twice."""
+    """A grant's request: its type, its form parameters, and whether it may be sent twice.
+
+    The parameters are :class:`~keyturn.secret.SecretFields`: a refresh token or an assertion in
+    them shows only as a tag in the locals of the frames that hold the grant.
+    """
 
     __slots__ = ("grant_type", "idempotent", "params")
 
-    def __init__(self, grant_type: str, params: Mapping[str, str | list[str] | None],
+    def __init__(self, grant_type: str, params: Mapping[str, Any],
                  *, idempotent: bool = True) -> None:
         self.grant_type = grant_type
-        self.params = {k: v for k, v in params.items() if v is not None}
+        self.params = SecretFields({k: v for k, v in params.items() if v is not None})
         self.idempotent = idempotent
+
+    def __repr__(self) -> str:
+        return f"Grant({self.grant_type!r}, {self.params!r}, idempotent={self.idempotent})"
 
 
 class Source(SdkAuth, HttpxAuth, RequestsAuth):
@@ -79,7 +87,7 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         issuer: str | None = None,
         token_endpoint: str | None = None,
         client_id: str | None = None,
-        client_secret: str | None = None,
+        client_secret: str | Secret[str] | None = None,
         private_key: Any = None,
         auth_method: str | None = None,
         signing_alg: str | None = None,
@@ -97,6 +105,11 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         subject: str | None = None,
         seed: Token | None = None,
     ) -> None:
+        # First: every ConfigError below has this frame in its traceback, and a traceback with
+        # locals must show the secrets only as tags. (Subclasses wrap theirs first too, with
+        # conceal_arguments(kwargs).)
+        client_secret = Secret.optional(client_secret)
+        private_key = Secret.optional(private_key)
         if not issuer and not token_endpoint:
             raise ConfigError("give issuer= (for discovery) or token_endpoint=")
         if leeway < 0:
@@ -143,11 +156,14 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         )
 
     def __repr__(self) -> str:
-        where = self.issuer or self._token_endpoint
-        scope = " ".join(self.scope)
+        # Also for a source whose __init__ raised half-way: a traceback with locals shows its
+        # ``self`` (rich's show_locals fails on a repr that raises).
+        where = getattr(self, "issuer", None) or getattr(self, "_token_endpoint", None)
+        auth = getattr(self, "client_auth", None)
+        scope = " ".join(getattr(self, "scope", ()))
         return (f"{type(self).__name__}(issuer={where!r}, client_id="
-                f"{self.client_auth.client_id!r}, auth_method={self.client_auth.method!r}, "
-                f"scope={scope!r})")
+                f"{auth.client_id if auth else None!r}, "
+                f"auth_method={auth.method if auth else None!r}, scope={scope!r})")
 
     def __reduce__(self) -> Any:
         raise TypeError(f"a keyturn {type(self).__name__} holds secrets and cannot be pickled")
@@ -197,8 +213,8 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
             return
         audience = metadata.token_endpoint or endpoint
         # The refresh token first: revoking it usually takes its access tokens along.
-        for value, hint in ((token.refresh_token, "refresh_token"),
-                            (token.access_token, "access_token")):
+        for value, hint in ((Secret(token.refresh_token or ""), "refresh_token"),
+                            (Secret(token.access_token), "access_token")):
             if value:
                 yield from revocation_flow(endpoint=endpoint, token=value, token_type_hint=hint,
                                            client_auth=self.client_auth, audience=audience,

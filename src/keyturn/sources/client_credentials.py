@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS
 from ..token import Token
 from .base import Grant, Source
@@ -21,8 +19,8 @@ class ClientCredentials(Source):
 
     grant_type = GRANT_CLIENT_CREDENTIALS
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    # No __init__ of its own: Source's takes the same arguments and wraps the secrets first; one
+    # that only passed **kwargs on would hold the client secret in a plain dict of its frame.
 
     def _grant(self, previous: Token | None) -> Grant:
         # RFC 6749 §4.4.3: "A refresh token SHOULD NOT be included": each refresh is a new grant.

@@ -28,6 +28,7 @@ from ..protocol.device import (
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import GRANT_DEVICE_CODE
 from ..protocol.http import Flow, Keeper
+from ..secret import conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
@@ -65,6 +66,7 @@ class DeviceCode(OpenIDSource):
         interactive: bool | None = None, device_authorization_endpoint: str | None = None,
         scope: str | Iterable[str] | None = None, **kwargs: Any,
     ) -> None:
+        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
         super().__init__(scope=DEFAULT_SCOPE if scope is None else scope, **kwargs)
         if prompt is not None and not callable(prompt):
             raise ConfigError("prompt= must be a callable taking a DeviceVerification")

@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_JWT_BEARER, token_flow
 from ..protocol.http import Flow
-from ..protocol.jwt import ASSERTION_LIFETIME, SigningKey, build_assertion, load_signing_key
+from ..protocol.jwt import ASSERTION_LIFETIME, SigningKey, build_assertion, load_secret_key
+from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
 
@@ -32,7 +33,7 @@ class JwtBearer(Source):
     def __init__(
         self,
         *,
-        assertion: str | Callable[[], str] | None = None,
+        assertion: str | Secret[str] | Callable[[], str] | None = None,
         assertion_key: Any = None,
         assertion_issuer: str | None = None,
         assertion_audience: str | None = None,
@@ -42,6 +43,11 @@ class JwtBearer(Source):
         subject: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # First: a ConfigError raised below shows this frame's locals.
+        if isinstance(assertion, str):
+            assertion = Secret(assertion)
+        assertion_key = Secret.optional(assertion_key)
+        conceal_arguments(kwargs)
         if (assertion is None) == (assertion_key is None):
             raise ConfigError("give exactly one of assertion= or assertion_key=")
         self._assertion = assertion
@@ -49,15 +55,15 @@ class JwtBearer(Source):
         if assertion_key is not None:
             if not assertion_issuer or not subject:
                 raise ConfigError("assertion_key= needs assertion_issuer= and subject=")
-            self._key = load_signing_key(assertion_key, alg=assertion_alg)
+            self._key = load_secret_key(assertion_key, alg=assertion_alg)
         self._assertion_issuer = assertion_issuer
         self._assertion_audience = assertion_audience
         self._assertion_lifetime = assertion_lifetime
         self._assertion_claims = dict(assertion_claims or {})
         self.subject = subject
-        if subject is None and isinstance(assertion, str):
+        if subject is None and isinstance(assertion, Secret):
             # A fixed assertion names its subject itself: key the cache by the assertion's tag.
-            subject = "assertion:" + fingerprint(assertion)
+            subject = "assertion:" + fingerprint(assertion.reveal())
         super().__init__(subject=subject, **kwargs)
 
     def _assertion_value(self, audience: str) -> str:
@@ -70,6 +76,8 @@ class JwtBearer(Source):
                 audience=self._assertion_audience or audience, now=time.time(),
                 lifetime=self._assertion_lifetime, extra_claims=self._assertion_claims,
             )
+        if isinstance(self._assertion, Secret):
+            return self._assertion.reveal()
         value = self._assertion() if callable(self._assertion) else self._assertion
         if not isinstance(value, str) or not value:
             raise ConfigError("the assertion= callable returned no assertion string")

@@ -24,6 +24,7 @@ from ..protocol.idtoken import (
 )
 from ..protocol.metadata import ServerMetadata
 from ..protocol.userinfo import userinfo_flow
+from ..secret import SecretFields, conceal_arguments
 from ..token import Token
 from .base import Source
 
@@ -74,6 +75,7 @@ class OpenIDSource(Source):
         self, *, id_token_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         clock_skew: float = DEFAULT_CLOCK_SKEW, **kwargs: Any,
     ) -> None:
+        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
         super().__init__(**kwargs)
         if "none" in id_token_algorithms:
             from ..errors import ConfigError
@@ -92,8 +94,9 @@ class OpenIDSource(Source):
         """
         name = type(self).__name__
         if previous is not None and previous.refresh_token:
-            params = {k: v for k, v in self._base_params().items()
-                      if k != "scope" and v is not None}
+            # SecretFields: this frame is in the traceback of a refused refresh (RefreshRefused).
+            params = SecretFields({k: v for k, v in self._base_params().items()
+                                   if k != "scope" and v is not None})
             # RFC 6749 §6: scope "If omitted is treated as equal to the scope originally granted".
             params["refresh_token"] = previous.refresh_token
             try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError, LoginRequired
 from ..protocol.grants import GRANT_REFRESH_TOKEN
+from ..secret import Secret, SecretFields, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
 
@@ -26,19 +27,21 @@ class RefreshToken(Source):
 
     grant_type = GRANT_REFRESH_TOKEN
 
-    def __init__(self, *, refresh_token: str, **kwargs: Any) -> None:
-        if not refresh_token or not isinstance(refresh_token, str):
+    def __init__(self, *, refresh_token: str | Secret[str], **kwargs: Any) -> None:
+        # First: a ConfigError from here or from Source shows these frames' locals.
+        refresh_token = Secret.wrap(refresh_token)
+        conceal_arguments(kwargs)
+        if not refresh_token or not isinstance(refresh_token.reveal(), str):
             raise ConfigError("refresh_token= must be a non-empty string")
         # The initial refresh token identifies the grant: processes started with the same one
         # share one store record, and find its rotated successor there.
-        kwargs.setdefault("subject", f"rt:{fingerprint(refresh_token)}")
-        super().__init__(seed=Token.refresh_only(refresh_token), **kwargs)
+        kwargs.setdefault("subject", f"rt:{fingerprint(refresh_token.reveal())}")
+        super().__init__(seed=Token.refresh_only(refresh_token.reveal()), **kwargs)
 
     def _grant(self, previous: Token | None) -> Grant:
-        refresh = previous.refresh_token if previous is not None else None
-        if not refresh:
+        if previous is None or not previous.refresh_token:
             raise LoginRequired("no refresh token is left for this source: log in again")
-        params: dict[str, str | list[str] | None] = {"refresh_token": refresh}
+        params = SecretFields({"refresh_token": previous.refresh_token})
         # RFC 6749 §6: scope "MUST NOT include any scope not originally granted"; sent only when
         # asked for, so that omitting it keeps the original grant.
         params.update(self._base_params())

@@ -6,6 +6,7 @@ from ..errors import ConfigError
 from ..integrations.httpx_auth import HttpxAuth
 from ..integrations.requests_auth import RequestsAuth
 from ..integrations.sdk import SdkAuth
+from ..secret import Secret
 from ..token import Token, fingerprint
 
 __all__ = ["StaticToken"]
@@ -14,10 +15,11 @@ __all__ = ["StaticToken"]
 class StaticToken(SdkAuth, HttpxAuth, RequestsAuth):
     """``StaticToken("eyJ...")``: never refreshed; a 401 is passed back to the caller."""
 
-    def __init__(self, token: str, *, token_type: str = "Bearer") -> None:
-        if not token or not isinstance(token, str):
+    def __init__(self, token: str | Secret[str], *, token_type: str = "Bearer") -> None:
+        token = Secret.wrap(token)  # first: the ConfigError below shows this frame's locals
+        if not token or not isinstance(token.reveal(), str):
             raise ConfigError("StaticToken needs the token as a non-empty string")
-        self._token = Token(access_token=token, token_type=token_type)
+        self._token = Token(access_token=token.reveal(), token_type=token_type)
 
     def __repr__(self) -> str:
         return f"StaticToken(sha256:{fingerprint(self._token.access_token)})"

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..protocol.grants import GRANT_TOKEN_EXCHANGE, token_flow
 from ..protocol.http import Flow, Keeper
+from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
 
@@ -26,15 +27,21 @@ class AccessTokenSource(Protocol):
 
 
 #: A subject or actor token: a string, or a keyturn source whose access token is used.
-TokenInput = str | AccessTokenSource
+TokenInput = str | Secret[str] | AccessTokenSource
+#: What the source keeps of one: a string becomes a Secret.
+_Held = Secret[str] | AccessTokenSource
 
 
-def _tag(value: TokenInput | None) -> str | None:
+def _held(value: TokenInput) -> _Held:
+    return Secret(value) if isinstance(value, str) else value
+
+
+def _tag(value: _Held | None) -> str | None:
     """What identifies a token input in the cache key: never the token itself."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return "token:" + fingerprint(value)
+    if isinstance(value, Secret):
+        return "token:" + fingerprint(value.reveal())
     if isinstance(value, Source):
         return "source:" + value.cache.key
     # keyturn's other sources show only a fingerprint of their token in their repr.
@@ -64,47 +71,57 @@ class TokenExchange(Source):
         requested_token_type: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # First: a ConfigError raised below shows this frame's locals, which must hold the tokens
+        # and the client secret only as tags.
+        subject = _held(subject_token)
+        actor = None if actor_token is None else _held(actor_token)
+        del subject_token, actor_token
+        conceal_arguments(kwargs)
         from ..errors import ConfigError
 
-        if not subject_token:
+        if not subject:
             raise ConfigError("subject_token= is required")
         # RFC 8693 §2.1: actor_token_type "is REQUIRED when the actor_token parameter is present".
-        if actor_token is not None and actor_token_type is None:
-            actor_token_type = ACCESS_TOKEN_TYPE if not isinstance(actor_token, str) else None
+        if actor is not None and actor_token_type is None:
+            actor_token_type = ACCESS_TOKEN_TYPE if not isinstance(actor, Secret) else None
             if actor_token_type is None:
                 raise ConfigError("actor_token= needs actor_token_type=")
-        self._subject_token = subject_token
+        self._subject_token = subject
         self.subject_token_type = subject_token_type
-        self._actor_token = actor_token
+        self._actor_token = actor
         self.actor_token_type = actor_token_type
         self.requested_token_type = requested_token_type
-        subject = "|".join(
-            part for part in (_tag(subject_token), subject_token_type, _tag(actor_token),
+        key = "|".join(
+            part for part in (_tag(subject), subject_token_type, _tag(actor),
                               actor_token_type, requested_token_type) if part
         )
-        super().__init__(subject=subject, **kwargs)
+        super().__init__(subject=key, **kwargs)
 
     # The subject and actor tokens are looked up before the flow runs (sync or async), so the
     # grant itself is written once.
 
-    def _tokens(self) -> tuple[str, str | None]:
+    def _tokens(self) -> tuple[Secret[str], Secret[str] | None]:
         subject = self._subject_token
         actor = self._actor_token
-        return (subject if isinstance(subject, str) else subject.get_access_token(),
-                actor if isinstance(actor, str) or actor is None else actor.get_access_token())
+        return (subject if isinstance(subject, Secret) else Secret(subject.get_access_token()),
+                actor if isinstance(actor, Secret) or actor is None
+                else Secret(actor.get_access_token()))
 
-    async def _atokens(self) -> tuple[str, str | None]:
+    async def _atokens(self) -> tuple[Secret[str], Secret[str] | None]:
         subject = self._subject_token
         actor = self._actor_token
-        return (subject if isinstance(subject, str) else await subject.aget_access_token(),
-                actor if isinstance(actor, str) or actor is None else await actor.aget_access_token())
+        return (subject if isinstance(subject, Secret)
+                else Secret(await subject.aget_access_token()),
+                actor if isinstance(actor, Secret) or actor is None
+                else Secret(await actor.aget_access_token()))
 
     def _grant(self, previous: Token | None) -> Grant:
         raise NotImplementedError("TokenExchange builds its grant from the looked-up tokens")
 
-    def _exchange_grant(self, subject_token: str, actor_token: str | None) -> Grant:
+    def _exchange_grant(self, subject_token: Secret[str], actor_token: Secret[str] | None
+                        ) -> Grant:
         """The RFC 8693 §2.1 request for these tokens (audience/resource/scope from the source)."""
-        params = self._base_params()
+        params: dict[str, Any] = dict(self._base_params())
         params["subject_token"] = subject_token
         params["subject_token_type"] = self.subject_token_type
         if actor_token is not None:
@@ -114,7 +131,8 @@ class TokenExchange(Source):
             params["requested_token_type"] = self.requested_token_type
         return Grant(GRANT_TOKEN_EXCHANGE, params)
 
-    def _exchange_flow(self, subject_token: str, actor_token: str | None) -> Flow[Token]:
+    def _exchange_flow(self, subject_token: Secret[str], actor_token: Secret[str] | None
+                       ) -> Flow[Token]:
         grant = self._exchange_grant(subject_token, actor_token)
         endpoint = yield from self._endpoint_flow()
         token = yield from token_flow(

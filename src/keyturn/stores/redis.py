@@ -63,6 +63,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import strictjson
 from ..errors import ConfigError, StoreError, safe_url
+from ..secret import Secret
 from ..token import Token
 from . import _redis_scripts as lua
 from .base import ASYNC_POLL, LockLost, Store, StoreLock
@@ -273,7 +274,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        url: str,
+        url: str | Secret[str],
         prefix: str = "keyturn",
         *,
         lease: float = 30.0,
@@ -284,12 +285,14 @@ class RedisStore(Store):
         retry_after: float = 30.0,
         socket_timeout: float = 5.0,
     ) -> None:
+        # First: the URL may hold the password, and every ConfigError below shows this frame.
+        url = Secret.wrap(url)
         if fallback not in (None, "memory"):
             raise ConfigError("RedisStore(fallback=...) must be None or 'memory'")
         if lease <= 0 or max_hold < 0 or retention < 0 or idle_ttl <= 0:
             raise ConfigError("RedisStore: lease and idle_ttl must be positive, max_hold and "
                               "retention zero or more")
-        self.url = safe_url(url)
+        self.url = safe_url(url.reveal())
         self.prefix = prefix
         self.lease = lease
         self.max_hold = max_hold
@@ -311,7 +314,8 @@ class RedisStore(Store):
         self._warned = False
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+        # getattr: also for a store whose __init__ raised (a traceback with locals shows it).
+        return f"RedisStore({getattr(self, 'url', None)!r}, prefix={getattr(self, 'prefix', None)!r})"
 
     def __reduce__(self) -> Any:
         raise TypeError("a RedisStore holds the Redis password and cannot be pickled; "
@@ -369,7 +373,7 @@ class RedisStore(Store):
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc)
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            text = text.replace(secret.reveal(), "***")
         return text[:300]
 
     def _acquire_remote(self, names: tuple[str, str], owner: str) -> int | None:
@@ -463,19 +467,19 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _url_secrets(url: str) -> list[str]:
+def _url_secrets(url: Secret[str]) -> tuple[Secret[str], ...]:
     """The password (and user name) in a Redis URL, to scrub from error messages."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url.reveal())
         found = [parts.password, parts.username]
         found += parse_qs(parts.query).get("password", [])
     except ValueError:
-        return []
+        return ()
     values = {v for f in found if f for v in (f, unquote(f))}
-    return sorted(values, key=len, reverse=True)
+    return tuple(Secret(v) for v in sorted(values, key=len, reverse=True))
 
 
-def _make_client(url: str, socket_timeout: float, shown: str) -> Any:
+def _make_client(url: Secret[str], socket_timeout: float, shown: str) -> Any:
     try:
         import redis
         from redis.backoff import ExponentialWithJitterBackoff
@@ -484,7 +488,7 @@ def _make_client(url: str, socket_timeout: float, shown: str) -> Any:
         raise ConfigError("RedisStore needs the redis package: pip install 'keyturn[redis]'") from None
     try:
         return redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            url.reveal(), socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
             # A down Redis must be reported in well under a second, not after redis-py's default
             # ten retries.
             retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), 2),
