@@ -496,8 +496,8 @@ def test_invalid_grant_without_a_newer_refresh_token_is_raised(
 def test_kept_refresh_token_when_the_server_does_not_rotate(clock: FakeClock, provider: FakeProvider) -> None:
     cache = primed(clock, provider)
     clock.advance(LIFETIME + 1)
-    cache._fetch = lambda previous, keeper=None: Token(access_token="AT-norotate", expires_at=clock.wall() + 60,
-                                          issued_at=clock.wall())
+    cache._fetch = lambda previous, keeper=None: Token(
+        access_token="AT-norotate", expires_at=clock.wall() + 60, issued_at=clock.wall())
     assert cache.token().refresh_token == "RT1"
 
 
