@@ -39,14 +39,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final
 
+from ._uninterrupted import ato_the_end
 from .errors import InvalidGrant, KeyturnError, StoreError
-from .protocol.http import Keeper
+from .protocol.http import Keeper, Received
 from .secret import Secret
 from .stores.base import LockLost, Store, StoreLock
 from .token import Token, fingerprint, monotonic_deadlines
@@ -83,14 +85,18 @@ def successor(token: Token, previous: Token | None) -> Token:
     return token
 
 
-def pending(token: Token, previous: Token | None) -> Token:
-    """What is kept the moment a server answered, before the answer is checked: the refresh token
-    to use next, the identity validated before (``previous``'s ID Token and claims), and no usable
-    access token — until the checks pass, nobody may use it; a refresh is the way on."""
-    identity = previous if previous is not None and previous.claims else None
+def pending(received: Received, previous: Token | None) -> Token:
+    """What is kept the moment a server answered, before the answer is checked: the new refresh
+    token and no usable access token — until the checks pass nobody may use it; a refresh is the
+    way on. A refresh's answer also carries on what it refreshed (``previous``): the identity
+    validated before (its ID Token and claims), and its refresh token when the server did not
+    rotate. A new login carries on nothing."""
+    token = received.token
+    before = previous if received.refresh else None
+    identity = before if before is not None and before.claims else None
     return Token(
         access_token="", token_type=token.token_type, expires_at=0.0, issued_at=token.issued_at,
-        scope=token.scope, refresh_token=successor(token, previous).refresh_token,
+        scope=token.scope, refresh_token=successor(token, before).refresh_token,
         id_token=identity.id_token if identity is not None else None,
         refresh_expires_at=token.refresh_expires_at,
         extra={"id_token_claims": identity.claims} if identity is not None else {},
@@ -101,7 +107,7 @@ class _Keeper:
     """Handed to a fetch by the transaction (see the module's docstring); used by the transport
     from a worker thread, under the lock the transaction holds."""
 
-    __slots__ = ("_cache", "_lock", "_prepared", "kept", "previous")
+    __slots__ = ("_cache", "_lock", "_prepared", "kept", "previous", "refresh")
 
     def __init__(self, cache: TokenCache, lock: StoreLock, previous: Token | None) -> None:
         self._cache = cache
@@ -110,6 +116,8 @@ class _Keeper:
         self.previous = previous
         #: The token saved by :meth:`keep` (None until then, or when there was nothing to save).
         self.kept: Token | None = None
+        #: Whether the last answer kept was a refresh's (None: nothing was handed over).
+        self.refresh: bool | None = None
 
     def confirm(self) -> None:
         self._lock.confirm()
@@ -117,15 +125,20 @@ class _Keeper:
             self._cache.store.prepare_save(self._cache.key)
             self._prepared = True
 
-    def keep(self, token: Token) -> None:
-        kept = pending(token, self.previous)
-        if not kept.refresh_token:
-            return  # nothing that cannot be had again
+    def keep(self, received: Received) -> None:
+        self.refresh = received.refresh
+        if not received.token.refresh_token:
+            # No new refresh token: nothing that cannot be had again (a server that does not
+            # rotate leaves the stored one valid).
+            return
+        kept = pending(received, self.previous)
         # Known before the save is tried: whatever happens next, the leader holds what the server
         # gave and will not throw it away.
         self.kept = kept
         if self._cache._keep:
             self._cache._save_kept(kept, self.previous)
+        else:
+            self._cache._seed = kept  # store=None: memory is the only place there is
 
 
 class _Run:
@@ -226,7 +239,9 @@ class TokenCache:
         self._background: set[asyncio.Task[Token]] = set()
         self._on_refresh = on_refresh
         #: A refreshed token the store could not take, and the refresh token it replaced.
-        self._unsaved: tuple[Token, str | None] | None = None
+        self._unsaved: tuple[Token, Secret[str] | None] | None = None
+        #: Set while on_refresh runs in this thread: a token it asks for starts no new refresh.
+        self._notifying = threading.local()
 
     # -- the fast path -------------------------------------------------------------------------------
 
@@ -260,6 +275,7 @@ class TokenCache:
         now = self._clock()
         if entry is not None and now < entry.refresh_at:
             return entry.token
+        self._refuse_nested_refresh()
         loop = _running_loop()
         flight, leader = self._join(loop)
         if not leader:
@@ -301,6 +317,7 @@ class TokenCache:
         now = self._clock()
         if entry is not None and now < entry.refresh_at:
             return entry.token
+        self._refuse_nested_refresh()
         loop = asyncio.get_running_loop()
         flight, leader = self._join(loop)
         if not leader:
@@ -346,11 +363,23 @@ class TokenCache:
         """``on_refresh(token)``, after the flight and outside the lock; its failure is logged."""
         if self._on_refresh is None:
             return
+        self._notifying.active = True
         try:
             self._on_refresh(token)
         except Exception as exc:
             log.error("on_refresh callback failed (%s); the token is kept in the store",
                       exc.__class__.__name__)
+        finally:
+            self._notifying.active = False
+
+    def _refuse_nested_refresh(self) -> None:
+        """A token asked for by on_refresh may not start a refresh: after a failed one, that
+        would refresh, fail and call on_refresh again, without end."""
+        if getattr(self._notifying, "active", False):
+            raise KeyturnError(
+                "on_refresh asked for a token that needs a refresh: it is given the token; do "
+                "not call get_access_token() from it while no valid token exists"
+            )
 
     def _failed(self, flight: _Flight, entry: _Entry | None, exc: BaseException,
                 run: _Run) -> Token:
@@ -393,16 +422,22 @@ class TokenCache:
         """Save ``token`` now, trying again briefly (a Redis that dropped a connection, an NFS
         hiccup); if the store still fails, this process holds the only copy (``_unsaved``): it is
         served from memory and saved, and used, at the next transaction."""
+        error: StoreError | None = None
         for delay in KEEP_RETRY_DELAYS:
             try:
                 self.store.save(self.key, token)
+            except LockLost as exc:
+                error = exc  # another holder took over: trying again cannot help
+                break
             except StoreError as exc:
                 error = exc
                 time.sleep(delay)  # in the transport's worker thread, never on an event loop
                 continue
             self._unsaved = None
             return
-        spent = previous.refresh_token if previous is not None else None
+        # A Secret, not the token: this frame may be in a traceback rendered with its locals.
+        spent = Secret(previous.refresh_token) if previous is not None and previous.refresh_token \
+            else None
         self._unsaved = (token, spent)
         log.error("a refreshed token could not be saved (%s: %s); this process holds its refresh "
                   "token and saves it at its next refresh", type(error).__name__, error)
@@ -454,17 +489,22 @@ class TokenCache:
                 self._unsaved = None
                 return newer
             previous = stored
+        spent: Secret[str] | None = None
         if self._unsaved is not None:
             unsaved, spent = self._unsaved
-            if stored is None or stored.refresh_token in (spent, unsaved.refresh_token):
-                # The store still holds the refresh token this process spent: its successor,
-                # here in memory, is the one to use — and to save, now that the store may answer.
+            stored_refresh = Secret(stored.refresh_token or "") if stored is not None else None
+            if (stored_refresh == spent if spent is not None else stored is None) or (
+                    stored_refresh == Secret(unsaved.refresh_token or "")):
+                # The store still holds the refresh token this process spent (or, after a first
+                # login it never took, nothing): the successor here in memory is the one to use —
+                # and to save, now that the store may answer.
                 previous = unsaved
                 with contextlib.suppress(StoreError):
                     yield (_SAVE, unsaved)
                     self._unsaved = None
             else:
-                self._unsaved = None  # someone stored a new login meanwhile: that one wins
+                # Someone logged out, or stored a new login, meanwhile: that wins.
+                self._unsaved, spent = None, None
         keeper = _Keeper(self, lock, previous)
         run.keepers.append(keeper)
         try:
@@ -475,7 +515,8 @@ class TokenCache:
             latest = yield (_LOAD, None)
             # A Secret, not the token: this frame re-raises the refusal (keyturn.secret).
             used = Secret(previous.refresh_token or "" if previous is not None else "")
-            if latest is None or not latest.refresh_token or Secret(latest.refresh_token) == used:
+            if latest is None or not latest.refresh_token or Secret(latest.refresh_token) in (
+                    used, spent):
                 if previous is not None and used:
                     # The server refused the refresh token for good: drop it (keeping a still-valid
                     # access token) so that nobody sends it again, then report the refusal.
@@ -489,9 +530,17 @@ class TokenCache:
             keeper = _Keeper(self, lock, previous)
             run.keepers.append(keeper)
             token = yield (_FETCH, keeper)
-        token = successor(token, previous)
+        if keeper.refresh is not False:  # a new login carries on nothing of the one before
+            token = successor(token, previous)
         try:
             yield (_SAVE, token)
+        except LockLost as exc:
+            if keeper.kept is None:
+                raise
+            # Another holder took over after this one stalled, and used what was kept: its token is
+            # the newest now; this one's access token still works, from memory.
+            self._unsaved = None
+            log.warning("the refreshed token was not saved: %s", exc)
         except StoreError as exc:
             if keeper.kept is None:
                 raise
@@ -553,7 +602,9 @@ class TokenCache:
                         reply = await self._afetch(arg.previous, arg)
                     else:
                         assert arg is not None
-                        await store.asave(key, arg)
+                        # To its end even if this task is cancelled: the lock is released only
+                        # once the save is done, never while a worker thread still writes.
+                        await ato_the_end(functools.partial(store.save, key, arg))
                 except Exception as exc:
                     error = exc
 
@@ -581,15 +632,17 @@ class TokenCache:
 
     def forget(self) -> Token | None:
         """Forget everything, in memory and in the store; return the newest token forgotten."""
-        entry, seed = self._entry, self._seed
+        entry, seed, unsaved = self._entry, self._seed, self._unsaved
         newest = entry.token if entry is not None else seed
         self._entry = None
         self._seed = None
+        self._unsaved = None
         if self._keep:
             with self.store.lock(self.key):
                 newest = self.store.load(self.key) or newest
                 self.store.delete(self.key)
-        return newest
+        # A refresh token only this process holds (its store failed) is newer than the store's.
+        return unsaved[0] if unsaved is not None else newest
 
     def has_valid_token(self) -> bool:
         """True when a token that has not expired is cached (it may be due for a refresh)."""

@@ -9,25 +9,22 @@ retried only when it surely was not acted on: a connection error, 429 or 503.
 A non-idempotent request (a rotating refresh token, a code) is what the server acts on once: its
 answer is all there is. With a :class:`Keeper` (the cache gives one), the drivers therefore run
 "confirm the refresh lock, send, receive, parse, keep the token" as one *critical step* that an
-interrupt cannot split: in a worker thread, which a KeyboardInterrupt (or any exception a signal
-handler raises) in the caller, a task cancellation or ``asyncio.run``'s shutdown does not stop; the
-interrupt reaches the caller once the token is kept. The async driver sends that one request with
-a sync client in the worker thread for this reason: an asyncio task can be cancelled mid-answer,
-a thread cannot.
+interrupt cannot split (:mod:`keyturn._uninterrupted`): in a worker thread, which a
+KeyboardInterrupt (or any exception a signal handler raises) in the caller, a task cancellation or
+``asyncio.run``'s shutdown does not stop; the interrupt reaches the caller once the token is kept.
+The async driver sends that one request with a sync client in the worker thread for this reason:
+an asyncio task can be cancelled mid-answer, a thread cannot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import functools
 import logging
 import math
 import os
 import random
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ._uninterrupted import ato_the_end, to_the_end
 from .errors import ConfigError, InvalidResponse, TransportError, safe_url
 from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper, Received, Wait
 
@@ -298,7 +296,7 @@ def _advance(flow: Flow[Any], value: Any, keeper: Keeper | None) -> Any:
         step = flow.send(value)
         while isinstance(step, Received):
             if keeper is not None:
-                keeper.keep(step.token)
+                keeper.keep(step)
             step = flow.send(None)
     except StopIteration as stop:
         return _Done(stop.value)
@@ -315,56 +313,6 @@ def _critical_step(
     if response is None:
         return None, delay, policy
     return _advance(flow, response, keeper), None, policy
-
-
-def _to_the_end(call: Callable[[], T]) -> T:
-    """``call()`` run to its end even if this thread is interrupted meanwhile.
-
-    Python raises a signal handler's exception (KeyboardInterrupt for SIGINT) in the main thread
-    only, so there ``call`` runs in a worker thread while the caller waits; an interrupt is held
-    until ``call`` is done, then raised. Other threads never see such an exception.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return call()
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-    context = contextvars.copy_context()  # a store's lock state travels with the call
-
-    def work() -> None:
-        try:
-            future.set_result(context.run(call))
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    threading.Thread(target=work, name="keyturn-critical", daemon=True).start()
-    interrupt: BaseException | None = None
-    while not future.done():
-        try:
-            future.exception()  # waits; a signal handler's exception lands here
-        except BaseException as exc:
-            interrupt = interrupt or exc  # the answer is on its way: finish first
-    if interrupt is not None:
-        log.warning("interrupted while a token request was answered; its answer was kept first")
-        raise interrupt
-    return future.result()
-
-
-async def _ato_the_end(call: Callable[[], T]) -> T:
-    """``call()`` in a worker thread, awaited to its end even if this task is cancelled (by
-    ``wait_for``, a TaskGroup, ``asyncio.run`` shutting down): the cancellation is raised once
-    ``call`` is done. ``asyncio.run`` waits for the default executor's threads before it returns."""
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, contextvars.copy_context().run, call)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            await asyncio.wait([future])  # a cancellation of this task does not cancel `future`
-            break
-        except asyncio.CancelledError as exc:
-            cancelled = cancelled or exc
-    if cancelled is not None:
-        log.warning("cancelled while a token request was answered; its answer was kept first")
-        raise cancelled
-    return future.result()
 
 
 def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy(),
@@ -387,7 +335,7 @@ def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy()
                 request: HttpRequest = step
                 attempt = policy
                 while True:
-                    step, delay, attempt = _to_the_end(
+                    step, delay, attempt = to_the_end(
                         functools.partial(_critical_step, flow, send, request, attempt, keeper))
                     if delay is None:
                         break
@@ -404,7 +352,7 @@ def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy()
 
 def _advance_received(flow: Flow[Any], step: Received, keeper: Keeper | None) -> Any:
     if keeper is not None:
-        keeper.keep(step.token)
+        keeper.keep(step)
     return flow.send(None)
 
 
@@ -432,7 +380,7 @@ async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = R
                 request: HttpRequest = step
                 attempt = policy
                 while True:
-                    step, delay, attempt = await _ato_the_end(
+                    step, delay, attempt = await ato_the_end(
                         functools.partial(_critical_step, flow, send, request, attempt, keeper))
                     if delay is None:
                         break

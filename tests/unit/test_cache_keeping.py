@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from keyturn.cache import TokenCache, pending
-from keyturn.errors import InvalidIdToken, StoreError
-from keyturn.protocol.http import Keeper
+from keyturn.errors import InvalidGrant, InvalidIdToken, StoreError
+from keyturn.protocol.http import Keeper, Received
 from keyturn.stores.base import LocalLock, LockLost, Store, StoreLock
 from keyturn.stores.file import FileStore
 from keyturn.stores.memory import MemoryStore
@@ -48,7 +48,7 @@ class Server:
         keeper.confirm()
         self.sent.append(previous.refresh_token if previous else None)
         token = answer(len(self.sent), refresh=self.rotate)
-        keeper.keep(token)
+        keeper.keep(Received(token, refresh=True))
         if self.after_keep is not None:
             self.after_keep()  # validation of what came back: may raise
         return token
@@ -86,11 +86,20 @@ def test_a_failed_check_after_the_answer_leaves_the_new_refresh_token_in_the_sto
 
 def test_the_kept_record_carries_the_identity_already_validated() -> None:
     previous = answer(0, claims={"sub": "alice"})
-    kept = pending(answer(1), previous)
+    kept = pending(Received(answer(1), refresh=True), previous)
     assert kept.claims == {"sub": "alice"} and kept.id_token == previous.id_token
     assert kept.refresh_token == "RT-1" and not kept.access_token
     # A server that does not rotate: the old refresh token is the one to keep (RFC 6749 §6).
-    assert pending(answer(1, refresh=False), previous).refresh_token == "RT-0"
+    assert pending(Received(answer(1, refresh=False), refresh=True), previous).refresh_token == "RT-0"
+
+
+def test_a_new_login_carries_on_nothing_of_the_login_before() -> None:
+    """A refused login of alice, then bob logs in (a code or device code exchanged): what is kept
+    is bob's alone — not alice's identity, not her refused refresh token."""
+    previous = answer(0, claims={"sub": "alice"})
+    kept = pending(Received(answer(1), refresh=False), previous)
+    assert kept.claims == {} and kept.id_token is None and kept.refresh_token == "RT-1"
+    assert pending(Received(answer(1, refresh=False), refresh=False), previous).refresh_token is None
 
 
 def test_on_refresh_runs_after_the_flight_and_may_ask_for_a_token() -> None:
@@ -202,3 +211,69 @@ def test_a_store_that_stays_down_keeps_the_token_in_memory_and_saves_it_next_tim
     # The refresh token that only this process held was used — never the spent RT-0 again.
     assert server.sent == ["RT-0", "RT-1"]
     assert FileStore(tmp_path).load("k").refresh_token == "RT-2"  # type: ignore[union-attr]
+
+
+def test_without_a_store_the_kept_refresh_token_is_what_the_next_call_uses() -> None:
+    server = Server()
+    cache = cache_for(server, None)
+
+    def bad_signature() -> None:
+        raise InvalidIdToken("bad signature")
+
+    server.after_keep = bad_signature
+    with pytest.raises(InvalidIdToken):
+        cache.token()
+    server.after_keep = None
+    cache.token()
+    assert server.sent == ["RT-0", "RT-1"]  # never the spent RT-0 twice
+
+
+def test_on_refresh_asking_for_a_token_after_a_failed_refresh_starts_no_refresh_loop(
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = Server()
+    cache: TokenCache
+    cache = cache_for(server, MemoryStore(), on_refresh=lambda t: cache.access_token())
+
+    def bad_signature() -> None:
+        raise InvalidIdToken("bad signature")
+
+    server.after_keep = bad_signature
+    with pytest.raises(InvalidIdToken):
+        cache.token()
+    assert server.sent == ["RT-0"]  # one refresh; before, each nested call refreshed again
+    assert "on_refresh callback failed" in caplog.text
+
+
+def test_logout_forgets_and_returns_the_refresh_token_only_memory_held(tmp_path: Path) -> None:
+    server = Server()
+    FileStore(tmp_path).save("k", Token.refresh_only("RT-0"))
+    store = FlakyStore(tmp_path, failures=100)
+    cache = cache_for(server, store)
+    cache.token()
+    store.failures = 0
+    newest = cache.forget()
+    assert newest is not None and newest.refresh_token == "RT-1"  # what logout() revokes
+    assert FileStore(tmp_path).load("k") is None
+    cache.token()
+    # The forgotten login does not come back from memory: the next fetch starts from nothing.
+    assert server.sent == ["RT-0", None]
+
+
+def test_a_refused_refresh_token_that_only_memory_held_never_falls_back_to_the_spent_one(
+        tmp_path: Path) -> None:
+    server = Server()
+    FileStore(tmp_path).save("k", Token.refresh_only("RT-0"))
+    store = FlakyStore(tmp_path, failures=100)
+    cache = cache_for(server, store, leeway=0.0)
+    cache.token()  # RT-1 lives only in memory; the store still says RT-0
+    store.failures = 0
+    cache.invalidate()
+
+    def refuse(previous: Token | None, keeper: Keeper | None) -> Token:
+        server.sent.append(previous.refresh_token if previous else None)
+        raise InvalidGrant("refresh token revoked")
+
+    cache._fetch = refuse
+    with pytest.raises(InvalidGrant):
+        cache.token()
+    assert server.sent == ["RT-0", "RT-1"]  # not RT-0 again after RT-1 was refused

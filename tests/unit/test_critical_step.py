@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 import keyturn.transport as transport
-from keyturn.errors import StoreError
+from keyturn.errors import InvalidResponse, StoreError
 from keyturn.protocol.client_auth import ClientAuth
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN, token_flow
-from keyturn.protocol.http import Flow
+from keyturn.protocol.http import Flow, HttpResponse, Received
 from keyturn.token import Token
 
 WAIT = 10.0  # a guard against a hang; a passing test never waits this long
@@ -87,9 +87,10 @@ class RecordingKeeper:
         if self.fail_confirm is not None:
             raise self.fail_confirm
 
-    def keep(self, token: Token) -> None:
+    def keep(self, received: Received) -> None:
         self.events.append("keep")
-        self.kept.append(token)
+        self.kept.append(received.token)
+        assert received.refresh  # the answer to a refresh_token grant
 
 
 @contextlib.asynccontextmanager
@@ -219,3 +220,55 @@ def test_the_async_driver_refuses_a_keeper_without_a_sync_client(endpoint: HeldA
 
     with pytest.raises(TypeError, match="sync_client"):
         asyncio.run(main())
+
+
+def test_a_refused_answer_still_gives_up_its_new_refresh_token() -> None:
+    """A 200 whose checks fail (here a malformed expires_in) came after the server spent the old
+    refresh token: its well-formed new refresh token is handed over to keep, then the error."""
+    flow = refresh_flow("https://as.example/token")
+    next(flow)
+    body = {"access_token": "AT", "token_type": "Bearer", "expires_in": "soon",
+            "refresh_token": "RT-new"}
+    step = flow.send(HttpResponse(200, {"content-type": "application/json"},
+                                  json.dumps(body).encode(), "https://as.example/token"))
+    assert isinstance(step, Received) and step.refresh
+    assert step.token.refresh_token == "RT-new" and step.token.access_token == ""
+    with pytest.raises(InvalidResponse, match="expires_in"):
+        flow.send(None)
+
+
+CHILD = r"""
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+import httpx
+import keyturn.transport as transport
+from test_critical_step import HeldAnswers, refresh_flow
+
+held = HeldAnswers()
+threading.Timer(0.5, held.release).start()  # the answer comes after the main thread has ended
+
+class FileKeeper:
+    def confirm(self): pass
+    def keep(self, received):
+        with open(sys.argv[2], "w") as out:
+            out.write(received.token.refresh_token)
+
+def background_refresh():
+    with httpx.Client(trust_env=False) as client:
+        transport.run(refresh_flow(held.url), client, keeper=FileKeeper())
+
+threading.Thread(target=background_refresh, daemon=True).start()
+assert held.received.wait(10)
+# The main thread ends here, while a daemon thread's refresh waits for its answer.
+"""
+
+
+def test_an_exiting_interpreter_waits_for_a_daemon_threads_answer_to_be_kept(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kept = tmp_path / "kept"
+    here = Path(__file__).parent
+    subprocess.run([sys.executable, "-c", CHILD, str(here), str(kept)], check=True, timeout=30)
+    assert kept.read_text() == "RT-1"

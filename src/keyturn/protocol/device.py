@@ -54,7 +54,7 @@ from ..errors import (
 from ..secret import Secret, SecretFields
 from ..token import Token
 from .client_auth import ClientAuth
-from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response
+from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response, salvage_refresh_token
 from .http import Flow, HttpRequest, HttpResponse, Received, Wait
 
 __all__ = [
@@ -333,7 +333,13 @@ def device_poll_flow(machine: DeviceAuthorization) -> Flow[Token]:
         now = yield machine.wait()
         request = machine.poll_request(now)
         response = yield request
-        token = machine.receive_poll(response, now)
+        try:
+            token = machine.receive_poll(response, now)
+        except InvalidResponse:
+            salvaged = salvage_refresh_token(response, now=now)
+            if salvaged is not None:  # approved, but the answer failed its checks: keep the login
+                yield Received(salvaged)
+            raise
         if token is not None:
             # The device code is spent (RFC 8628 §3.5 ends the polling here): keep the answer.
             yield Received(token)

@@ -87,12 +87,41 @@ def token_flow(
         "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
         purpose="token endpoint",
     )
-    token = parse_token_response(response, now=now, requested_scope=requested_scope)
+    refresh = grant_type == GRANT_REFRESH_TOKEN
+    try:
+        token = parse_token_response(response, now=now, requested_scope=requested_scope)
+    except InvalidResponse:
+        salvaged = None if idempotent else salvage_refresh_token(response, now=now)
+        if salvaged is not None:
+            yield Received(salvaged, refresh=refresh)
+        raise
     if not idempotent:
         # The server may have spent what the request carried (a rotated refresh token, a code):
         # its answer is all there is, and is kept before the caller does anything else with it.
-        yield Received(token)
+        yield Received(token, refresh=refresh)
     return token
+
+
+def salvage_refresh_token(response: HttpResponse, *, now: float) -> Token | None:
+    """The refresh token of a successful answer that failed its checks (a malformed
+    ``expires_in``, an access token outside VSCHAR), when it carries a well-formed one.
+
+    The server has acted on the request — spent a refresh token or a code — and rotated: keeping
+    the new refresh token is what keeps the login. Nothing else of such an answer is used: the
+    token holds no access token.
+    """
+    if response.status != 200:
+        return None
+    try:
+        body = _body(response, "token endpoint")
+    except InvalidResponse:
+        return None
+    refresh = body.get("refresh_token")
+    # RFC 6749 Appendix A.17: "refresh-token = 1*VSCHAR".
+    if isinstance(body.get("error"), str) or not isinstance(refresh, str) or not _VSCHARS.fullmatch(
+            refresh):
+        return None
+    return Token(access_token="", expires_at=0.0, issued_at=now, refresh_token=refresh)
 
 
 def _body(response: HttpResponse, purpose: str) -> SecretFields:

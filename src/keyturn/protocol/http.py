@@ -111,6 +111,10 @@ class Received:
     """
 
     token: Token = field(repr=False)
+    #: True for the answer to a refresh (RFC 6749 §6): it continues the login it refreshed —
+    #: its identity, and its refresh token when the server did not rotate. False for a new login
+    #: (a code or a device code exchanged), which continues nothing.
+    refresh: bool = False
 
 
 class Keeper(Protocol):
@@ -120,8 +124,8 @@ class Keeper(Protocol):
         """Called immediately before each attempt at sending a non-idempotent request: raises when
         the caller no longer holds the refresh lock, or when the answer could not be saved."""
 
-    def keep(self, token: Token) -> None:
-        """Save ``token`` (the answer to that request) before anything else happens."""
+    def keep(self, received: Received) -> None:
+        """Save what the server answered to that request before anything else happens."""
 
 
 Flow = Generator[Any, Any, T]

@@ -162,7 +162,9 @@ class RedisLock(StoreLock):
         """
         if self.fence is None:
             return  # fell back to this process's memory: there is no shared lock to lose
-        if not self._store._call(self._store._renew_remote, self._names, self._owner, default=True):
+        # An unreachable Redis confirms nothing, whatever the fallback: a holder cut off from it
+        # may have lost the lock to a holder that still reaches it.
+        if not self._store._call(self._store._renew_remote, self._names, self._owner, default=False):
             raise LockLost(
                 f"the Redis lock on a token at {self._store.url} was taken over by another holder "
                 f"after this one stalled for longer than its {self._store.lease:.0f} s lease"
