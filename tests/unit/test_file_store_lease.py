@@ -3,7 +3,9 @@ and locks with lease lock files, which exclude other processes (and hosts), rene
 taken over from a dead or stalled holder, and are never removed from under their next holder.
 
 The fault is injected by replacing ``fcntl.flock`` with one that raises ENOLCK — in this process
-and, for the tests with several processes, in each forked child; everything else is real."""
+and, for the tests with several processes, in each forked child; everything else is real. Forked
+children also stop themselves (SIGSTOP) at a chosen point of a takeover, or have their fsync or
+flock slowed down (a slow NFS server), for the tests of a stalled claimer and of async locking."""
 
 from __future__ import annotations
 
@@ -434,3 +436,269 @@ def test_holder_stopped_past_its_lease_cannot_confirm_even_if_nobody_took_over(
     process.join(10)
     assert process.exitcode == 0
     assert not path.exists()  # nobody took it over: its release removed its own file
+
+
+# -- saves are fenced: a holder that stalled writes nothing over its successor's token ------------------
+
+
+def _token(name: str) -> Token:
+    return Token(access_token=f"AT-{name}", expires_at=2_000_000_000.0, issued_at=1_700_000_000.0,
+                 refresh_token=f"RT-{name}")
+
+
+def _stalled_saver(directory: str, conn: Connection) -> None:
+    _break_flock()
+    store = FileStore(directory, lease=1.0, skew=0.2)
+    lock = store.lock(KEY)
+    lock.acquire()
+    store.save(KEY, _token("2-kept"))  # the refresh token a server gave it, kept
+    conn.send("kept")
+    conn.recv()  # sent once this process was stopped past its lease, then continued
+    outcomes: list[str] = []
+
+    def final_save() -> None:  # from a worker thread, as the transport saves
+        for attempt in (lambda: store.save(KEY, _token("2-final")), lambda: store.delete(KEY)):
+            try:
+                attempt()
+                outcomes.append("written")
+            except LockLost as exc:
+                outcomes.append(f"lost: {exc}")
+
+    worker = threading.Thread(target=final_save)
+    worker.start()
+    worker.join(10)
+    lock.release()
+    store.save(KEY + ":tool", _token("tool"))  # without the lock: as ever
+    conn.send(outcomes)
+
+
+def test_a_holder_stopped_past_its_lease_saves_nothing_over_the_next_holders_token(
+    tmp_path: Path, no_flock: None
+) -> None:
+    process, conn = _spawn(_stalled_saver, str(tmp_path))
+    assert conn.recv() == "kept"
+    _stop(process.pid, _lease_file(tmp_path))
+    try:
+        successor = FileStore(tmp_path, lease=1.0, skew=0.2)
+        lock = successor.lock(KEY)
+        _until(lock.try_acquire, "the stopped holder's lease to run out")
+        assert successor.load(KEY) == _token("2-kept")
+        successor.save(KEY, _token("3"))  # it refreshed with RT-2-kept: RT-3 is the live one
+        lock.release()
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    conn.send("go")
+    outcomes = conn.recv()
+    process.join(10)
+    assert process.exitcode == 0
+    assert len(outcomes) == 2 and all(o.startswith("lost: ") for o in outcomes), outcomes
+    assert "lease ran out" in outcomes[0] and "the token was not saved" in outcomes[0]
+    assert "was not removed" in outcomes[1]
+    assert FileStore(tmp_path).load(KEY) == _token("3")
+    assert FileStore(tmp_path).load(KEY + ":tool") == _token("tool")
+    for path in tmp_path.iterdir():  # nor in a stray file that a next holder would adopt
+        assert b"RT-2-final" not in path.read_bytes(), path.name
+
+
+def test_a_save_checks_the_lock_file_itself_immediately_before_its_rename(
+    tmp_path: Path, no_flock: None
+) -> None:
+    # A lease that has not run out here, yet the file holds another holder's record (its host's
+    # clock ran ahead of the skew, or somebody removed the file by hand and another took it).
+    store = FileStore(tmp_path)
+    store.save(KEY, _token("1"))
+    with store.lock(KEY):
+        _plant(_lease_file(tmp_path), node="0" * 12, pid=4242, expires=time.time() + 30)
+        with pytest.raises(LockLost, match=r"another process took it over.*not saved"):
+            store.save(KEY, _token("2"))
+        with pytest.raises(LockLost, match=r"another process took it over.*not removed"):
+            store.delete(KEY)
+    assert store.load(KEY) == _token("1")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert _record(_lease_file(tmp_path))["pid"] == 4242  # its release left the other's file
+
+
+# -- a claimer that stalled under its claim gives up -------------------------------------------------
+
+
+def _stalling_claimer(lock_path: str, releasing: bool, conn: Connection) -> None:
+    path = Path(lock_path)
+    lock = _leaselock.LeaseLock(path, lease=0.5, skew=0.1)
+    if releasing:
+        assert lock.try_take()
+        conn.send("held")
+        conn.recv()
+    real_read = _leaselock._read
+    reads = []
+
+    def read(target: Path) -> _leaselock._Seen | None:
+        seen = real_read(target)
+        if target == path:
+            reads.append(target)
+            # Taking: the second reading is the one under the claim, which found X's record stale.
+            # Releasing: the first, which found its own. Then the process stops (SIGSTOP).
+            if len(reads) == (1 if releasing else 2):
+                os.kill(os.getpid(), signal.SIGSTOP)
+        return seen
+
+    _leaselock._read = read  # type: ignore[assignment]
+    if releasing:
+        lock.release()
+        conn.send("released")
+    else:
+        conn.send(lock.try_take())
+
+
+@pytest.mark.parametrize("releasing", [False, True], ids=["taking-over", "releasing"])
+def test_a_claimer_stopped_under_its_claim_never_removes_the_next_holders_file(
+    tmp_path: Path, releasing: bool
+) -> None:
+    # C1 claims X (a stale holder's lock, or its own when releasing), reads X's file, and stops
+    # past its claim's lease; C2 judges the claim stale, takes over and creates its lock file.
+    # C1 resumes: it must not remove C2's file (and then, taking over, create one of its own).
+    path = tmp_path / "k.lease"
+    if not releasing:
+        _plant(path, node="0" * 12, pid=1, expires=time.time() - 3600, ident="e" * 32)
+    process, conn = _spawn(_stalling_claimer, str(path), releasing)
+    if releasing:
+        assert conn.recv() == "held"
+        conn.send("release")
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    c2 = _leaselock.LeaseLock(path, lease=0.5, skew=0.1)
+    try:
+        _until(c2.try_take, "the stopped claimer's claim to go stale")
+        mine = _record(path)["id"]
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    outcome = conn.recv()
+    process.join(10)
+    assert process.exitcode == 0
+    assert outcome == ("released" if releasing else False)
+    assert _record(path)["id"] == mine
+    c2.confirm()
+    c2.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- an expiry further ahead than any clock that agrees with ours -------------------------------------
+
+
+def test_an_expiry_far_ahead_counts_by_the_files_age(tmp_path: Path) -> None:
+    # A holder on a host whose clock ran a day ahead wrote this, then died: its expiry would block
+    # everybody for a day. Judged like an unreadable file instead: stale once untouched for
+    # lease + skew, held while fresh (a live holder's renewals touch it).
+    path = tmp_path / "k.lease"
+    _plant(path, node="0" * 12, pid=4242, expires=time.time() + 86400)
+    lock = _leaselock.LeaseLock(path, lease=30.0, skew=10.0)
+    assert not lock.try_take()
+    os.utime(path, (time.time() - 39, time.time() - 39))
+    assert not lock.try_take()
+    os.utime(path, (time.time() - 41, time.time() - 41))
+    assert lock.try_take()
+    assert _record(path)["pid"] == os.getpid()
+    lock.release()
+    # Within lease + skew ahead, the expiry counts as ever.
+    _plant(path, node="0" * 12, pid=4242, expires=time.time() + 35)
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    assert not lock.try_take()
+
+
+# -- async: the file system calls happen in a worker thread, never on the event loop ------------------
+
+SLOW = 0.6  # seconds each slowed file system call takes (an NFS server that is slow to answer)
+
+
+def _slowed(lease: bool) -> threading.Event:
+    """In a child process: the lock's slow system call (a lease lock's fsync, or flock) takes
+    SLOW seconds; the event is set while one is under way."""
+    busy = threading.Event()
+    name, module = ("fsync", os) if lease else ("flock", fcntl)
+    real = getattr(module, name)
+
+    def slow(*args: Any) -> Any:
+        busy.set()
+        time.sleep(SLOW)
+        try:
+            return real(*args)
+        finally:
+            busy.clear()
+
+    if lease:
+        _break_flock()
+    setattr(module, name, slow)
+    return busy
+
+
+def _loop_stays_free(directory: str, lease: bool, conn: Connection) -> None:
+    _slowed(lease)
+    store = FileStore(directory)
+
+    async def main() -> float:
+        gaps = [0.0]
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        async with store.lock(KEY):
+            other = FileStore(directory).lock(KEY)
+            assert not await asyncio.to_thread(other.try_acquire)  # held (asked off the loop)
+        done.set()
+        await tick
+        return max(gaps)
+
+    conn.send(asyncio.run(main()))
+
+
+@pytest.mark.parametrize("lease", [True, False], ids=["lease", "flock"])
+def test_async_acquire_never_blocks_the_event_loop(tmp_path: Path, lease: bool) -> None:
+    process, conn = _spawn(_loop_stays_free, str(tmp_path), lease)
+    longest = conn.recv()
+    process.join(10)
+    assert process.exitcode == 0
+    assert longest < SLOW / 2, f"the event loop stood still for {longest:.2f} s"
+
+
+def _cancelled_acquirer(directory: str, lease: bool, conn: Connection) -> None:
+    busy = _slowed(lease)
+    store = FileStore(directory)
+
+    async def main() -> str:
+        task = asyncio.ensure_future(store.lock(KEY).aacquire())
+        deadline = time.monotonic() + 10
+        while not busy.is_set():  # the worker thread is in the slow call, taking the lock
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "acquired"
+
+    outcome = asyncio.run(main())
+    # The worker took the lock after the task had given up: it must not stay taken.
+    other = FileStore(directory).lock(KEY)
+    _until(other.try_acquire, "the cancelled acquisition's lock to be dropped")
+    other.release()
+    conn.send(outcome)
+
+
+@pytest.mark.parametrize("lease", [True, False], ids=["lease", "flock"])
+def test_a_cancelled_async_acquire_leaves_no_lock_behind(tmp_path: Path, lease: bool) -> None:
+    process, conn = _spawn(_cancelled_acquirer, str(tmp_path), lease)
+    assert conn.recv() == "cancelled"
+    process.join(10)
+    assert process.exitcode == 0
+    lock = FileStore(tmp_path).lock(KEY)  # and from another process
+    assert lock.try_acquire()
+    lock.release()
+    assert not _lease_file(tmp_path).exists()

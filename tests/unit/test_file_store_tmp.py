@@ -187,6 +187,67 @@ def test_logout_removes_its_leftovers_even_whole_tokens(tmp_path: Path) -> None:
     assert store.load("another key") == token("other")
 
 
+def test_logout_removes_a_whole_token_another_host_left_moments_ago(tmp_path: Path) -> None:
+    # A writer on another host of the mount, killed between its fsync and its rename 5 s ago: not
+    # stale yet (its host is judged by age), but a logout forgets it; else the next lock, finding
+    # no token file, would adopt it and bring the logged-out login back.
+    store = FileStore(tmp_path)
+    store.save(KEY, token("old"))
+    record = {"format": 1, "key": KEY, "written_at": time.time() - 5,
+              "token": token("elsewhere").to_record()}
+    left = _plant(tmp_path, f".{MAIN}.{'a' * 12}-4242-0123abcd.tmp", age=5,
+                  content=json.dumps(record).encode())
+    other = _plant(tmp_path, f".{MAIN}.{'a' * 12}-4243-0123abcd.tmp", age=5)  # half-written, young
+    with store.lock(KEY):  # as TokenCache.forget() does it
+        store.delete(KEY)
+    assert not left.exists()
+    assert other.exists()  # not a token: its writer may still be at work, the grace decides
+    following = FileStore(tmp_path)
+    with following.lock(KEY):
+        assert following.load(KEY) is None
+    assert not (tmp_path / MAIN).exists()
+
+
+# -- generations: which record is newer, without comparing two hosts' clocks ------------------------------
+
+
+def _ahead_writer(directory: Path, saved: Token, seconds: float) -> None:
+    """Save ``saved`` from a process whose clock runs ``seconds`` ahead (another host's)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            real_time = time.time
+            time.time = lambda: real_time() + seconds
+            FileStore(directory).save(KEY, saved)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_leftover_newer_than_a_token_file_from_a_clock_ahead_is_adopted(tmp_path: Path) -> None:
+    _ahead_writer(tmp_path, token("old"), seconds=3600)  # written_at an hour in the future
+    _killed_writer(tmp_path, token("new"), at="rename")  # later, by a clock an hour behind it
+    loaded = FileStore(tmp_path).load(KEY)
+    assert loaded is not None and loaded.refresh_token == "RT-new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_records_without_a_generation_still_load_and_are_ordered_by_time(tmp_path: Path) -> None:
+    # As an older keyturn wrote them.
+    older = {"format": 1, "key": KEY, "written_at": time.time() - 60,
+             "token": token("older").to_record()}
+    (tmp_path / MAIN).write_text(json.dumps(older))
+    os.chmod(tmp_path / MAIN, 0o600)
+    assert FileStore(tmp_path).load(KEY) == token("older")
+    _killed_writer(tmp_path, token("new"), at="rename")  # generation 1, written after it
+    loaded = FileStore(tmp_path).load(KEY)
+    assert loaded is not None and loaded.refresh_token == "RT-new"
+    assert json.loads((tmp_path / MAIN).read_bytes())["generation"] == 1
+    FileStore(tmp_path).save(KEY, token("next"))
+    assert json.loads((tmp_path / MAIN).read_bytes())["generation"] == 2
+
+
 # -- prepared saves -----------------------------------------------------------------------------------
 
 
@@ -207,9 +268,30 @@ def test_a_prepared_save_writes_the_reserved_file_atomically_and_privately(tmp_p
         assert store.load(KEY) == token("provisional")
         assert len(_leftovers(tmp_path)) == 1  # a new reservation, for the save that follows
         store.save(KEY, token("final"))
-    assert store.load(KEY) == token("final")
-    assert _leftovers(tmp_path) == []  # the release dropped what was left
+        # The cache's second save: nothing is reserved for a third (an fsync and an allocation
+        # that the release would only throw away).
+        assert _leftovers(tmp_path) == []
+        store.save(KEY, token("unprepared"))
+        assert _leftovers(tmp_path) == []
+    assert store.load(KEY) == token("unprepared")
     assert os.stat(tmp_path / MAIN).st_mode & 0o777 == 0o600
+    with store.lock(KEY):  # the next holding reserves anew
+        store.prepare_save(KEY)
+        assert len(_leftovers(tmp_path)) == 1
+    assert _leftovers(tmp_path) == []  # the release dropped what was left
+
+
+def test_a_prepared_save_not_followed_by_another_leaves_one_reservation_for_release(
+    tmp_path: Path,
+) -> None:
+    # A token endpoint that gave no refresh token: the cache keeps nothing, and saves once.
+    store = FileStore(tmp_path)
+    with store.lock(KEY):
+        store.prepare_save(KEY)
+        store.save(KEY, token("final"))
+        assert len(_leftovers(tmp_path)) == 1
+    assert _leftovers(tmp_path) == []
+    assert store.load(KEY) == token("final")
 
 
 def test_without_fallocate_the_reservation_is_written_with_zeros(

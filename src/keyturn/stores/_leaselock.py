@@ -26,7 +26,10 @@ while somebody holds the lock, and holds that holder's record, one line of JSON:
   seconds in the past by the contender's own wall clock (so the clocks of the hosts of one mount
   must agree within ``skew``), or at once when the holder is a process of this node that no
   longer exists (``kill(pid, 0)``: ESRCH). A file whose record cannot be read (being written, or
-  torn) counts as held until its modification time is ``lease + skew`` old.
+  torn), or whose expiry lies further ahead than ``lease + skew`` (no holder whose clock agrees
+  with ours writes that: a host whose clock ran a day ahead did, and would block everybody for a
+  day after its death), counts as held until its modification time is ``lease + skew`` old; a
+  live holder's renewals keep touching it.
 * **Releasing.** The holder removes the file if it still holds the holder's record (below).
 
 Taking over, and why two contenders never both hold the lock
@@ -44,7 +47,12 @@ taking over a lock that X let lapse).
 
 1. A file holding X's record is removed only by the holder of claim X (a contender, or X).
 2. At most one process holds claim X at a time: the claim is created exclusively and removed
-   only by its creator (or, when that creator died, under the claim on the claim, below).
+   only by its creator (or, when that creator died or stalled, under the claim on the claim,
+   below). A claimer counts its claim's lease on the monotonic clock from before it created the
+   claim, and acts under the claim (removes X's file) only while less than ``lease`` has passed:
+   later, a contender may have judged the claim stale, taken it over and removed X's file, and
+   the name may hold the next holder's file. A claimer that finds it stalled that long gives up,
+   and removes its claim only if the claim file still holds its own record.
 3. So once the claimer has read X's record in the lock file, the file holds X's record until the
    claimer removes it: nobody else may remove it, and nobody can create that name while it
    exists. The claimer removes X's file, never the file of a holder that came after X.
@@ -57,11 +65,19 @@ stale by the same rules and is removed the same way, under a claim on the claim'
 that gives up after ``_DEPTH`` links (as many claimers in a row would have had to die within
 those few system calls) with a StoreError that says which files to remove.
 
-What a lease cannot rule out, here as with any lease (RedisStore's too): a holder that stops
-(SIGSTOP, a paused VM) for longer than ``lease + skew`` at a moment at which it still believed
-the lock its own, or clocks further apart than ``skew``. The cache therefore calls
-:meth:`LeaseLock.confirm` immediately before it sends a request whose answer must not be lost,
-which shrinks that moment to the sending of the request itself.
+Saves are fenced too: while a process holds a key's lease lock, FileStore calls
+:meth:`LeaseLock.check` (what ``confirm`` checks, without renewing) immediately before a save
+renames its file over the token file and before a delete removes it, and raises ``LockLost``
+instead of writing. A holder that stalled past its lease after it kept a refresh token would
+otherwise write that token back over the newer one its successor saved, and the next refresh
+would send a refresh token the server had already retired.
+
+What a lease cannot rule out, here as with any lease (RedisStore's too): a process that stops
+(SIGSTOP, a paused VM) for longer than ``lease + skew`` between a check and the one system call
+that acts on it — a holder between :meth:`~LeaseLock.confirm` and the sending of its request, or
+between :meth:`~LeaseLock.check` and its rename; a claimer between its monotonic check and its
+``unlink`` — or clocks further apart than ``skew``. The checks sit immediately before those calls,
+which shrinks the moment to the call itself.
 """
 
 from __future__ import annotations
@@ -96,6 +112,7 @@ _DEPTH: Final = 4
 #: A record is one short line; more than this is not a record.
 _READ_MAX: Final = 4096
 _ID = re.compile(r"[0-9a-f]{32}")
+_NOT_SENT: Final = "nothing was sent, try again"
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,15 @@ class _Seen:
     pid: int | None
     expires: float | None  # wall clock; None when unreadable
     mtime: float
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A claim this process created."""
+
+    path: Path
+    ident: str  # the id in its record
+    began: float  # monotonic time before it was created
 
 
 def _digest(body: dict[str, object]) -> str:
@@ -259,30 +285,49 @@ class LeaseLock:
 
     def _stale(self, seen: _Seen) -> bool:
         now = time.time()
-        if seen.expires is None:
-            return now - seen.mtime > self.lease + self.skew
         if seen.node == _owner.node() and seen.pid is not None and not _owner.alive(seen.pid):
             return True
+        if seen.expires is None or seen.expires > now + self.lease + self.skew:
+            # Unreadable, or an expiry from a clock that ran ahead: the modification time
+            # (renewals rewrite the file) says whether its writer still renews it.
+            return now - seen.mtime > self.lease + self.skew
         return now > seen.expires + self.skew
 
     def _claim_path(self, ident: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{ident}.claim")
 
-    def _claim(self, claim: Path) -> bool:
+    def _claim(self, path: Path) -> _Claim | None:
+        """The claim ``path``, created exclusively; None when somebody else holds it."""
+        ident = secrets.token_hex(16)
+        began = time.monotonic()  # before the create: the claim's lease cannot have begun earlier
         # Not fsynced: a claim lives for a few system calls; closing it makes it visible (NFS).
-        fd = _create(claim, _encode(secrets.token_hex(16), time.time() + self.lease),
-                     durable=False)
+        fd = _create(path, _encode(ident, time.time() + self.lease), durable=False)
         if fd is None:
-            return False
+            return None
         os.close(fd)
-        return True
+        return _Claim(path, ident, began)
+
+    def _young(self, claim: _Claim) -> bool:
+        """Whether nobody can have judged ``claim`` stale yet: less than a lease since it was made
+        (by the monotonic clock, which a stopped process cannot fool)."""
+        return time.monotonic() - claim.began < self.lease
+
+    def _unclaim(self, claim: _Claim) -> None:
+        if not self._young(claim):
+            # Stalled since the claim was made: a contender may have taken it over, and the
+            # file may be its claim now, which is not ours to remove.
+            seen = _read(claim.path)
+            if seen is None or seen.ident != claim.ident:
+                return
+        _unlink(claim.path)
 
     def _remove(self, target: Path, seen: _Seen, depth: int) -> bool:
         """Remove ``target`` (the lock file, or a claim), found stale holding ``seen``, under the
         claim on ``seen``'s id. True when ``target`` no longer holds ``seen``'s record."""
-        claim = self._claim_path(seen.ident)
-        if not self._claim(claim):
-            held = _read(claim)
+        path = self._claim_path(seen.ident)
+        claim = self._claim(path)
+        if claim is None:
+            held = _read(path)
             if held is None or not self._stale(held):
                 return False  # another contender is at it: its outcome is seen at the next try
             if depth + 1 >= _DEPTH:
@@ -290,7 +335,10 @@ class LeaseLock:
                     f"cannot take over the lock file {self.path}: claims on it were left by "
                     f"{_DEPTH} processes that died in a row; remove {self.path.name}* by hand"
                 )
-            if not self._remove(claim, held, depth + 1) or not self._claim(claim):
+            if not self._remove(path, held, depth + 1):
+                return False
+            claim = self._claim(path)
+            if claim is None:
                 return False
         try:
             now = _read(target)
@@ -298,10 +346,14 @@ class LeaseLock:
                 return True
             if now.ident != seen.ident or not self._stale(now):
                 return False  # renewed, or released and taken anew: not ours to remove
+            if not self._young(claim):
+                # This process stalled since it claimed (rule 2 of the module's docstring):
+                # ``target`` may hold the next holder's record by now. Give up; try again.
+                return False
             _unlink(target)
             return True
         finally:
-            _unlink(claim)
+            self._unclaim(claim)
 
     # -- holding ---------------------------------------------------------------------------------------
 
@@ -336,35 +388,57 @@ class LeaseLock:
                     log.debug("cannot renew the keyturn lock file %s (%s)", self.path,
                               exc.strerror)
 
+    @property
+    def held_here(self) -> bool:
+        """Whether this process took the lock and has not released it (it may have lost it)."""
+        return self._fd is not None and self._pid == os.getpid()
+
     def confirm(self) -> None:
         """Raise :class:`LockLost` unless the lock file still holds this holder's record and its
         lease has not run out; then renew the lease."""
         with self._io:
-            fd = self._fd
-            if fd is None or self._pid != os.getpid():
-                raise LockLost(f"the lock file {self.path} is not held here")
-            if self._lapsed():
-                raise LockLost(self._lost("its lease ran out before it was renewed"))
-            self._check_mine()
+            fd = self._still_mine(_NOT_SENT)
             try:
                 self._rewrite(fd)
             except OSError as exc:
                 if exc.errno == errno.ESTALE:  # NFS: the file was removed on the server
-                    raise LockLost(self._lost("its file was removed")) from None
+                    raise LockLost(self._lost("its file was removed", _NOT_SENT)) from None
                 raise _error("cannot renew the lock file", self.path, exc) from None
             # A takeover between the reading and the rewrite would have removed the file first.
-            self._check_mine()
+            self._check_mine(_NOT_SENT)
 
-    def _check_mine(self) -> None:
+    def check(self, outcome: str, *, quick: bool = False) -> None:
+        """Raise :class:`LockLost` (its message ending with ``outcome``) unless the lock is still
+        this holder's, as :meth:`confirm` does, but without renewing it: called immediately before
+        a save replaces the token file, so that nothing but the rename comes after the check.
+        ``quick``: only what needs no file system call (the lease on the monotonic clock)."""
+        with self._io:
+            if quick:
+                if self._fd is None or self._pid != os.getpid() or self._lapsed():
+                    raise LockLost(self._lost("its lease ran out before it was renewed", outcome))
+                return
+            self._still_mine(outcome)
+            self._check_mine(outcome)
+
+    def _still_mine(self, outcome: str) -> int:
+        """The descriptor, unless the lock is not held here or its lease ran out (``_io`` held)."""
+        fd = self._fd
+        if fd is None or self._pid != os.getpid():
+            raise LockLost(f"the lock file {self.path} is not held here; {outcome}")
+        if self._lapsed():
+            raise LockLost(self._lost("its lease ran out before it was renewed", outcome))
+        return fd
+
+    def _check_mine(self, outcome: str) -> None:
         seen = _read(self.path)
         if seen is None or seen.ident != self._id:
-            raise LockLost(self._lost("another process took it over"))
+            raise LockLost(self._lost("another process took it over", outcome))
         if seen.expires is not None and seen.expires <= time.time():
-            raise LockLost(self._lost("its lease had expired"))
+            raise LockLost(self._lost("its lease had expired", outcome))
 
-    def _lost(self, why: str) -> str:
+    def _lost(self, why: str, outcome: str) -> str:
         return (f"keyturn no longer holds the lock file {self.path}: {why} (a process stopped "
-                f"for longer than the {self.lease:.0f} s lease?); nothing was sent, try again")
+                f"for longer than the {self.lease:.0f} s lease?); {outcome}")
 
     # -- releasing -------------------------------------------------------------------------------------
 
@@ -381,15 +455,17 @@ class LeaseLock:
         if not mine:
             return  # a forked child's copy of its parent's lock: the parent releases it
         try:
-            claim = self._claim_path(self._id)
-            if not self._claim(claim):
+            claim = self._claim(self._claim_path(self._id))
+            if claim is None:
                 return  # a contender is taking over this lapsed lock: the file is its to remove
             try:
                 seen = _read(self.path)
-                if seen is not None and seen.ident == self._id:
+                # Not young: stopped since the claim, so the file may be the next holder's by now
+                # (rule 2); left as it is, an own file is taken over once stale.
+                if seen is not None and seen.ident == self._id and self._young(claim):
                     _unlink(self.path)
             finally:
-                _unlink(claim)
+                self._unclaim(claim)
         except (OSError, StoreError) as exc:
             # Not raised: a `with` block's own error matters more, and the lease ends by itself.
             log.warning("could not release the keyturn lock file %s (%s); others take it over "

@@ -11,13 +11,15 @@ The rules FileStore applies to these *leftovers*:
   for a writer on another node, or one an older name does not identify — the file is older than
   ``grace`` (60 s by default: a save takes milliseconds, a reserved file waits for one token
   request). A leftover of a live process of this node is stale only after a day (pids are reused).
-* **Adopted.** A leftover that holds a complete, valid record of its key whose ``written_at`` is
-  newer than the token file's (or there is no valid token file) is a token a server gave that its
-  writer fsynced and was killed before renaming: under that key's lock — the writer, had it been
-  alive and saving under the lock, would hold it — it is renamed over the token file, at any age,
-  because the next refresh would otherwise spend the older, already used refresh token.
+* **Adopted.** A leftover that holds a complete, valid record of its key that is newer than the
+  token file's (a higher generation, :mod:`._tokenfile`; or there is no valid token file) is a
+  token a server gave that its writer fsynced and was killed before renaming: under that key's
+  lock — the writer, had it been alive and saving under the lock, would hold it — it is renamed
+  over the token file, at any age, because the next refresh would otherwise spend the older,
+  already used refresh token.
 * **Removed.** Every other stale leftover is removed: on the store's first use in a process, when
-  a key's lock is taken, and on ``delete`` (logout), where a complete one goes too.
+  a key's lock is taken, and on ``delete`` (logout), where the key's complete ones go at any age
+  (a logged-out login must not be adopted back).
 
 A *reservation* (:func:`reserve`) is a temporary file whose blocks are allocated before a token
 request is sent; the save of the answer overwrites it (:func:`write_into`), so that a disk that

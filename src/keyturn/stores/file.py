@@ -9,31 +9,37 @@ Theory of operation
   file, so a reader, or a process killed mid-write, only ever sees the old or the new token. The
   temporary files that killed writers leave are removed, or — when one holds a whole token that
   never reached its rename — adopted: the rules are in :mod:`._tempfiles`.
+* **Records** (:mod:`._tokenfile`) carry a generation, one more than the record they replaced,
+  which orders a killed writer's leftover and the token file without comparing two hosts' clocks.
 * **A save that cannot fail for space.** :meth:`FileStore.prepare_save`, called under the lock
   before a request whose answer must be kept, allocates the temporary file of the next save
   (``reserve`` bytes, 256 KiB by default) and says now, while the old refresh token still works,
   if the disk is full; the save then overwrites that file, so the answer is kept even if the disk
-  filled up while the server was answering. It leaves a new reservation for a save that follows
-  (the cache saves a provisional record, then the final one) when there is room; the lock's
-  release drops them. (On copy-on-write file systems, btrfs or ZFS, an overwrite may still need
-  blocks of its own.)
+  filled up while the server was answering. The cache saves twice after such a request, a
+  provisional record (the one holding the new refresh token), then the final one: so the first
+  save that uses a reservation leaves one more, when there is room, and the second leaves none
+  (each costs an fsync and an allocation). The lock's release drops what is left. (On
+  copy-on-write file systems, btrfs or ZFS, an overwrite may still need blocks of its own.)
 * **Locking** uses ``flock`` on ``<digest>.lock``; threads of one process first queue on a thread
   lock. The kernel drops the lock of a process that dies, so a crashed holder never blocks the
   others. Where ``flock`` fails (NFS without lockd answers ENOLCK), the store says so once in a
   warning and from then on locks with lease lock files, ``<digest>.lease``
   (:mod:`._leaselock`): they exclude the processes of every host of one mount whose clocks agree
   within ``skew``, a holder that died on this host is taken over at once and one on another host
-  after ``lease + skew`` seconds. Never a lock within one process only: two processes refreshing
-  one rotating refresh token both "succeed", and the server then revokes the whole login. All
-  hosts of one store must lock alike: an NFS mount with ``nolock``/``local_lock`` makes ``flock``
-  succeed on each host alone, which nothing here can detect.
+  after ``lease + skew`` seconds. While a process holds a key's lease lock, its saves and deletes
+  of that key check the lease immediately before they replace or remove the token file, and raise
+  ``LockLost`` instead when it ran out: a holder that stalled must not write its refresh token
+  over the newer one of the holder that took over. Never a lock within one process only: two
+  processes refreshing one rotating refresh token both "succeed", and the server then revokes
+  the whole login. All hosts of one store must lock alike: an NFS mount with
+  ``nolock``/``local_lock`` makes ``flock`` succeed on each host alone, which nothing here can
+  detect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import stat
@@ -41,13 +47,14 @@ import threading
 import time
 from pathlib import Path
 
-from .. import strictjson
 from .._filecheck import UntrustedFile, directory_problem, open_checked
 from ..cachekey import file_name
 from ..errors import ConfigError, StoreError
 from ..token import Token
 from . import _tempfiles as tmpfiles
+from . import _tokenfile as tokenfile
 from ._filelock import FileLock
+from ._leaselock import LeaseLock
 from .base import LocalLock, Store, StoreLock
 
 try:
@@ -58,7 +65,9 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["FileStore", "default_cache_dir"]
 
 log = logging.getLogger("keyturn.stores.file")
-_FORMAT = 1
+#: How a save or a delete that found its lease lock lost ends its LockLost message.
+_NOT_SAVED = "the token was not saved (the lock's next holder may have saved a newer one)"
+_NOT_DELETED = "the token file was not removed; try again"
 
 
 def default_cache_dir() -> Path:
@@ -100,6 +109,8 @@ class FileStore(Store):
         self.lease_locks = False
         self._locks: dict[str, threading.Lock] = {}
         self._prepared: dict[str, Path] = {}  # key -> the reservation its next save writes
+        self._spare: set[str] = set()  # keys whose next reserved save leaves one more reservation
+        self._held: dict[str, LeaseLock] = {}  # key -> its lease lock, while this store holds it
         self._guard = threading.Lock()
         self._ready = False
         self._swept = False
@@ -167,47 +178,50 @@ class FileStore(Store):
         with os.fdopen(fd, "rb") as handle:
             data = handle.read()
         try:
-            record = strictjson.loads(data, as_written=True)
-            if record.get("format") != _FORMAT or record.get("key") != key:
-                raise ValueError("not a keyturn token file for this key")
-            return Token.from_record(record["token"])
-        # JsonError is a ValueError: nested too deep, not UTF-8, not JSON. RecursionError stays
-        # in the tuple for a record that parsed but is walked recursively later: damage as well.
-        except (ValueError, KeyError, AttributeError, TypeError, RecursionError, StoreError) as exc:
-            self._quarantine(path, exc)
+            record = tokenfile.decode(data, path.name)
+            if record.key != key:  # what a copied file (or a hash collision) would put here
+                raise tokenfile.Damaged("the record of another key")
+        except tokenfile.Damaged as exc:
+            self._quarantine(path, exc.why)
             return None
+        return record.token
 
-    def _quarantine(self, path: Path, exc: Exception) -> None:
+    def _quarantine(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         try:
             os.replace(path, aside)
         except OSError:
             return
-        # The parser's reason says what is wrong without quoting the file; other errors are named
-        # by class only, as their text may quote a value of the token.
-        why = exc.reason if isinstance(exc, strictjson.JsonError) else exc.__class__.__name__
         log.warning("token file %s was damaged (%s); moved aside to %s", path, why, aside.name)
 
     def save(self, key: str, token: Token) -> None:
+        self._fence(key, _NOT_SAVED, quick=True)  # a holder that stalled writes nothing at all
         path = self._file(key)
-        payload = json.dumps(
-            {"format": _FORMAT, "key": key, "written_at": time.time(), "token": token.to_record()},
-            separators=(",", ":"),
-        ).encode()
+        current = self._record_in(path.name, path.name)
+        generation = (current.generation or 0) + 1 if current is not None else 1
+        payload = tokenfile.encode(key, token, generation=generation, written_at=time.time())
         with self._guard:
             prepared = self._prepared.pop(key, None)
+            again = prepared is not None and key in self._spare
+            self._spare.discard(key)
         if prepared is not None:
             try:
                 tmpfiles.write_into(str(prepared), payload)
+                self._fence(key, _NOT_SAVED)
                 os.replace(prepared, path)
             except OSError as exc:
                 # Gone (a sweep elsewhere judged it abandoned) or unusable: a save of its own.
                 log.debug("cannot save into the reserved file %s (%s)", prepared.name, exc.strerror)
                 with contextlib.suppress(OSError):
                     prepared.unlink()
+            except BaseException:  # LockLost, a KeyboardInterrupt: no token left in a stray file
+                with contextlib.suppress(OSError):
+                    prepared.unlink()
+                raise
             else:
                 _fsync_dir(path.parent)
-                self._prepare(key, path, required=False)  # for a save that follows, if there is room
+                if again:  # for the save that follows (see the module's docstring), if there is room
+                    self._prepare(key, path, required=False)
                 return
         tmp = path.with_name(tmpfiles.tmp_name(path.name))
         try:
@@ -221,6 +235,7 @@ class FileStore(Store):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._fence(key, _NOT_SAVED)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except BaseException as exc:  # a KeyboardInterrupt too: no token left in a stray file
@@ -231,8 +246,11 @@ class FileStore(Store):
             raise
 
     def prepare_save(self, key: str) -> None:
-        """Reserve the space of the next :meth:`save` of ``key`` (see the module's docstring)."""
+        """Reserve the space of the next two :meth:`save` calls of ``key`` (the second when there
+        is room; see the module's docstring)."""
         self._prepare(key, self._file(key), required=True)
+        with self._guard:
+            self._spare.add(key)
 
     def _prepare(self, key: str, path: Path, *, required: bool) -> None:
         with self._guard:
@@ -262,12 +280,34 @@ class FileStore(Store):
         """Drop the reservation of ``key`` (the lock on it is being released)."""
         with self._guard:
             prepared = self._prepared.pop(key, None)
+            self._spare.discard(key)
         if prepared is not None:
             with contextlib.suppress(OSError):
                 prepared.unlink()
 
+    # -- the lease lock a process holds on a key, which its saves and deletes check -------------
+
+    def _hold(self, key: str, lease: LeaseLock) -> None:
+        with self._guard:
+            self._held[key] = lease
+
+    def _unhold(self, key: str, lease: LeaseLock) -> None:
+        with self._guard:
+            if self._held.get(key) is lease:
+                del self._held[key]
+
+    def _fence(self, key: str, outcome: str, *, quick: bool = False) -> None:
+        """Raise LockLost if this process holds the lease lock on ``key`` and lost it. A save
+        without the lock (a tool's) is not checked; nor is a forked child's, whose lock is its
+        parent's."""
+        with self._guard:
+            lease = self._held.get(key)
+        if lease is not None and lease.held_here:
+            lease.check(outcome, quick=quick)
+
     def delete(self, key: str) -> None:
         path = self._file(key)
+        self._fence(key, _NOT_DELETED)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -295,7 +335,8 @@ class FileStore(Store):
 
     def _sweep(self, forget: str | None = None) -> None:
         """Remove the stale leftovers of every key; have complete ones adopted under their key's
-        lock. ``forget``: the token file being deleted, whose stale leftovers all go."""
+        lock. ``forget``: the token file being deleted, whose stale leftovers go, and whose
+        complete ones go at any age (else the next lock would adopt a logged-out login)."""
         groups: dict[str, list[tmpfiles.Leftover]] = {}
         for left in self._leftovers():
             groups.setdefault(left.main, []).append(left)
@@ -303,7 +344,11 @@ class FileStore(Store):
             key = None if main == forget else self._adoptable(main, lefts)
             if key is None:
                 for left in lefts:
-                    self._remove_if_stale(left)
+                    if main == forget and self._record_in(left.name, main) is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(self.path / left.name)
+                    else:
+                        self._remove_if_stale(left)
                 continue
             lock = self.lock(key)
             try:
@@ -317,8 +362,8 @@ class FileStore(Store):
         current = self._record_in(main, main)
         for left in lefts:
             found = self._record_in(left.name, main)
-            if found is not None and (current is None or found[1] > current[1]):
-                return found[0]
+            if found is not None and found.newer_than(current):
+                return found.key
         return None
 
     def _settle(self, key: str) -> None:
@@ -328,12 +373,11 @@ class FileStore(Store):
         lefts = [left for left in self._leftovers() if left.main == main]
         if not lefts:
             return
-        current = self._record_in(main, main)
-        newest, newest_at = None, current[1] if current is not None else float("-inf")
+        newest, newest_record = None, self._record_in(main, main)
         for left in lefts:
             found = self._record_in(left.name, main)
-            if found is not None and found[0] == key and found[1] > newest_at:
-                newest, newest_at = left, found[1]
+            if found is not None and found.key == key and found.newer_than(newest_record):
+                newest, newest_record = left, found
         if newest is not None:
             try:
                 os.replace(self.path / newest.name, self.path / main)
@@ -348,25 +392,22 @@ class FileStore(Store):
             if left is not newest:
                 self._remove_if_stale(left)
 
-    def _record_in(self, name: str, main: str) -> tuple[str, float] | None:
-        """(key, written_at) of the whole, valid record of the token file ``main`` held in the
-        directory's file ``name``; None when there is none."""
+    def _record_in(self, name: str, main: str) -> tokenfile.Record | None:
+        """The whole, valid record of the token file ``main`` held in the directory's file
+        ``name`` (the token file itself, or a leftover); None when there is none."""
         try:
             fd = open_checked(str(self.path / name))
         except (OSError, UntrustedFile):
             return None
         with os.fdopen(fd, "rb") as handle:
-            data = handle.read()
-        try:
-            record = strictjson.loads(data, as_written=True)
-            key, written = record["key"], record["written_at"]
-            if (record.get("format") != _FORMAT or not isinstance(key, str)
-                    or f"{file_name(key)}.json" != main or type(written) not in (int, float)):
+            try:
+                data = handle.read()
+            except OSError:
                 return None
-            Token.from_record(record["token"])
-        except (ValueError, KeyError, AttributeError, TypeError, RecursionError, StoreError):
+        try:
+            return tokenfile.decode(data, main)
+        except tokenfile.Damaged:
             return None
-        return key, float(written)
 
     def _remove_if_stale(self, left: tmpfiles.Leftover) -> None:
         path = self.path / left.name
