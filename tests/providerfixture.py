@@ -314,15 +314,19 @@ class Provider:
         config_path: Path,
         startup_seconds: float,
         verify: Any = True,
+        url: str | None = None,
     ) -> None:
         self.issuer = issuer
+        #: Where the Node server listens: the issuer, unless it was started with another issuer
+        #: (a proxy in front of it); the test-control endpoints are always reached here.
+        self.url = url or issuer
         self.process = process
         self.pid = process.pid
         self.clients = clients
         self.log_path = log_path
         self.config_path = config_path
         self.startup_seconds = startup_seconds
-        self._http = httpx.Client(base_url=issuer, trust_env=False, timeout=CONTROL_TIMEOUT,
+        self._http = httpx.Client(base_url=self.url, trust_env=False, timeout=CONTROL_TIMEOUT,
                                   verify=_verify_context(verify))
         self._discovery: dict[str, Any] | None = None
 
@@ -483,6 +487,7 @@ def start_provider(
     timeout: float = READY_TIMEOUT,
     jwt_bearer_keys: dict[str, dict[str, Any]] | None = None,
     tls: dict[str, str] | None = None,
+    issuer: str | None = None,
 ) -> Provider:
     """Start a provider with ``clients`` (default: ``default_clients()``) and wait until ready.
 
@@ -490,7 +495,10 @@ def start_provider(
     ``tls`` ({"cert", "key", "client_ca", "ca"}: PEM paths) serves https, asking clients for a
     certificate signed by ``client_ca`` (RFC 8705 tls_client_auth); ``ca`` verifies the server.
     Config, ready file and log (``provider.log``, stdout+stderr) go to ``tmp_dir`` (a fresh
-    temporary directory when None). Raises ``ProviderError`` with the log tail on failure.
+    temporary directory when None). ``issuer`` makes the provider advertise another issuer URL
+    than the one it listens on (a fault proxy's in front of it: every endpoint it names then goes
+    through the proxy); ``Provider.url`` is where it listens. Raises ``ProviderError`` with the log
+    tail on failure.
     """
     ensure_node_modules()
     node = shutil.which("node")
@@ -536,6 +544,8 @@ def start_provider(
         config["jwt_bearer_keys"] = jwt_bearer_keys
     if tls is not None:
         config["tls"] = {k: tls[k] for k in ("cert", "key", "client_ca")}
+    if issuer is not None:
+        config["issuer"] = issuer
     config_path.write_text(json.dumps(config, indent=1))
 
     started = time.monotonic()
@@ -574,6 +584,7 @@ def start_provider(
         config_path=config_path,
         startup_seconds=time.monotonic() - started,
         verify=tls["ca"] if tls is not None else True,
+        url=ready.get("url"),
     )
     with _running_lock:
         _running.add(p)

@@ -13,6 +13,7 @@
 //                        force_refresh_rotation rotate refresh tokens on every use (confidential)
 //   refresh_token_ttl  default refresh-token lifetime, seconds (default 14 days)
 //   device_code_ttl    device-code lifetime, seconds (default 600)
+//   issuer             the issuer URL to advertise (default: the listening URL, 127.0.0.1:PORT)
 //
 // Test-control endpoints (this test server only):
 //   GET  /__test/stats[?log=1]      {"token_requests": {client_id: {grant_type: n}}, "total": n}
@@ -279,7 +280,11 @@ await new Promise((resolve, reject) => {
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `${cfg.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+// Where the server listens; the issuer is the same URL unless the config names another one
+// (cfg.issuer: the URL of a fault proxy in front of it, so every endpoint it advertises,
+// the JWKS too, goes through the proxy).
+const listenUrl = `${cfg.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+const issuer = typeof cfg.issuer === 'string' && cfg.issuer ? cfg.issuer : listenUrl;
 
 const [ecKey, edKey, rsaKey] = await keysPromise;
 
@@ -694,7 +699,7 @@ for (const clientId of clientsById.keys()) {
 
 server.on('request', provider.callback());
 
-const ready = `${JSON.stringify({ issuer, pid: process.pid })}\n`;
+const ready = `${JSON.stringify({ issuer, url: listenUrl, pid: process.pid })}\n`;
 fs.writeFileSync(`${readyFile}.tmp`, ready);
 fs.renameSync(`${readyFile}.tmp`, readyFile);
 console.log(`ready ${issuer}`);
