@@ -130,6 +130,33 @@ def test_logout_forgets_and_revokes(fresh_stats, tmp_path):
                      store=None).get_access_token()
 
 
+def test_async_logout_and_the_saved_token(fresh_stats, tmp_path):
+    import asyncio
+
+    provider = fresh_stats
+    store = FileStore(tmp_path)
+    source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
+
+    async def main():
+        token = await source.aget_token()
+        saved = source.saved_token()  # what the store holds, read as it is
+        assert saved is not None and saved.access_token == token.access_token
+        assert source.cache_key == source.cache.key
+        await source.ainvalidate(token.access_token)
+        assert source.saved_token().expires_at == 0.0  # kept, refresh token and all, but stale
+        refreshed = await source.aget_token()
+        assert refreshed.access_token != token.access_token
+        await source.alogout()
+        return refreshed
+
+    refreshed = asyncio.run(main())
+    assert source.saved_token() is None
+    assert not introspect(provider, refreshed.access_token)
+    with pytest.raises(InvalidGrant):
+        RefreshToken(issuer=provider.issuer, client_id="public",
+                     refresh_token=refreshed.refresh_token, store=None).get_access_token()
+
+
 def test_invalid_grant_drops_the_refresh_token(fresh_stats, tmp_path):
     import httpx
 

@@ -7,6 +7,7 @@ requests/httpx integrations come from here and from the modules it composes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -191,6 +192,24 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         if it is still the current one."""
         self.cache.invalidate(access_token)
 
+    async def ainvalidate(self, access_token: str | None = None) -> None:
+        """:meth:`invalidate` without blocking the event loop (the store is written in a thread)."""
+        await asyncio.to_thread(self.cache.invalidate, access_token)
+
+    @property
+    def cache_key(self) -> str:
+        """This source's identity: what its tokens are stored under (see :mod:`keyturn.cachekey`)."""
+        return self.cache.key
+
+    def saved_token(self) -> Token | None:
+        """The token the store holds for this source, as it is: no refresh, no request, no lock."""
+        return self.cache.store.load(self.cache.key)
+
+    def forget(self) -> Token | None:
+        """Forget every token of this source, in memory and in the store, without revoking them
+        (:meth:`logout` also revokes); returns the newest one forgotten."""
+        return self.cache.forget()
+
     def logout(self) -> None:
         """Forget every token of this source, in memory and in the store, then revoke them at the
         server when it offers RFC 7009 revocation. A failed revocation is logged, not raised: the
@@ -200,6 +219,18 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
             return
         try:
             transport.run(self._revoke_flow(token), self._sync_client(), self._http.retry)
+        except KeyturnError as exc:
+            log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
+                        exc.__class__.__name__)
+
+    async def alogout(self) -> None:
+        """:meth:`logout` without blocking the event loop."""
+        token = await asyncio.to_thread(self.cache.forget)
+        if token is None:
+            return
+        try:
+            async with await self._http.async_client() as client:
+                await transport.arun(self._revoke_flow(token), client, self._http.retry)
         except KeyturnError as exc:
             log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
                         exc.__class__.__name__)
