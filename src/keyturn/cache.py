@@ -230,9 +230,11 @@ class TokenCache:
         self._seed = seed
         self._leeway = leeway
         self._jitter = jitter
-        self._clock = clock
+        #: The monotonic clock, and the token in memory with its deadlines: read by the fast paths
+        #: (here and in :meth:`keyturn.sources.base.Source.aget_access_token`) without a call.
+        self.clock = clock
         self._wall = wall
-        self._entry: _Entry | None = None
+        self.entry: _Entry | None = None
         self._mutex = threading.Lock()
         self._flight: _Flight | None = None
         self._failures = 0
@@ -246,14 +248,14 @@ class TokenCache:
     # -- the fast path -------------------------------------------------------------------------------
 
     def access_token(self) -> str:
-        entry = self._entry
-        if entry is not None and self._clock() < entry.refresh_at:
+        entry = self.entry
+        if entry is not None and self.clock() < entry.refresh_at:
             return entry.access_token
         return self.token().access_token
 
     async def aaccess_token(self) -> str:
-        entry = self._entry
-        if entry is not None and self._clock() < entry.refresh_at:
+        entry = self.entry
+        if entry is not None and self.clock() < entry.refresh_at:
             return entry.access_token
         return (await self.atoken()).access_token
 
@@ -271,8 +273,8 @@ class TokenCache:
 
     def token(self) -> Token:
         """The current token, refreshed if due. Blocks only while no valid token exists."""
-        entry = self._entry
-        now = self._clock()
+        entry = self.entry
+        now = self.clock()
         if entry is not None and now < entry.refresh_at:
             return entry.token
         self._refuse_nested_refresh()
@@ -313,8 +315,8 @@ class TokenCache:
 
     async def atoken(self) -> Token:
         """The current token, refreshed if due, without blocking the event loop."""
-        entry = self._entry
-        now = self._clock()
+        entry = self.entry
+        now = self.clock()
         if entry is not None and now < entry.refresh_at:
             return entry.token
         self._refuse_nested_refresh()
@@ -392,18 +394,18 @@ class TokenCache:
                 self._notify(kept)
 
     def _failed_flight(self, flight: _Flight, entry: _Entry | None, exc: BaseException) -> Token:
-        now = self._clock()
+        now = self.clock()
         # Unless invalidate() forgot it meanwhile (a server refused it with a 401): serve the
         # still-valid token while the provider is unwell; try again after a backoff that grows
         # with each failure but never reaches past the token's expiry.
-        serve = (isinstance(exc, Exception) and entry is not None and self._entry is not None
+        serve = (isinstance(exc, Exception) and entry is not None and self.entry is not None
                  and self._still_valid(entry, now))
         if serve:
             assert entry is not None
             self._failures += 1
             delay = min(FAILURE_BACKOFF[0] * 2 ** (self._failures - 1), FAILURE_BACKOFF[1])
             # Set before the flight ends, so no caller slips in between and skips the backoff.
-            self._entry = _Entry(entry.token, min(now + delay, entry.expires_at), entry.expires_at)
+            self.entry = _Entry(entry.token, min(now + delay, entry.expires_at), entry.expires_at)
         with self._mutex:
             self._flight = None
         if serve:
@@ -448,9 +450,9 @@ class TokenCache:
         """An entry for ``token`` if it need not be refreshed yet (jitter not applied here)."""
         if not token.access_token:
             return None
-        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self._clock(),
+        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self.clock(),
                                         leeway=self._leeway, jitter=0.0)
-        if self._clock() >= deadlines.refresh_at:
+        if self.clock() >= deadlines.refresh_at:
             return None
         return self._adopt(token)
 
@@ -461,11 +463,11 @@ class TokenCache:
         return self._fresh(stored)
 
     def _adopt(self, token: Token) -> _Entry:
-        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self._clock(),
+        deadlines = monotonic_deadlines(token, wall_now=self._wall(), mono_now=self.clock(),
                                         leeway=self._leeway, jitter=self._jitter)
         entry = _Entry(token, deadlines.refresh_at, deadlines.expires_at)
         if self._keep:
-            self._entry = entry
+            self.entry = entry
         else:
             self._seed = token
         return entry
@@ -616,10 +618,10 @@ class TokenCache:
         With ``access_token`` given (the one a server just refused), do nothing if the cache already
         holds another one: fifty requests that got a 401 together cause one refresh, not fifty.
         """
-        entry = self._entry
+        entry = self.entry
         if access_token is not None and entry is not None and entry.access_token != access_token:
             return
-        self._entry = None
+        self.entry = None
         if entry is not None:
             self._seed = Token.refresh_only(entry.token.refresh_token) if (
                 entry.token.refresh_token) else self._seed
@@ -632,9 +634,9 @@ class TokenCache:
 
     def forget(self) -> Token | None:
         """Forget everything, in memory and in the store; return the newest token forgotten."""
-        entry, seed, unsaved = self._entry, self._seed, self._unsaved
+        entry, seed, unsaved = self.entry, self._seed, self._unsaved
         newest = entry.token if entry is not None else seed
-        self._entry = None
+        self.entry = None
         self._seed = None
         self._unsaved = None
         if self._keep:
@@ -646,11 +648,11 @@ class TokenCache:
 
     def has_valid_token(self) -> bool:
         """True when a token that has not expired is cached (it may be due for a refresh)."""
-        return self._still_valid(self._entry, self._clock())
+        return self._still_valid(self.entry, self.clock())
 
     @property
     def current(self) -> Token | None:
-        entry = self._entry
+        entry = self.entry
         return entry.token if entry is not None else None
 
 

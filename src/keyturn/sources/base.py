@@ -176,7 +176,13 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         return self.cache.access_token()
 
     async def aget_access_token(self) -> str:
-        return await self.cache.aaccess_token()
+        # The cache's own fast path (TokenCache.aaccess_token), here in this coroutine: awaiting a
+        # second one would cost as much again as the whole check.
+        cache = self.cache
+        entry = cache.entry
+        if entry is not None and cache.clock() < entry.refresh_at:
+            return entry.access_token
+        return await cache.aaccess_token()
 
     def get_token(self) -> Token:
         return self.cache.token()
