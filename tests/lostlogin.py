@@ -806,7 +806,7 @@ for _n, _at, _expected, _what in (
 def _write_script_sha() -> bytes:
     import hashlib
 
-    from keyturn.stores import _redis_scripts as lua
+    from keyturn.stores.redis import scripts as lua
 
     return hashlib.sha1(lua.WRITE.encode()).hexdigest().encode()
 

@@ -62,7 +62,7 @@ def matrix_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def redis_proxy(redis_server: object) -> Iterator[TcpFaultProxy]:
     import redis
 
-    from keyturn.stores import _redis_scripts as lua
+    from keyturn.stores.redis import scripts as lua
 
     # Loaded ahead, so that the job's first save is one EVALSHA (not NOSCRIPT, then a load) and
     # a fault armed on it meets the save itself.

@@ -11,7 +11,7 @@ import pytest
 
 from keyturn import ConfigError, RedisStore, Token
 from keyturn.secret import Secret
-from keyturn.stores.redis import _url_secrets
+from keyturn.stores.redis.store import _url_secrets
 
 NOW = 1_800_000_000.0
 DAY = 86400.0

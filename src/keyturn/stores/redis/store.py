@@ -1,4 +1,4 @@
-"""Tokens in Redis, shared by every process on every host, with an expiring lock and fenced writes.
+"""Tokens in Redis, shared by every process on every host: the records, their lifetimes, the calls.
 
 Layout, per cache key (``<d>`` is a digest of the key, in braces so that both keys of one token
 hash to the same Redis Cluster slot)::
@@ -10,27 +10,11 @@ hash to the same Redis Cluster slot)::
 
 Theory of operation
 -------------------
-* **Lock.** Taking the lock is one script: ``SET NX PX`` with a random owner id and, on success,
-  the next *fencing token* (``HINCRBY`` of a counter in the token's hash). Releasing is a compare-and-delete
-  script, so a holder whose lease ran out never deletes somebody else's lock. While the lock is
-  held, a watchdog thread extends the lease every third of it (for up to ``max_hold`` seconds, so
-  that a hung process does not hold it for ever): a refresh may take as long as it needs — retries,
-  an interactive login — while a *dead* holder blocks the others for at most one ``lease``.
-  Waiters block on a release signal that each release pushes (so the next waiter takes the lock
-  one round trip later), with a short, jittered timeout for a holder that died without releasing;
-  threads of one process queue on a thread lock first, so one waiter per process talks to Redis.
-* **Fencing.** A holder can stall (a GC pause, SIGSTOP, a VM migration) past its lease while
-  another process takes the lock and saves a newer token. Every save made under a lock therefore
-  carries that lock's fence, and the save script writes only when the fence is at least the one of
-  the stored record and at most the last one issued (a delete keeps the counter): a late writer
-  never overwrites a newer token. Its token is dropped with a warning; the process keeps it in
-  memory and re-reads the store at its next refresh. A new counter starts from the Redis server's
-  clock in microseconds, so even after the hash expired, a writer holding a fence from before can
-  never pass. A save outside any lock (a tool writing a token) is written as the newest.
+The lock on a key, and the fences that keep a stalled holder from overwriting a newer token, are
+:mod:`keyturn.stores.redis.lock`'s (its docstring tells how); a save here passes the fence of the
+lock its thread or task holds (:func:`~keyturn.stores.redis.lock.held_fence`) to the write script
+(:mod:`keyturn.stores.redis.scripts`), which refuses it when a newer writer got there first.
 
-  :meth:`RedisStore.save` finds the fence of the lock held *by the same thread or asyncio task*
-  on the same key through a context variable — so the cache, which runs "re-read, fetch, save"
-  inside ``with store.lock(key)``, is fenced without knowing it. :attr:`RedisLock.fence` shows it.
 * **Expiry.** A record expires ``retention`` seconds after the last moment anyone could need it:
   its access token's expiry, or, when it holds a refresh token, the refresh token's expiry — or
   ``idle_ttl`` (default 90 days, renewed by every save) when the server did not say when the
@@ -43,222 +27,40 @@ Sync and async: one sync client and one connection pool serve both. The async tw
 calls in a worker thread (the base class's ``to_thread``), because redis-py's asyncio connections
 belong to the event loop that opened them while a source may serve several loops, and because the
 store is touched only on a refresh, where a thread hop costs nothing next to a token request.
+
+redis-py is imported when a store is made, never when this module is: importing keyturn must not
+import it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import hashlib
 import json
 import logging
 import random
-import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
-from types import MappingProxyType, TracebackType
+from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .. import strictjson
-from ..errors import ConfigError, StoreError, safe_url
-from ..secret import Secret
-from ..token import Token
-from . import _redis_scripts as lua
-from .base import ASYNC_POLL, LockLost, Store, StoreLock
-from .memory import MemoryStore
+from ... import strictjson
+from ...errors import ConfigError, StoreError, safe_url
+from ...secret import Secret
+from ...token import Token
+from ..base import Store
+from ..memory import MemoryStore
+from . import scripts as lua
+from .lock import RedisLock, held_fence
 
-__all__ = ["RedisLock", "RedisStore"]
+__all__ = ["RedisStore"]
 
+# The package's one logger, as before the split: callers filter on "keyturn.stores.redis".
 log = logging.getLogger("keyturn.stores.redis")
 T = TypeVar("T")
 
-#: How long a waiter blocks for the release signal between attempts: from, to (seconds). A release
-#: wakes one waiter at once; the timeout only matters when a holder died without releasing.
-POLL: Final = (0.02, 0.25)
 #: How long a release signal that no waiter took stays (milliseconds).
 _SIGNAL_MS: Final = 1000
-
-#: What acquiring "returns" when the store has fallen back to this process: held, without a fence.
-_NO_FENCE: int | None = 0
-
-#: Fences of the locks held by this thread or asyncio task: (store identity, hash key) -> fence.
-_HELD: contextvars.ContextVar[Mapping[tuple[str, str], int]] = contextvars.ContextVar(
-    "keyturn_redis_fences", default=MappingProxyType({})
-)
-
-
-class RedisLock(StoreLock):
-    """The lock on one key: a thread lock (threads of this process queue here), then a Redis lock
-    that expires unless its holder renews it. :attr:`fence` is the fencing token while held (None
-    while not, or while the store has fallen back to this process)."""
-
-    def __init__(self, store: RedisStore, key: str, local: threading.Lock) -> None:
-        self._store = store
-        self._names = store._names(key)
-        self._local = local
-        self._owner = secrets.token_hex(16)
-        self.fence: int | None = None
-        self._stop: threading.Event | None = None
-
-    def __repr__(self) -> str:
-        return f"RedisLock({self._names[0]!r}, fence={self.fence})"
-
-    # -- Redis side (any thread) ----------------------------------------------------------------------
-
-    def _take_remote(self) -> bool:
-        """One attempt at the Redis lock; True when held (or when the store fell back to memory)."""
-        fence = self._store._call(self._store._acquire_remote, self._names, self._owner,
-                                  default=_NO_FENCE)
-        if fence is None:
-            return False
-        self.fence = int(fence) or None  # 0: fell back, no fence
-        if self.fence is not None:
-            self._stop = threading.Event()
-            threading.Thread(target=self._keep, args=(self._stop,), daemon=True,
-                             name="keyturn-redis-lease").start()
-        return True
-
-    def _keep(self, stop: threading.Event) -> None:
-        """Extend the lease every third of it while the lock is held, up to ``max_hold``."""
-        store = self._store
-        give_up = time.monotonic() + store.max_hold
-        while not stop.wait(store.lease / 3):
-            if time.monotonic() >= give_up:
-                log.warning("a keyturn Redis lock was held for over %.0f s; no longer renewing it, "
-                            "others may take it when its lease ends", store.max_hold)
-                return
-            try:
-                if not store._renew_remote(self._names, self._owner):
-                    log.warning("a keyturn Redis lock expired before its holder finished (a stall "
-                                "longer than the %.0f s lease?); fencing keeps newer tokens safe",
-                                store.lease)
-                    return
-            except Exception as exc:  # the lease ends on its own if Redis is gone
-                log.debug("cannot renew a keyturn Redis lock (%s)", type(exc).__name__)
-
-    def _release_remote(self) -> None:
-        stop, self._stop = self._stop, None
-        if stop is not None:
-            stop.set()
-        if self.fence is None:
-            return
-        self.fence = None
-        try:
-            self._store._release_remote(self._names, self._owner)
-        except Exception as exc:
-            # Not raised: a `with` block's own error matters more, and the lease ends by itself.
-            log.warning("could not release a keyturn Redis lock (%s); it expires within %.0f s",
-                        type(exc).__name__, self._store.lease)
-
-    def confirm(self) -> None:
-        """Still ours? Then the lease starts afresh (a whole ``lease`` from now); else LockLost.
-
-        The cache calls this right before it sends a rotating refresh token: a holder that stalled
-        past its lease (SIGSTOP, a long GC pause) while another took the lock and refreshed must
-        not send the refresh token that the other one already spent. Fencing protects the store;
-        this protects the provider.
-        """
-        if self.fence is None:
-            return  # fell back to this process's memory: there is no shared lock to lose
-        # An unreachable Redis confirms nothing, whatever the fallback: a holder cut off from it
-        # may have lost the lock to a holder that still reaches it.
-        if not self._store._call(self._store._renew_remote, self._names, self._owner, default=False):
-            raise LockLost(
-                f"the Redis lock on a token at {self._store.url} was taken over by another holder "
-                f"after this one stalled for longer than its {self._store.lease:.0f} s lease"
-            )
-
-    # -- this thread or task's view of its fence --------------------------------------------------------
-
-    def _remember(self) -> None:
-        if self.fence is not None:
-            _HELD.set({**_HELD.get(), self._ident(): self.fence})
-
-    def _forget(self) -> None:
-        held = _HELD.get()
-        if held.get(self._ident()) == self.fence and self.fence is not None:
-            _HELD.set({k: v for k, v in held.items() if k != self._ident()})
-
-    def _ident(self) -> tuple[str, str]:
-        return (self._store._identity, self._names[1])
-
-    # -- StoreLock ------------------------------------------------------------------------------------
-
-    def try_acquire(self) -> bool:
-        if not self._local.acquire(blocking=False):
-            return False
-        try:
-            taken = self._take_remote()
-        except BaseException:
-            self._local.release()
-            raise
-        if not taken:
-            self._local.release()
-            return False
-        self._remember()
-        return True
-
-    def acquire(self) -> None:
-        self._local.acquire()
-        try:
-            delay = POLL[0]
-            while not self._take_remote():
-                self._store._wait_for_release(self._names, delay)
-                delay = min(delay * 2, POLL[1])
-        except BaseException:
-            self._local.release()
-            raise
-        self._remember()
-
-    def release(self) -> None:
-        self._forget()
-        try:
-            self._release_remote()
-        finally:
-            self._local.release()
-
-    async def aacquire(self) -> None:
-        delay = ASYNC_POLL[0]
-        while not self._local.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ASYNC_POLL[1])
-        try:
-            delay = POLL[0]
-            while not await self._in_thread(self._take_remote):
-                # Cancelling this wait is harmless: at worst it swallows one release signal, and
-                # the next waiter takes the lock after its own timeout instead of at once.
-                await asyncio.to_thread(self._store._wait_for_release, self._names, delay)
-                delay = min(delay * 2, POLL[1])
-        except BaseException:
-            self._local.release()
-            raise
-        self._remember()  # here, in the task's own context, not in the worker thread's copy
-
-    async def _in_thread(self, call: Callable[[], bool]) -> bool:
-        """``call()`` in a worker thread; if the task is cancelled meanwhile and the call still
-        takes the lock, the lock is released at once instead of being left to an orphan."""
-        future = asyncio.get_running_loop().run_in_executor(None, call)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            def undo(done: asyncio.Future[bool]) -> None:
-                if not done.cancelled() and done.exception() is None and done.result():
-                    threading.Thread(target=self._release_remote, daemon=True).start()
-
-            future.add_done_callback(undo)
-            raise
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._forget()
-        try:
-            await asyncio.to_thread(self._release_remote)
-        finally:
-            self._local.release()
 
 
 class RedisStore(Store):
@@ -401,7 +203,7 @@ class RedisStore(Store):
 
     def _write(self, key: str, record: str, ttl: float) -> bool:
         names = self._names(key)
-        fence = _HELD.get().get((self._identity, names[1]))
+        fence = held_fence(self._identity, names[1])
         written = self._write_script(
             keys=[names[1]],
             args=[record, key, "" if fence is None else str(fence), _ms(max(ttl, self._hash_floor()))],

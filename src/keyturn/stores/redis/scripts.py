@@ -1,4 +1,5 @@
-"""The Lua scripts of :mod:`keyturn.stores.redis`; each runs atomically inside Redis.
+"""The Lua scripts of the Redis store and its lock (:mod:`keyturn.stores.redis`); each runs
+atomically inside Redis.
 
 Redis runs Lua 5.1, whose numbers are doubles: integers are exact below 2**53, which fences (the
 server's clock in microseconds, then +1 per lock) stay under until the year 2255.
