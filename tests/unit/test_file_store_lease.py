@@ -29,7 +29,7 @@ import pytest
 
 from keyturn import FileStore, Token
 from keyturn.errors import ConfigError
-from keyturn.stores import _leaselock, _owner
+from keyturn.stores import _leasefile, _leaselock, _owner
 from keyturn.stores.base import LockLost
 from keyturn.stores.file import file_name
 
@@ -66,7 +66,7 @@ def _plant(path: Path, *, node: str, pid: int, expires: float, ident: str = "a" 
     """A lease file as another holder wrote it."""
     body: dict[str, object] = {"id": ident, "host": "elsewhere", "node": node, "pid": pid,
                                "expires_ms": int(expires * 1000)}
-    path.write_text(json.dumps({**body, "check": _leaselock._digest(body)}))
+    path.write_text(json.dumps({**body, "check": _leasefile.digest(body)}))
 
 
 def _dead_pid() -> int:
@@ -262,7 +262,7 @@ def test_a_contender_with_an_outdated_finding_never_removes_the_next_holders_fil
     path = tmp_path / "k.lease"
     _plant(path, node="0" * 12, pid=1, expires=time.time() - 3600, ident="d" * 32)
     slow, fast = (_leaselock.LeaseLock(path, lease=30.0, skew=10.0) for _ in range(2))
-    found = _leaselock._read(path)
+    found = _leasefile.read(path)
     assert found is not None and slow._stale(found)
     assert fast.try_take()
     new_holder = _record(path)["id"]
@@ -528,10 +528,10 @@ def _stalling_claimer(lock_path: str, releasing: bool, conn: Connection) -> None
         assert lock.try_take()
         conn.send("held")
         conn.recv()
-    real_read = _leaselock._read
+    real_read = _leasefile.read
     reads = []
 
-    def read(target: Path) -> _leaselock._Seen | None:
+    def read(target: Path) -> _leasefile.Seen | None:
         seen = real_read(target)
         if target == path:
             reads.append(target)
@@ -541,7 +541,7 @@ def _stalling_claimer(lock_path: str, releasing: bool, conn: Connection) -> None
                 os.kill(os.getpid(), signal.SIGSTOP)
         return seen
 
-    _leaselock._read = read  # type: ignore[assignment]
+    _leasefile.read = read  # type: ignore[assignment]
     if releasing:
         lock.release()
         conn.send("released")

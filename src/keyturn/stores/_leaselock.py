@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 The lock on one key is the file ``<digest>.lease`` in the private token directory. It exists
-while somebody holds the lock, and holds that holder's record, one line of JSON::
+while somebody holds the lock, and holds that holder's record, one line of JSON (written and read
+by :mod:`._leasefile`)::
 
     {"id": "<128 random bits>", "host": "<host name>", "node": "<host, boot, pid namespace>",
      "pid": 4242, "expires_ms": 1700000040000, "check": "<digest of the other fields>"}
@@ -82,14 +83,10 @@ which shrinks the moment to the call itself.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import hashlib
-import json
 import logging
 import os
 import random
-import re
 import secrets
 import threading
 import time
@@ -98,7 +95,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import StoreError
-from . import _owner
+from . import _leasefile, _owner
 from .base import LockLost
 
 __all__ = ["LeaseLock"]
@@ -109,21 +106,7 @@ log = logging.getLogger("keyturn.stores.file")
 POLL: Final = (0.005, 0.25)
 #: Claims on claims before giving up (see the module's docstring).
 _DEPTH: Final = 4
-#: A record is one short line; more than this is not a record.
-_READ_MAX: Final = 4096
-_ID = re.compile(r"[0-9a-f]{32}")
 _NOT_SENT: Final = "nothing was sent, try again"
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """What a lock or claim file held when it was read."""
-
-    ident: str  # the record's id; for an unreadable file, a digest of the file
-    node: str | None
-    pid: int | None
-    expires: float | None  # wall clock; None when unreadable
-    mtime: float
 
 
 @dataclass(frozen=True)
@@ -133,95 +116,6 @@ class _Claim:
     path: Path
     ident: str  # the id in its record
     began: float  # monotonic time before it was created
-
-
-def _digest(body: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _encode(ident: str, expires: float) -> bytes:
-    body: dict[str, object] = {
-        "id": ident, "host": _owner.hostname(), "node": _owner.node(), "pid": os.getpid(),
-        # Whole milliseconds: 13 digits until the year 2286, so a rewrite never changes the length.
-        "expires_ms": int(expires * 1000),
-    }
-    return (json.dumps({**body, "check": _digest(body)}, separators=(",", ":")) + "\n").encode()
-
-
-def _decode(data: bytes, info: os.stat_result) -> _Seen:
-    try:
-        record = json.loads(data)
-        body = {k: v for k, v in record.items() if k != "check"}
-        ident, node, pid, expires = body["id"], body["node"], body["pid"], body["expires_ms"]
-        if (record.get("check") != _digest(body) or not isinstance(ident, str)
-                or not _ID.fullmatch(ident) or not isinstance(node, str)
-                or type(pid) is not int or type(expires) is not int):
-            raise ValueError("not a lock record")
-        return _Seen(ident, node, pid, expires / 1000, info.st_mtime)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        # Named by everything that changes when the file does, so that a claim on it is a claim
-        # on this very content.
-        what = f"{info.st_dev}:{info.st_ino}:{info.st_mtime_ns}:{info.st_size}:".encode() + data
-        return _Seen("u" + hashlib.sha256(what).hexdigest()[:31], None, None, None, info.st_mtime)
-
-
-def _read(path: Path) -> _Seen | None:
-    """What the lock or claim file ``path`` holds, or None when there is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _error("cannot read the lock file", path, exc) from None
-    try:
-        info = os.fstat(fd)
-        data = os.read(fd, _READ_MAX)
-    except OSError as exc:
-        if exc.errno == errno.ESTALE:  # NFS: removed on the server meanwhile
-            return None
-        raise _error("cannot read the lock file", path, exc) from None
-    finally:
-        os.close(fd)
-    return _decode(data, info)
-
-
-def _create(path: Path, record: bytes, *, durable: bool) -> int | None:
-    """A descriptor of ``path``, created exclusively and holding ``record``; None if it exists."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-    except FileExistsError:
-        return None
-    except OSError as exc:
-        raise _error("cannot create the lock file", path, exc) from None
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        _pwrite_all(fd, record)
-        if durable:
-            os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        # Ours to remove: an unreadable file is left alone by others for a whole lease.
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise _error("cannot write the lock file", path, exc) from None
-    return fd
-
-
-def _pwrite_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    offset = 0
-    while offset < len(view):
-        offset += os.pwrite(fd, view[offset:], offset)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _error(what: str, path: Path, exc: OSError) -> StoreError:
-    return StoreError(f"{what} {path}: {exc.strerror}")
 
 
 class LeaseLock:
@@ -254,7 +148,7 @@ class LeaseLock:
         for _ in range(3):  # a file removed meanwhile, or taken over here, gets another try
             if self._create():
                 return True
-            seen = _read(self.path)
+            seen = _leasefile.read(self.path)
             if seen is None:
                 continue
             if not self._stale(seen) or not self._remove(self.path, seen, 0):
@@ -271,8 +165,8 @@ class LeaseLock:
     def _create(self) -> bool:
         ident = secrets.token_hex(16)
         began = time.monotonic()
-        record = _encode(ident, time.time() + self.lease)
-        fd = _create(self.path, record, durable=True)
+        record = _leasefile.encode(ident, time.time() + self.lease)
+        fd = _leasefile.create(self.path, record, durable=True)
         if fd is None:
             return False
         stop = threading.Event()
@@ -283,7 +177,7 @@ class LeaseLock:
                          name="keyturn-lease").start()
         return True
 
-    def _stale(self, seen: _Seen) -> bool:
+    def _stale(self, seen: _leasefile.Seen) -> bool:
         now = time.time()
         if seen.node == _owner.node() and seen.pid is not None and not _owner.alive(seen.pid):
             return True
@@ -301,7 +195,7 @@ class LeaseLock:
         ident = secrets.token_hex(16)
         began = time.monotonic()  # before the create: the claim's lease cannot have begun earlier
         # Not fsynced: a claim lives for a few system calls; closing it makes it visible (NFS).
-        fd = _create(path, _encode(ident, time.time() + self.lease), durable=False)
+        fd = _leasefile.create(path, _leasefile.encode(ident, time.time() + self.lease), durable=False)
         if fd is None:
             return None
         os.close(fd)
@@ -316,18 +210,18 @@ class LeaseLock:
         if not self._young(claim):
             # Stalled since the claim was made: a contender may have taken it over, and the
             # file may be its claim now, which is not ours to remove.
-            seen = _read(claim.path)
+            seen = _leasefile.read(claim.path)
             if seen is None or seen.ident != claim.ident:
                 return
-        _unlink(claim.path)
+        _leasefile.unlink(claim.path)
 
-    def _remove(self, target: Path, seen: _Seen, depth: int) -> bool:
+    def _remove(self, target: Path, seen: _leasefile.Seen, depth: int) -> bool:
         """Remove ``target`` (the lock file, or a claim), found stale holding ``seen``, under the
         claim on ``seen``'s id. True when ``target`` no longer holds ``seen``'s record."""
         path = self._claim_path(seen.ident)
         claim = self._claim(path)
         if claim is None:
-            held = _read(path)
+            held = _leasefile.read(path)
             if held is None or not self._stale(held):
                 return False  # another contender is at it: its outcome is seen at the next try
             if depth + 1 >= _DEPTH:
@@ -341,7 +235,7 @@ class LeaseLock:
             if claim is None:
                 return False
         try:
-            now = _read(target)
+            now = _leasefile.read(target)
             if now is None:
                 return True
             if now.ident != seen.ident or not self._stale(now):
@@ -350,7 +244,7 @@ class LeaseLock:
                 # This process stalled since it claimed (rule 2 of the module's docstring):
                 # ``target`` may hold the next holder's record by now. Give up; try again.
                 return False
-            _unlink(target)
+            _leasefile.unlink(target)
             return True
         finally:
             self._unclaim(claim)
@@ -360,8 +254,8 @@ class LeaseLock:
     def _rewrite(self, fd: int) -> None:
         """Renew the lease through the descriptor (called with ``_io`` held)."""
         began = time.monotonic()
-        record = _encode(self._id, time.time() + self.lease)
-        _pwrite_all(fd, record)
+        record = _leasefile.encode(self._id, time.time() + self.lease)
+        _leasefile.pwrite_all(fd, record)
         if len(record) != self._size:  # never, while expires_ms has 13 digits
             os.ftruncate(fd, len(record))
             self._size = len(record)
@@ -403,7 +297,7 @@ class LeaseLock:
             except OSError as exc:
                 if exc.errno == errno.ESTALE:  # NFS: the file was removed on the server
                     raise LockLost(self._lost("its file was removed", _NOT_SENT)) from None
-                raise _error("cannot renew the lock file", self.path, exc) from None
+                raise _leasefile.error("cannot renew the lock file", self.path, exc) from None
             # A takeover between the reading and the rewrite would have removed the file first.
             self._check_mine(_NOT_SENT)
 
@@ -430,7 +324,7 @@ class LeaseLock:
         return fd
 
     def _check_mine(self, outcome: str) -> None:
-        seen = _read(self.path)
+        seen = _leasefile.read(self.path)
         if seen is None or seen.ident != self._id:
             raise LockLost(self._lost("another process took it over", outcome))
         if seen.expires is not None and seen.expires <= time.time():
@@ -459,11 +353,11 @@ class LeaseLock:
             if claim is None:
                 return  # a contender is taking over this lapsed lock: the file is its to remove
             try:
-                seen = _read(self.path)
+                seen = _leasefile.read(self.path)
                 # Not young: stopped since the claim, so the file may be the next holder's by now
                 # (rule 2); left as it is, an own file is taken over once stale.
                 if seen is not None and seen.ident == self._id and self._young(claim):
-                    _unlink(self.path)
+                    _leasefile.unlink(self.path)
             finally:
                 self._unclaim(claim)
         except (OSError, StoreError) as exc:
