@@ -310,10 +310,10 @@ class _Shown:
 def keyturn_server(work: Path) -> Iterator[Server]:
     """keyturn's own server (in-process, real uvicorn and SQLite) with its demo client, its
     issuer the proxy's URL. It rotates refresh tokens and revokes the family on reuse."""
+    from keyturn.cli.walkthrough import approve_in_page
     from keyturn.protocol.grants import GRANT_DEVICE_CODE
     from keyturn.server.config import Lifetimes, demo_config
     from keyturn.server.runner import ServerThread
-    from keyturn.server.walkthrough import approve_in_page
 
     password = "lost-login-matrix"
     with FaultProxy() as proxy:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from clihelper import Cli
 
-from keyturn.server.walkthrough import approve_in_page
+from keyturn.cli.walkthrough import approve_in_page
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from clihelper import Cli
 
-from keyturn._fastpath import _from_index, index_path, remember
+from keyturn._fastindex import find, index_path, remember
 from keyturn.cachekey import file_name
 from keyturn.config import load_profile
 from keyturn.stores.file import FileStore
@@ -198,7 +198,7 @@ def test_an_index_entry_pointing_at_a_hostile_store_is_refused(setup: Setup) -> 
         os.chown(path, NOBODY, NOBODY)
     setup.remember(planted)
     # The index (the user's own, 0600) does lead the fast path there ...
-    assert _from_index("p", {}) == (str(planted), setup.key, 60.0)
+    assert find("p", {}) == (str(planted), setup.key, 60.0)
     # ... and what it finds there is refused; the profile's own store has no login.
     _refused(setup.token(), 4, "login required for profile p")
 
@@ -236,7 +236,7 @@ def test_the_private_layout_answers_from_the_fast_path(setup: Setup) -> None:
     first = setup.token()  # from the config; it writes the index entry
     assert first.returncode == 0 and first.stdout.strip() == LEGIT, first.stderr
     assert _mode(setup.index) == 0o600 and os.stat(setup.index).st_uid == os.getuid()
-    assert _from_index("p", {}) == (str(setup.token_file), setup.key, 60.0)
+    assert find("p", {}) == (str(setup.token_file), setup.key, 60.0)
     # From the index, without the HTTP stack or the CLI framework; then from the config again.
     assert setup.probe() == (LEGIT, "RESULT 0 []")
     setup.index.unlink()

@@ -17,10 +17,10 @@ from serverkit import page_approve
 from test_server_protocol import start_device
 
 from keyturn import DeviceCode, MemoryStore
+from keyturn.cli.walkthrough import demo
 from keyturn.errors import ConfigError
 from keyturn.server.config import load_config
 from keyturn.server.passwords import hash_password, verify_password
-from keyturn.server.walkthrough import demo
 
 
 @contextmanager

@@ -3,8 +3,9 @@
 Layout: :mod:`.device_flow` (the device grant's rules, no I/O), :mod:`.service` (every endpoint as
 a plain method), :mod:`.app` (the thin starlette layer), :mod:`.pages` (the ``/device`` page),
 :mod:`.storage` (SQLite; the interface admits Redis), :mod:`.tokens` (signing), :mod:`.config`,
-:mod:`.passwords` (hashes and the pluggable authenticator), :mod:`.runner` and
-:mod:`.walkthrough` (``keyturn demo``).
+:mod:`.passwords` (hashes and the pluggable authenticator), :mod:`.runner`. The commands
+(``keyturn serve``, ``python -m keyturn.server``) and the demo's walk-through (``demo``, a client
+program) live in :mod:`keyturn.cli`.
 Names are loaded lazily: importing this package imports neither starlette nor uvicorn.
 """
 
@@ -32,7 +33,7 @@ _LAZY = {
     "ServerThread": "keyturn.server.runner",
     "User": "keyturn.server.passwords",
     "create_app": "keyturn.server.app",
-    "demo": "keyturn.server.walkthrough",
+    "demo": "keyturn.cli.walkthrough",
     "demo_config": "keyturn.server.config",
     "hash_password": "keyturn.server.passwords",
     "load_config": "keyturn.server.config",
@@ -40,6 +41,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from ..cli.walkthrough import demo as demo
     from .app import create_app as create_app
     from .config import ServerConfig as ServerConfig
     from .config import demo_config as demo_config
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from .passwords import hash_password as hash_password
     from .runner import ServerThread as ServerThread
     from .runner import serve as serve
-    from .walkthrough import demo as demo
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,8 @@
 """``keyturn demo``: the server in-process, and a device login against it with keyturn's own client.
 
+A client program, so it lives with the command line, not in :mod:`keyturn.server` (which holds the
+server only); ``keyturn.server.demo`` still names it.
+
 It starts the server on a free loopback port with the demo configuration, asks for a device code
 with :class:`keyturn.DeviceCode`, says where to approve and with which demo credentials, waits
 for the approval, shows the token's claims, then refreshes silently (a new access token from the
@@ -17,8 +20,8 @@ from typing import Any, TextIO
 from .. import strictjson
 from ..errors import KeyturnError
 from ..protocol.device import DeviceVerification
-from .config import demo_config
-from .runner import ServerThread
+from ..server.config import demo_config
+from ..server.runner import ServerThread
 
 __all__ = ["demo"]
 

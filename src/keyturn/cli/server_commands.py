@@ -1,9 +1,10 @@
-"""What the command line calls: ``keyturn serve``, ``keyturn demo``, and a password hasher.
+"""The server's commands as plain functions: ``serve``, ``demo``, ``hash-password``; and
+``python -m keyturn.server``, the same commands parsed with argparse.
 
 Each function returns a process exit code and prints one clear line on stderr on failure, so the
-CLI (``keyturn.cli``) only maps its options onto these keyword arguments. ``python -m
-keyturn.server`` runs the same functions with argparse (used by the tests and by sites that run the
-server without the CLI extra).
+click commands (:mod:`.serve`, :mod:`.demo`, :mod:`.hash_password`) only map their options onto
+these keyword arguments. Nothing here imports click: ``python -m keyturn.server`` serves sites
+that installed the server extra without the CLI extra (and the tests).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import KeyturnError
+from .exitcodes import CONFIG, FAILED, INTERRUPTED, SUCCESS
 
 __all__ = ["demo_command", "hash_password_command", "main", "serve_command"]
 
@@ -23,17 +25,17 @@ def serve_command(
     path: str = "", redis: str | None = None,
 ) -> int:
     """``keyturn serve``: runs until interrupted; the first stdout line is the issuer URL."""
-    from .runner import serve
+    from ..server.runner import serve
 
     try:
         serve(config, host, port, data_dir=data_dir, cert=cert, key=key,
               forwarded_allow_ips=forwarded_allow_ips, path=path, redis_url=redis)
     except KeyturnError as exc:
         print(f"keyturn serve: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 3
+        return CONFIG
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return INTERRUPTED
+    return SUCCESS
 
 
 def demo_command(auto_approve: bool | None = None) -> int:
@@ -44,33 +46,34 @@ def demo_command(auto_approve: bool | None = None) -> int:
         demo(auto_approve=auto_approve)
     except KeyturnError as exc:
         print(f"keyturn demo: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+        return FAILED
     except KeyboardInterrupt:
         print("keyturn demo: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return INTERRUPTED
+    return SUCCESS
 
 
 def hash_password_command() -> int:
     """Read a password (twice on a terminal, once from a pipe) and print its scrypt hash, for the
     configuration file's ``password_hash`` / ``secret_hash``."""
-    from .passwords import hash_password
+    from ..server.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             print("keyturn: the passwords differ", file=sys.stderr)
-            return 1
+            return FAILED
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         print("keyturn: empty password", file=sys.stderr)
-        return 1
+        return FAILED
     print(hash_password(password))
-    return 0
+    return SUCCESS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m keyturn.server serve|demo|hash-password``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m keyturn.server")

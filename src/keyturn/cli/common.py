@@ -1,0 +1,154 @@
+"""What the commands share: the exit code of an error, the source options and the profile they resolve to,
+the "login required" failure, the fast path's index entry, and the time format.
+
+A command fails by raising :class:`CommandFailed` (or letting a :class:`~keyturn.KeyturnError`
+through); :func:`keyturn.cli.run` prints it as one ``keyturn: ...`` line on stderr and exits with
+the status :func:`exit_code` gives (:mod:`.exitcodes`). No secret is ever printed except the access token that
+``keyturn token`` exists to print.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+from .._fastindex import remember as remember_in_index
+from ..config import INTERACTIVE_GRANTS, Profile, load_profile
+from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
+from ..sources.base import Source
+from ..token import Token
+from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
+
+__all__ = [
+    "CommandFailed",
+    "exit_code",
+    "given",
+    "login_required",
+    "one_line",
+    "other_login",
+    "remember",
+    "require_server_extra",
+    "resolve",
+    "source_options",
+    "when",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The ad-hoc settings of a command line (``--issuer`` ...), as profile keyword arguments.
+Given = Mapping[str, str | None]
+
+
+class CommandFailed(Exception):
+    """A command ends with this one-line message and exit status ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code(exc: KeyturnError) -> int:
+    """The exit status of a command that ended with ``exc``."""
+    if isinstance(exc, LoginRequired):
+        return LOGIN_REQUIRED
+    if isinstance(exc, ConfigError):
+        return CONFIG
+    if isinstance(exc, OAuthError):
+        return REFUSED
+    if isinstance(exc, (TransportError, DiscoveryError)):
+        return NETWORK
+    return FAILED
+
+
+# -- the source a command works on ---------------------------------------------------------------
+
+def source_options(func: F) -> F:
+    """``--profile`` and the ad-hoc settings that override it (or stand for a profile)."""
+    for decorator in reversed([
+        click.option("--profile", "-p", metavar="NAME", help="Profile in the keyturn config file."),
+        click.option("--issuer", metavar="URL", help="Issuer (ad hoc, or overriding the profile)."),
+        click.option("--client-id", metavar="ID", help="Client id (ad hoc or override)."),
+        click.option("--scope", metavar="SCOPES", help="Space-separated scopes (ad hoc or override)."),
+        click.option("--flow", metavar="FLOW",
+                     help="device, browser, client_credentials, refresh_token (default: profile's "
+                          "grant; else the browser where one can be opened, the device flow "
+                          "over SSH or without a display)."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def given(issuer: str | None, client_id: str | None, scope: str | None,
+          flow: str | None) -> dict[str, str | None]:
+    """The :func:`source_options` of a command line as profile settings (``--flow`` is ``grant``)."""
+    return {"issuer": issuer, "client_id": client_id, "scope": scope, "grant": flow}
+
+
+def resolve(profile: str | None, settings: Given) -> Profile:
+    """The profile a command line names, with its ad-hoc settings on top."""
+    return load_profile(profile, overrides=settings)
+
+
+def remember(prof: Profile, name: str | None, settings: Given, source: Source) -> None:
+    """Let the next ``keyturn token`` with these arguments answer from the fast path."""
+    store_file = prof.store_file()
+    if store_file is None:
+        return
+    remember_in_index(name, {k: v for k, v in settings.items() if v is not None},
+                      store_file=store_file, key=source.cache_key,
+                      leeway=float(prof.kwargs.get("leeway", 60.0)),
+                      env=prof.secret_env, files=prof.secret_files)
+
+
+def other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
+    """The saved login of the other interactive grant, when the grant was not named."""
+    if not prof.chosen or prof.grant not in INTERACTIVE_GRANTS:
+        return None
+    (grant,) = INTERACTIVE_GRANTS - {prof.grant}
+    other = prof.with_grant(grant)
+    source = other.build(interactive=False)
+    try:
+        return other, source, source.get_token()
+    except LoginRequired:
+        return None
+
+
+def login_required(prof: Profile) -> CommandFailed:
+    """What a silent command says when only a login can get a token."""
+    hint = "keyturn login" + ("" if prof.name == "(ad hoc)" else f" --profile {prof.name}")
+    return CommandFailed(f"login required for profile {prof.name}: run `{hint}`", LOGIN_REQUIRED)
+
+
+def require_server_extra() -> None:
+    """``serve``, ``demo`` and ``hash-password`` need the server's dependencies."""
+    try:
+        import starlette  # noqa: F401  (the server's one dependency that the CLI extra lacks)
+    except ImportError:
+        raise CommandFailed(
+            "the authorization server needs the server extra: pip install 'keyturn[server]'", FAILED
+        ) from None
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def one_line(message: str) -> str:
+    """``message`` on one line (an error's text may hold newlines; stderr gets one line)."""
+    return " ".join(message.split())
+
+
+def when(timestamp: float | None, now: float) -> str:
+    """A local time, and how far away it is."""
+    if timestamp is None:
+        return "-"
+    left = timestamp - now
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    if left <= 0:
+        return f"{stamp} (passed)"
+    if left < 3600:
+        return f"{stamp} (in {int(left // 60)} min {int(left % 60)} s)"
+    if left < 2 * 86400:
+        return f"{stamp} (in {left / 3600:.1f} h)"
+    return f"{stamp} (in {left / 86400:.1f} days)"
