@@ -17,10 +17,10 @@ import pytest
 from serverkit import _cheap_hash, make_config
 from test_server_protocol import basic
 
-from keyturn.errors import ConfigError
+from keyturn.errors import ConfigError, OAuthError
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
 from keyturn.server import clientauth
-from keyturn.server.clientauth import ClientAuthError, authenticate_client
+from keyturn.server.clientauth import authenticate_client
 from keyturn.server.config import ClientConfig, RateLimits, ServerConfig, load_config
 from keyturn.server.runner import ServerThread
 from keyturn.server.service import AuthorizationServer
@@ -176,7 +176,7 @@ def test_wrong_secrets_sent_at_once_cannot_overrun_the_limit(store, monkeypatch,
         try:
             authenticate_client(server.config.clients, basic("vault", "guess")["Authorization"],
                                 {}, server.secret_attempts(address(i), now))
-        except ClientAuthError as exc:
+        except OAuthError as exc:
             return exc.error
         return "accepted"
 

@@ -13,7 +13,8 @@ from serverkit import make_config
 from starlette.requests import Request
 
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE
-from keyturn.server.app import MAX_BODY, BadForm, read_form
+from keyturn.server.app import MAX_BODY, read_form
+from keyturn.server.errors import BadForm
 from keyturn.server.runner import ServerThread
 
 ENDPOINTS = ["/token", "/device_authorization", "/revoke", "/introspect", "/device",

@@ -1,7 +1,8 @@
 """The ASGI application (starlette): routes, form parsing, client authentication, JSON replies.
 
 Thin on purpose: every decision is in :mod:`.service` (endpoints) or :mod:`.device_flow` (the
-device grant's rules); this module turns HTTP into calls and replies into HTTP. All routes sit
+device grant's rules); this module turns HTTP into calls, and replies and raised
+:class:`~keyturn.errors.OAuthError` (through :func:`~.errors.error_reply`) into HTTP. Routes sit
 under the issuer's path, so ``https://host/realm`` works; discovery is also answered at the RFC
 8414 location (``/.well-known/oauth-authorization-server/realm``).
 """
@@ -21,12 +22,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import OAuthError
 from ..secret import SecretFields
-from .clientauth import ClientAuthError, authenticate_client
+from .clientauth import authenticate_client
 from .config import ClientConfig, ServerConfig
+from .errors import BadForm, error_reply
 from .pages import DevicePages
 from .passwords import Authenticator, LocalUsers
-from .service import NO_STORE, AuthorizationServer, Reply, error
+from .reply import NO_STORE, Reply
+from .service import AuthorizationServer
 from .storage.base import ServerStorage
 from .tokens import load_signer
 
@@ -41,13 +45,6 @@ MAX_BODY = 64 * 1024
 _SINGLE = frozenset({"grant_type", "device_code", "refresh_token", "scope", "client_id",
                      "client_secret", "token", "token_type_hint", "user_code", "username",
                      "password", "csrf", "ticket", "decision"})
-
-
-class BadForm(Exception):
-    def __init__(self, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.description = description
-        self.status = status
 
 
 async def read_form(request: Request) -> SecretFields:
@@ -101,16 +98,9 @@ def _json(reply: Reply) -> Response:
     return JSONResponse(dict(reply.body), status_code=reply.status, headers=dict(reply.headers))
 
 
-def _client_error(exc: ClientAuthError) -> Response:
-    headers = dict(NO_STORE)
-    if exc.status == 401:
-        # RFC 6749 §5.2: "If the client attempted to authenticate via the "Authorization" request
-        # header field, the authorization server MUST respond with an HTTP 401 (Unauthorized)
-        # status code and include the "WWW-Authenticate" response header field matching the
-        # authentication scheme used by the client." Sent on every 401, as openid-client expects.
-        headers["WWW-Authenticate"] = 'Basic realm="keyturn"'
-    return JSONResponse({"error": exc.error, "error_description": exc.description},
-                        status_code=exc.status, headers=headers)
+def _plain(exc: BadForm) -> Response:
+    """A refused form on the verification page: a person reads it, not a client."""
+    return Response(exc.error_description, status_code=exc.status or 400, media_type="text/plain")
 
 
 Handler = Callable[[ClientConfig, Mapping[str, str], float], Reply]
@@ -122,7 +112,7 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler
         try:
             form = await read_form(request)
         except BadForm as exc:
-            return _json(error("invalid_request", exc.description, exc.status))
+            return _json(error_reply(exc))
 
         address = client_address(request)
 
@@ -135,11 +125,9 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler
 
         try:
             reply = await run_in_threadpool(run)
-        except ClientAuthError as exc:
-            return _client_error(exc)
-        if reply.status == 401 and reply.body.get("error") == "invalid_client":
-            return _client_error(ClientAuthError("invalid_client", str(reply.body.get(
-                "error_description", "")), 401))
+        except OAuthError as exc:
+            # The one place an endpoint's refusal becomes HTTP (RFC 6749 §5.2).
+            reply = error_reply(exc)
         return _json(reply)
 
     return endpoint
@@ -165,7 +153,7 @@ def create_app(
         return JSONResponse(server.metadata())
 
     async def jwks(request: Request) -> Response:
-        return JSONResponse(signer.jwks())
+        return JSONResponse(server.jwks())
 
     async def health(request: Request) -> Response:
         try:
@@ -179,7 +167,11 @@ def create_app(
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer", **NO_STORE})
-        return _json(await run_in_threadpool(server.userinfo, token.strip(), time.time()))
+        try:
+            reply = await run_in_threadpool(server.userinfo, token.strip(), time.time())
+        except OAuthError as exc:
+            reply = error_reply(exc)
+        return _json(reply)
 
     async def device_page(request: Request) -> Response:
         if request.method == "GET":
@@ -187,14 +179,14 @@ def create_app(
         try:
             form = await read_form(request)
         except BadForm as exc:
-            return Response(exc.description, status_code=exc.status, media_type="text/plain")
+            return _plain(exc)
         return await pages.submit(request, form, client_address(request))
 
     async def device_decision(request: Request) -> Response:
         try:
             form = await read_form(request)
         except BadForm as exc:
-            return Response(exc.description, status_code=exc.status, media_type="text/plain")
+            return _plain(exc)
         return await pages.decide(request, form)
 
     async def authorize(request: Request) -> Response:

@@ -28,28 +28,20 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import unquote
 
+from ..errors import InvalidClient, InvalidRequest
 from ..secret import Secret
 from .config import ClientConfig
+from .errors import refusal
 from .passwords import verify_password
 
-__all__ = ["ClientAuthError", "SecretAttempts", "authenticate_client"]
+__all__ = ["SecretAttempts", "authenticate_client"]
 
 
-class ClientAuthError(Exception):
-    """An RFC 6749 §5.2 error about the client; ``status`` 401 for invalid_client."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-def _invalid_client(description: str) -> ClientAuthError:
+def _invalid_client(description: str) -> InvalidClient:
     # RFC 6749 §5.2, invalid_client: "Client authentication failed (e.g., unknown client, no
     # client authentication included, or unsupported authentication method). The authorization
     # server MAY return an HTTP 401 (Unauthorized) status code".
-    return ClientAuthError("invalid_client", description, 401)
+    return refusal(InvalidClient, description)
 
 
 def _basic(header: Secret[str]) -> tuple[str, Secret[str]] | None:
@@ -140,8 +132,10 @@ def authenticate_client(
     clients: Mapping[str, ClientConfig], authorization: str | Secret[str] | None,
     form: Mapping[str, str], attempts: SecretAttempts | None = None,
 ) -> ClientConfig:
-    """The calling client, or :class:`ClientAuthError`. May hash, and ``attempts`` may reach the
-    storage: call it off the event loop. Without ``attempts``, secret checks are not limited.
+    """The calling client; else :class:`~keyturn.errors.InvalidClient` (401) or
+    :class:`~keyturn.errors.InvalidRequest` (credentials sent two ways at once). May hash, and
+    ``attempts`` may reach the storage: call it off the event loop. Without ``attempts``, secret
+    checks are not limited.
 
     Give the form as :class:`~keyturn.secret.SecretFields` (``read_form`` does).
     """
@@ -153,12 +147,12 @@ def authenticate_client(
     if basic is not None:
         client_id, secret = basic[0], (basic[1] or None)
         if body_id is not None and body_id != client_id:
-            raise ClientAuthError("invalid_request", "client_id in the body and in the "
-                                  "Authorization header differ")
+            raise refusal(InvalidRequest, "client_id in the body and in the Authorization "
+                          "header differ")
         if secret is not None and body_secret is not None:
             # RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in
             # each request."
-            raise ClientAuthError("invalid_request", "the client secret was sent twice")
+            raise refusal(InvalidRequest, "the client secret was sent twice")
         secret = secret or body_secret
     else:
         client_id, secret = body_id or "", body_secret

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
-from .device_flow import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
 from .passwords import hash_password
 
 __all__ = ["ClientConfig", "Lifetimes", "RateLimits", "ServerConfig", "demo_config", "load_config"]

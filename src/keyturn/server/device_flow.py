@@ -50,6 +50,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+# The RFC 8628 numbers are the client's too: one definition, in protocol/ (re-exported here).
+from ..protocol.rfc8628 import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LIFETIME,
+    DEVICE_CODE_BYTES,
+    USER_CODE_ALPHABET,
+    USER_CODE_LENGTH,
+)
+
 __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_LIFETIME",
@@ -69,17 +78,6 @@ __all__ = [
     "normalize_user_code",
 ]
 
-#: design.md §6 (as DIRAC): a device code lives 1800 s; RFC 8628 §3.2 leaves it to the server.
-DEFAULT_LIFETIME: Final = 1800
-#: RFC 8628 §3.2, interval: "If no value is provided, clients MUST use 5 as the default."
-DEFAULT_INTERVAL: Final = 5
-#: RFC 8628 §6.1: "The user code SHOULD be short, case-insensitive, and easy to type"; §6.1 also
-#: suggests "base-20 character set BCDFGHJKLMNPQRSTVWXZ" (no vowels: no words; no digits: none of
-#: 0/O, 1/I confusion) with 8 characters, which gives 20**8 = 2.56e10 codes (see docs/server.md).
-USER_CODE_ALPHABET: Final = "BCDFGHJKLMNPQRSTVWXZ"
-USER_CODE_LENGTH: Final = 8
-#: 32 random bytes give 43 url-safe characters: design.md §6 asks for at least 42.
-DEVICE_CODE_BYTES: Final = 32
 #: A poll that arrives this much early (network jitter) is still on time: at most 1 s, and 20 %
 #: of the interval when that is less (tests use 1 s intervals).
 _JITTER_FRACTION: Final = 0.2

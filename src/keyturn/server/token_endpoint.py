@@ -1,0 +1,215 @@
+"""The endpoints that issue credentials: device authorization (RFC 8628 §3.1-3.2) and the token
+endpoint (RFC 6749 §4-6, RFC 8628 §3.4-3.5): the device, refresh and client-credentials grants,
+refresh-token rotation and the revocation of a login whose code or refresh token came back.
+
+Form in, :class:`~.reply.Reply` out, or an :class:`~keyturn.errors.OAuthError` raised (rendered
+by :func:`~.errors.error_reply`). The device grant's rules are :mod:`.device_flow`'s; this module
+applies them to the storage with compare-and-set. The device code and the refresh token are
+hashed at once and never held in a local of a frame that can raise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
+from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
+from .device_flow import decide_poll, format_user_code, hash_code, new_device_grant
+from .errors import TemporarilyUnavailable, refusal, refusal_for_code
+from .reply import NO_STORE, Reply
+from .storage.base import RefreshRecord, ServerStorage
+from .tokens import Signer
+
+__all__ = ["TokenEndpoint", "requested_scope"]
+
+#: Compare-and-set retries: another request changed the grant between read and write.
+_SWAP_TRIES = 5
+#: New user codes drawn when one collides with a live grant's.
+_USER_CODE_TRIES = 10
+
+
+def requested_scope(form: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The ``scope`` parameter as a tuple without repeats; None when it was not sent."""
+    raw = form.get("scope")
+    return None if raw is None else tuple(dict.fromkeys(raw.split()))
+
+
+class TokenEndpoint:
+    """Everything the device authorization and token endpoints decide. ``issuer`` is the
+    server's final public URL (without a trailing slash)."""
+
+    def __init__(self, config: ServerConfig, storage: ServerStorage, signer: Signer,
+                 issuer: str) -> None:
+        self.config = config
+        self.storage = storage
+        self.signer = signer
+        self.issuer = issuer
+        self.lifetimes = config.lifetimes
+
+    def __repr__(self) -> str:
+        return f"TokenEndpoint(issuer={self.issuer!r})"
+
+    def _granted_scope(self, client: ClientConfig, requested: tuple[str, ...] | None
+                       ) -> tuple[str, ...]:
+        if requested is None:
+            # RFC 6749 §3.3: "If the client omits the scope parameter when requesting
+            # authorization, the authorization server MUST either process the request using a
+            # pre-defined default value or fail": the default is what the client may have.
+            return client.scopes
+        unknown = [s for s in requested if s not in client.scopes]
+        if unknown:
+            # RFC 6749 §5.2, invalid_scope: "The requested scope is invalid, unknown, malformed,
+            # or exceeds the scope granted by the resource owner."
+            raise refusal(InvalidScope, "this client may not ask for the scope "
+                          f"{' '.join(unknown)[:100]!r}")
+        return requested
+
+    # -- device authorization (RFC 8628 §3.1, §3.2) ------------------------------------------------
+
+    def device_authorization(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
+        if GRANT_DEVICE_CODE not in client.grants:
+            raise refusal(UnauthorizedClient, "this client may not use the device grant")
+        scope = self._granted_scope(client, requested_scope(form))
+        for _ in range(_USER_CODE_TRIES):  # a user code collision with a live grant: draw again
+            device_code, grant = new_device_grant(
+                client_id=client.client_id, scope=scope, now=now,
+                lifetime=self.lifetimes.device_code, interval=self.lifetimes.interval,
+            )
+            if self.storage.create_device_grant(grant):
+                break
+        else:  # pragma: no cover - 10 collisions in 2.56e10 codes
+            raise refusal(TemporarilyUnavailable, "no free user code")
+        shown = format_user_code(grant.user_code)
+        verification_uri = f"{self.issuer}/device"
+        # RFC 8628 §3.2: device_code, user_code, verification_uri, expires_in REQUIRED;
+        # verification_uri_complete and interval OPTIONAL.
+        return Reply(200, {
+            "device_code": device_code, "user_code": shown, "verification_uri": verification_uri,
+            "verification_uri_complete": f"{verification_uri}?user_code={shown}",
+            "expires_in": self.lifetimes.device_code, "interval": self.lifetimes.interval,
+        }, NO_STORE)
+
+    # -- the token endpoint (RFC 6749 §4-6, RFC 8628 §3.4-3.5) ------------------------------------
+
+    def token(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise refusal(InvalidRequest, "grant_type is missing")
+        if grant_type not in SUPPORTED_GRANTS:
+            # RFC 6749 §5.2, unsupported_grant_type: "The authorization grant type is not
+            # supported by the authorization server."
+            raise refusal(UnsupportedGrantType, "supported: " + ", ".join(SUPPORTED_GRANTS))
+        if grant_type not in client.grants:
+            # RFC 6749 §5.2, unauthorized_client: "The authenticated client is not authorized to
+            # use this authorization grant type."
+            raise refusal(UnauthorizedClient, "this client may not use this grant type")
+        if grant_type == GRANT_DEVICE_CODE:
+            return self._device_grant(client, form, now)
+        if grant_type == GRANT_REFRESH_TOKEN:
+            return self._refresh_grant(client, form, now)
+        assert grant_type == GRANT_CLIENT_CREDENTIALS
+        scope = self._granted_scope(client, requested_scope(form))
+        # RFC 6749 §4.4.3: "A refresh token SHOULD NOT be included."
+        return self._issue(client, subject=client.client_id, scope=scope, now=now,
+                           refresh=False, auth_time=None, claims={}, family_id=None)
+
+    def _device_grant(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
+        if not form.get("device_code"):
+            raise refusal(InvalidRequest, "device_code is missing")
+        code_hash = hash_code(form["device_code"])
+        for _ in range(_SWAP_TRIES):  # compare-and-set: another request changed the grant
+            grant = self.storage.device_grant(code_hash)
+            outcome = decide_poll(grant, client_id=client.client_id, now=now)
+            if outcome.reused and grant is not None and grant.family_id:
+                # A second redemption: whoever got the first answer may not be the client. Like a
+                # reused refresh token, it ends the login (tokens already issued die).
+                self.storage.revoke_family(grant.family_id, now + self.lifetimes.refresh_token)
+            updated = outcome.updated
+            if updated is None:
+                assert outcome.error is not None
+                raise refusal_for_code(outcome.error, outcome.description)
+            family_id = None
+            if outcome.error is None:
+                family_id = secrets.token_urlsafe(12)
+                updated = replace(updated, family_id=family_id)
+            if not self.storage.swap_device_grant(updated):
+                continue
+            if outcome.error is not None:
+                # authorization_pending or slow_down, now that the poll's time is written.
+                raise refusal_for_code(outcome.error, outcome.description)
+            assert updated.subject is not None
+            return self._issue(
+                client, subject=updated.subject, scope=updated.scope, now=now,
+                refresh=GRANT_REFRESH_TOKEN in client.grants, auth_time=updated.auth_time,
+                claims=updated.extra, family_id=family_id,
+            )
+        raise refusal(InvalidGrant, "the device_code is being redeemed concurrently")
+
+    def _refresh_grant(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
+        if not form.get("refresh_token"):
+            raise refusal(InvalidRequest, "refresh_token is missing")
+        token_hash = hash_code(form["refresh_token"])
+        record = self.storage.refresh_token(token_hash)
+        # RFC 6749 §5.2, invalid_grant: "The provided authorization grant ... or refresh token is
+        # invalid, expired, revoked, ... or was issued to another client."
+        if record is None or record.client_id != client.client_id:
+            raise refusal(InvalidGrant, "unknown refresh token")
+        if record.expires_at <= now or self.storage.family_revoked(record.family_id):
+            raise refusal(InvalidGrant, "the refresh token expired or was revoked")
+        requested = requested_scope(form)
+        scope = record.scope
+        if requested is not None:
+            # RFC 6749 §6: "The requested scope MUST NOT include any scope not originally granted
+            # by the resource owner, and if omitted is treated as equal to the scope originally
+            # granted".
+            if not set(requested) <= set(record.scope):
+                raise refusal(InvalidScope, "a refresh cannot widen the scope")
+            scope = requested
+        if not self.storage.use_refresh_token(token_hash, now):
+            # OAuth 2.0 Security BCP §4.14.2 (refresh token rotation): "If a refresh token is
+            # compromised and subsequently used by both the attacker and the legitimate client,
+            # one of them will present an invalidated refresh token, which will inform the
+            # authorization server of the breach" - so the whole family is revoked.
+            self.storage.revoke_family(record.family_id, now + self.lifetimes.refresh_token)
+            raise refusal(InvalidGrant, "the refresh token was already used")
+        return self._issue(client, subject=record.subject, scope=scope, now=now, refresh=True,
+                           auth_time=record.auth_time, claims=record.claims,
+                           family_id=record.family_id, refresh_scope=record.scope)
+
+    def _issue(
+        self, client: ClientConfig, *, subject: str, scope: tuple[str, ...], now: float,
+        refresh: bool, auth_time: float | None, claims: Mapping[str, str], family_id: str | None,
+        refresh_scope: tuple[str, ...] | None = None,
+    ) -> Reply:
+        access, _ = self.signer.access_token(
+            subject=subject, client_id=client.client_id, audience=self.config.audience or self.issuer,
+            scope=scope, now=now, lifetime=self.lifetimes.access_token, auth_time=auth_time,
+            family_id=family_id,
+        )
+        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
+                                "expires_in": self.lifetimes.access_token, "scope": " ".join(scope)}
+        if refresh and family_id is not None:
+            refresh_token = secrets.token_urlsafe(32)
+            self.storage.add_refresh_token(RefreshRecord(
+                token_hash=hash_code(refresh_token), family_id=family_id,
+                client_id=client.client_id, subject=subject, scope=refresh_scope or scope,
+                created_at=now, expires_at=now + self.lifetimes.refresh_token, auth_time=auth_time,
+                claims=dict(claims),
+            ))
+            body["refresh_token"] = refresh_token
+        if "openid" in scope and family_id is not None:
+            body["id_token"] = self.signer.id_token(
+                subject=subject, client_id=client.client_id, now=now,
+                lifetime=self.lifetimes.id_token, auth_time=auth_time, claims=claims, scope=scope,
+            )
+        return Reply(200, body, NO_STORE)

@@ -1,0 +1,74 @@
+"""The verification page's decisions (RFC 8628 §3.3): look a typed user code up, approve or deny.
+
+No HTTP here (:mod:`.pages` renders the page): a typed code is counted against the rate limits
+*before* it is looked up, and the person's decision is written with compare-and-set, so two tabs
+(or two replicas) deciding one grant at once cannot both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .config import RateLimits
+from .device_flow import DeviceGrant, DeviceStatus, normalize_user_code
+from .passwords import User
+from .ratelimit import UserCodeAttempts
+from .storage.base import ServerStorage
+
+__all__ = ["CodeLookup", "Verification"]
+
+#: Compare-and-set retries: another request changed the grant between read and write.
+_SWAP_TRIES = 5
+
+
+@dataclass(frozen=True)
+class CodeLookup:
+    """The verification page's look-up of a typed user code."""
+
+    grant: DeviceGrant | None
+    limited: bool = False
+
+
+class Verification:
+    """The person's side of a device grant, over the server's storage."""
+
+    def __init__(self, storage: ServerStorage, limits: RateLimits) -> None:
+        self._storage = storage
+        self._attempts = UserCodeAttempts(storage, limits)
+
+    def __repr__(self) -> str:
+        return "Verification()"
+
+    def lookup_user_code(self, typed: str, address: str, now: float) -> CodeLookup:
+        """The pending grant for a typed code. Each try counts against two limits (this address,
+        everyone); past either, no code is even looked up until the window ends. A wrong code
+        stays counted; so does a right one, until :meth:`signed_in` (a wrong password guesses
+        too)."""
+        if not self._attempts.take(address, now):
+            return CodeLookup(None, limited=True)
+        # RFC 8628 §6.1: "the authorization server should ignore any characters like punctuation
+        # that are not in the user-code character set" (normalize_user_code).
+        code = normalize_user_code(typed)
+        grant = self._storage.device_grant_by_user_code(code) if code else None
+        if grant is None or grant.status_at(now) is not DeviceStatus.PENDING:
+            return CodeLookup(None)
+        return CodeLookup(grant)
+
+    def signed_in(self, address: str, now: float) -> None:
+        """A right code and the right password: the try :meth:`lookup_user_code` counted (with
+        the same ``now``) is given back."""
+        self._attempts.give_back(address, now)
+
+    def settle(self, device_code_hash: str, user: User | None, now: float) -> DeviceStatus | None:
+        """Approve (a user) or deny (None) a pending grant; the grant's status after, or None."""
+        for _ in range(_SWAP_TRIES):
+            grant = self._storage.device_grant(device_code_hash)
+            if grant is None or grant.status_at(now) is not DeviceStatus.PENDING:
+                return None
+            if user is not None:
+                updated = replace(grant.approve(user.subject, now), extra=dict(user.claims))
+            else:
+                updated = grant.deny(now)
+            if self._storage.swap_device_grant(updated):
+                return updated.status
+        return None
