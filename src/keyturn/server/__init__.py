@@ -1,8 +1,11 @@
 """keyturn's RFC 8628 device authorization server (``keyturn serve``, ``keyturn demo``).
 
-Layout: :mod:`.device_flow` (the device grant's rules, no I/O), :mod:`.service` (every endpoint as
-a plain method), :mod:`.app` (the thin starlette layer), :mod:`.pages` (the ``/device`` page),
-:mod:`.storage` (SQLite; the interface admits Redis), :mod:`.tokens` (signing), :mod:`.config`,
+Layout: :mod:`.device_flow` (the device grant's rules, no I/O), :mod:`.service` (the
+:class:`~.service.AuthorizationServer`: discovery, revocation, introspection, userinfo) with
+:mod:`.token_endpoint` (device authorization and the token endpoint), :mod:`.verification` (the
+``/device`` page's decisions) and :mod:`.ratelimit`; :mod:`.errors` (the OAuth errors, rendered
+once) and :mod:`.reply`; :mod:`.app` (the thin starlette layer), :mod:`.pages` (the ``/device``
+page), :mod:`.storage` (SQLite, Redis, memory), :mod:`.tokens` (signing), :mod:`.config`,
 :mod:`.passwords` (hashes and the pluggable authenticator), :mod:`.runner`. The commands
 (``keyturn serve``, ``python -m keyturn.server``) and the demo's walk-through (``demo``, a client
 program) live in :mod:`keyturn.cli`.
