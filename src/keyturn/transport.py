@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import math
 import os
@@ -35,7 +36,19 @@ import httpx
 
 from ._uninterrupted import ato_the_end, to_the_end
 from .errors import ConfigError, InvalidResponse, TransportError, safe_url
-from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper, Received, Wait
+from .protocol.http import (
+    Answer,
+    Blocking,
+    Effect,
+    Flow,
+    HttpRequest,
+    HttpResponse,
+    Keeper,
+    Received,
+    TokenOf,
+    Wait,
+)
+from .secret import Secret
 
 __all__ = ["HttpSettings", "Keeper", "RetryPolicy", "arun", "run"]
 
@@ -289,7 +302,7 @@ class _Done:
         self.value = value
 
 
-def _advance(flow: Flow[Any], value: Any, keeper: Keeper | None) -> Any:
+def _advance(flow: Flow[Any], value: Answer, keeper: Keeper | None) -> Effect | _Done:
     """Send ``value`` into the flow; keep a :class:`Received` token at once. The next step, or
     :class:`_Done`."""
     try:
@@ -306,7 +319,7 @@ def _advance(flow: Flow[Any], value: Any, keeper: Keeper | None) -> Any:
 def _critical_step(
     flow: Flow[Any], send: Callable[[HttpRequest], HttpResponse], request: HttpRequest,
     policy: RetryPolicy, keeper: Keeper,
-) -> tuple[Any, float | None, RetryPolicy]:
+) -> tuple[Effect | _Done | None, float | None, RetryPolicy]:
     """Confirm the lock, send once, and on a final answer advance the flow past keeping it."""
     keeper.confirm()
     response, delay, policy = _attempt(send, request, policy)
@@ -315,52 +328,88 @@ def _critical_step(
     return _advance(flow, response, keeper), None, policy
 
 
+def _thrown(flow: Flow[Any], exc: BaseException) -> Effect | _Done:
+    """Throw ``exc``, raised while carrying out the flow's last effect, into the flow (as h11's
+    ``send_failed``): the flow may handle it and go on. A flow that has ended (it raised inside a
+    critical step) or that does not catch it makes the driver raise it as it is."""
+    if inspect.getgeneratorstate(flow) == inspect.GEN_CLOSED:
+        raise exc
+    try:
+        return flow.throw(exc)
+    except StopIteration as stop:
+        return _Done(stop.value)
+
+
+def _critical(keeper: Keeper | None, step: Effect) -> HttpRequest | None:
+    return step if isinstance(step, HttpRequest) and keeper is not None and not step.idempotent \
+        else None
+
+
 def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep, *, keeper: Keeper | None = None) -> T:
     """Drive ``flow`` to its result with a sync client; with ``keeper``, each non-idempotent
-    request is a critical step (see the module's docstring)."""
+    request is a critical step (see the module's docstring). An effect that fails is thrown into
+    the flow (see :mod:`keyturn.protocol.http`)."""
 
     def send(request: HttpRequest) -> HttpResponse:
         return _send(client, request)
 
     try:
-        step = next(flow)
-        while True:
-            if isinstance(step, Wait):
-                sleep(max(0.0, step.until - time.time()))
-                step = flow.send(time.time())
-            elif isinstance(step, Received):
-                step = _advance_received(flow, step, keeper)
-            elif keeper is not None and not step.idempotent:
-                request: HttpRequest = step
+        step: Effect | _Done = next(flow)
+    except StopIteration as stop:
+        done: T = stop.value
+        return done
+    while not isinstance(step, _Done):
+        try:
+            request = _critical(keeper, step)
+            if request is not None:
+                assert keeper is not None
                 attempt = policy
                 while True:
-                    step, delay, attempt = to_the_end(
+                    advanced, delay, attempt = to_the_end(
                         functools.partial(_critical_step, flow, send, request, attempt, keeper))
                     if delay is None:
                         break
                     sleep(delay)
+                assert advanced is not None
+                step = advanced
+                continue
+            answer: Answer
+            if isinstance(step, Wait):
+                sleep(max(0.0, step.until - time.time()))
+                answer = time.time()
+            elif isinstance(step, Received):
+                if keeper is not None:
+                    keeper.keep(step)
+                answer = None
+            elif isinstance(step, Blocking):
+                answer = step.call()
+            elif isinstance(step, TokenOf):
+                # A Secret at once: the driver's frame never holds the token itself.
+                answer = Secret(step.source.get_access_token())
             else:
-                step = flow.send(_exchange(send, step, policy, sleep))
-            if isinstance(step, _Done):
-                result: T = step.value
-                return result
+                answer = _exchange(send, step, policy, sleep)
+        except BaseException as exc:
+            step = _thrown(flow, exc)
+            continue
+        step = _advance_to(flow, answer)
+    result: T = step.value
+    return result
+
+
+def _advance_to(flow: Flow[Any], answer: Answer) -> Effect | _Done:
+    try:
+        return flow.send(answer)
     except StopIteration as stop:
-        done: T = stop.value
-        return done
-
-
-def _advance_received(flow: Flow[Any], step: Received, keeper: Keeper | None) -> Any:
-    if keeper is not None:
-        keeper.keep(step)
-    return flow.send(None)
+        return _Done(stop.value)
 
 
 async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = RetryPolicy(), *,
                keeper: Keeper | None = None, sync_client: httpx.Client | None = None) -> T:
-    """Drive ``flow`` to its result with an async client; never blocks the event loop. With
-    ``keeper`` (and ``sync_client``), each non-idempotent request is a critical step, sent with
-    ``sync_client`` from a worker thread (see the module's docstring)."""
+    """Drive ``flow`` to its result with an async client; never blocks the event loop (a
+    :class:`Blocking` call runs in a worker thread). With ``keeper`` (and ``sync_client``), each
+    non-idempotent request is a critical step, sent with ``sync_client`` from a worker thread (see
+    the module's docstring). An effect that fails is thrown into the flow."""
     if keeper is not None and sync_client is None:
         raise TypeError("arun(keeper=...) needs sync_client= for its critical steps")
 
@@ -369,38 +418,52 @@ async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = R
         return _send(sync_client, request)
 
     try:
-        step = next(flow)
-        while True:
-            if isinstance(step, Wait):
-                await asyncio.sleep(max(0.0, step.until - time.time()))
-                step = flow.send(time.time())
-            elif isinstance(step, Received):
-                step = _advance_received(flow, step, keeper)
-            elif keeper is not None and not step.idempotent:
-                request: HttpRequest = step
+        step: Effect | _Done = next(flow)
+    except StopIteration as stop:
+        done: T = stop.value
+        return done
+    while not isinstance(step, _Done):
+        try:
+            request = _critical(keeper, step)
+            if request is not None:
+                assert keeper is not None
                 attempt = policy
                 while True:
-                    step, delay, attempt = await ato_the_end(
+                    advanced, delay, attempt = await ato_the_end(
                         functools.partial(_critical_step, flow, send, request, attempt, keeper))
                     if delay is None:
                         break
                     await asyncio.sleep(delay)
+                assert advanced is not None
+                step = advanced
+                continue
+            answer: Answer
+            if isinstance(step, Wait):
+                await asyncio.sleep(max(0.0, step.until - time.time()))
+                answer = time.time()
+            elif isinstance(step, Received):
+                if keeper is not None:
+                    keeper.keep(step)
+                answer = None
+            elif isinstance(step, Blocking):
+                answer = await asyncio.to_thread(step.call)
+            elif isinstance(step, TokenOf):
+                answer = Secret(await step.source.aget_access_token())
             else:
-                request = step
                 attempt = policy
                 while True:
-                    response, delay, attempt = await _aattempt(client, request, attempt)
+                    response, delay, attempt = await _aattempt(client, step, attempt)
                     if response is not None:
                         break
                     assert delay is not None
                     await asyncio.sleep(delay)
-                step = flow.send(response)
-            if isinstance(step, _Done):
-                result: T = step.value
-                return result
-    except StopIteration as stop:
-        done: T = stop.value
-        return done
+                answer = response
+        except BaseException as exc:
+            step = _thrown(flow, exc)
+            continue
+        step = _advance_to(flow, answer)
+    result: T = step.value
+    return result
 
 
 async def _aattempt(

@@ -11,7 +11,8 @@ Rules
   the whole grant. It stops at ``expires_in`` with :class:`~keyturn.errors.ExpiredToken`, and on
   ``access_denied`` / ``expired_token`` from the server.
 * A poll that gets no answer (a timeout, a lost connection) doubles the interval, and polling goes
-  on: the driver reports it with :meth:`DeviceAuthorization.receive_timeout`.
+  on: the driver throws the :class:`~keyturn.errors.TransportError` into
+  :func:`device_poll_flow`, which reports it with :meth:`DeviceAuthorization.receive_timeout`.
 
 Theory of operation
 -------------------
@@ -40,6 +41,7 @@ the two (showing the code to the person) is the caller's business.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,12 +52,14 @@ from ..errors import (
     InvalidResponse,
     KeyturnError,
     SlowDown,
+    TransportError,
 )
 from ..secret import Secret, SecretFields
 from ..token import Token
+from . import rfc8628
 from .client_auth import ClientAuth
 from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response, salvage_refresh_token
-from .http import Flow, HttpRequest, HttpResponse, Received, Wait
+from .http import Flow, HttpRequest, HttpResponse, Received, Wait, send, sleep_until
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -70,11 +74,13 @@ __all__ = [
     "device_poll_flow",
 ]
 
-#: RFC 8628 §3.2, interval: "If no value is provided, clients MUST use 5 as the default."
-DEFAULT_INTERVAL: Final = 5.0
-#: RFC 8628 §3.5, slow_down: "the interval MUST be increased by 5 seconds for this and all
-#: subsequent requests."
-SLOW_DOWN_STEP: Final = 5.0
+log = logging.getLogger("keyturn")
+
+#: RFC 8628 §3.2, interval: "If no value is provided, clients MUST use 5 as the default."; §3.5,
+#: slow_down: "the interval MUST be increased by 5 seconds". Defined once, for the server too, in
+#: :mod:`.rfc8628`; floats here, as the clock reads.
+DEFAULT_INTERVAL: Final = float(rfc8628.DEFAULT_INTERVAL)
+SLOW_DOWN_STEP: Final = float(rfc8628.SLOW_DOWN_STEP)
 
 
 class DeviceState(enum.Enum):
@@ -323,16 +329,30 @@ def _parse_authorization(
 
 def device_authorization_flow(machine: DeviceAuthorization, *, now: float) -> Flow[DeviceVerification]:
     """Ask for a device code; returns what to show the person."""
-    response = yield machine.authorization_request(now)
+    response = yield from send(machine.authorization_request(now))
     return machine.receive_authorization(response, now)
 
 
 def device_poll_flow(machine: DeviceAuthorization) -> Flow[Token]:
-    """Poll until the person approves (the token), refuses, or the code expires (errors)."""
+    """Poll until the person approves (the token), refuses, or the code expires (errors).
+
+    A poll that got no answer is thrown in as a :class:`~keyturn.errors.TransportError` (the
+    transport gave up on it: a timeout, a lost connection): the login goes on.
+    """
     while True:
-        now = yield machine.wait()
+        now = yield from sleep_until(machine.wait())
         request = machine.poll_request(now)
-        response = yield request
+        try:
+            response = yield from send(request)
+        except TransportError as exc:
+            # RFC 8628 §3.5: "On encountering a connection timeout, clients MUST unilaterally
+            # reduce their polling frequency before retrying." The interval counts from now,
+            # when the poll was given up on (a Wait(0) reads the clock).
+            failed_at = yield from sleep_until(Wait(0.0))
+            machine.receive_timeout(failed_at)
+            log.warning("DeviceCode: a poll got no answer (%s); polling again in %.0f s",
+                        exc.__class__.__name__, machine.interval)
+            continue
         try:
             token = machine.receive_poll(response, now)
         except InvalidResponse:

@@ -19,7 +19,7 @@ from ..secret import SecretFields
 from ..strictjson import loads
 from ..token import Token
 from .client_auth import ClientAuth
-from .http import Flow, HttpRequest, HttpResponse, Received
+from .http import Flow, HttpRequest, HttpResponse, Received, send
 
 __all__ = [
     "GRANT_CLIENT_CREDENTIALS",
@@ -83,10 +83,10 @@ def token_flow(
     form.update({k: v for k, v in params.items() if v not in (None, "", [])})
     headers = SecretFields({"Accept": "application/json"})
     client_auth.apply(form, headers, audience=endpoint, now=now)
-    response = yield HttpRequest(
+    response = yield from send(HttpRequest(
         "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
         purpose="token endpoint",
-    )
+    ))
     refresh = grant_type == GRANT_REFRESH_TOKEN
     try:
         token = parse_token_response(response, now=now, requested_scope=requested_scope)

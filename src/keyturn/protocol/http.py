@@ -1,25 +1,61 @@
-"""HTTP requests and responses as plain values, and the shape of a protocol flow.
+"""HTTP requests and responses as plain values, and the typed effects a protocol flow yields.
 
-A flow is a generator that yields the :class:`HttpRequest` it needs sent and receives the
-:class:`HttpResponse`, or yields a :class:`Wait` and receives the wall-clock time once the wait is
-over, or yields :class:`Received` (a token endpoint's answer to a request that cannot be sent
-again) and receives None once the driver has kept it; its return value is the result (a token, a
-metadata document). It never touches a socket, a
-clock or a sleep: ``transport.run`` and ``transport.arun`` drive the same flow
-for sync and async callers, so no grant is written twice.
+A flow is a generator that yields *effects* and is sent their outcome; its return value is the
+result (a token, a metadata document). It never touches a socket, a clock, a sleep, a terminal or
+another source: ``transport.run`` and ``transport.arun`` carry out the same flow for sync and async
+callers, so no grant is written twice (httpx's ``auth_flow`` is the model).
+
+=====================  ===================================================  =====================
+effect                 what the driver does                                 sent back
+=====================  ===================================================  =====================
+:class:`HttpRequest`   sends it (with retries, see ``transport``)          :class:`HttpResponse`
+:class:`Wait`          sleeps until ``until`` (``Wait(0)``: reads the time)  the wall-clock time
+:class:`Received`      keeps the token (the cache's :class:`Keeper`)        None
+:class:`Blocking`      calls ``call()``; the async driver in a worker       what ``call`` returned
+                       thread, so a prompt or a browser never blocks a loop
+:class:`TokenOf`       asks another source for its current access token     a ``Secret[str]``
+=====================  ===================================================  =====================
+
+An effect that fails (a :class:`~keyturn.errors.TransportError`, a login that timed out, an
+interrupt) is thrown into the flow at the ``yield`` that asked for it, as h11's ``send_failed``
+makes "I could not send" an input of its state machine: a flow may handle it (the device flow
+polls again, RFC 8628 §3.5) or clean up (the browser login closes its listener); a flow that does
+not catch it ends with it, and the driver raises it as it is.
+
+Flows yield effects through the typed helpers :func:`send`, :func:`sleep_until`, :func:`call`
+and :func:`token_of` (``response = yield from send(request)``), which check the answer's type, so
+the whole vocabulary is checked by ``mypy --strict``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from ..errors import InvalidResponse
+from ..secret import Secret
 from ..strictjson import JsonError, loads
 from ..token import Token
 
-__all__ = ["Flow", "HttpRequest", "HttpResponse", "Keeper", "Received", "Wait", "run_offline"]
+__all__ = [
+    "Answer",
+    "Blocking",
+    "Effect",
+    "Flow",
+    "HttpRequest",
+    "HttpResponse",
+    "Keeper",
+    "Received",
+    "TokenOf",
+    "TokenProvider",
+    "Wait",
+    "call",
+    "run_offline",
+    "send",
+    "sleep_until",
+    "token_of",
+]
 
 T = TypeVar("T")
 
@@ -117,6 +153,38 @@ class Received:
     refresh: bool = False
 
 
+@dataclass(frozen=True)
+class Blocking:
+    """Run ``call()``, which blocks: a prompt, a browser launch, ``listener.wait``, closing a
+    listener. The sync driver calls it; the async driver runs it in a worker thread
+    (``asyncio.to_thread``), so the event loop goes on meanwhile. ``what`` names it, for logs and
+    errors ("wait for the browser").
+
+    What ``call`` returns is sent back: None, or a :class:`~keyturn.secret.Secret` (the redirect's
+    query holds a code, and the drivers' frames must hold it only as a tag).
+    """
+
+    call: Callable[[], Secret[str] | None] = field(repr=False)
+    what: str = "a blocking call"
+
+
+class TokenProvider(Protocol):
+    """What :class:`TokenOf` asks: any keyturn source, or StaticToken."""
+
+    def get_access_token(self) -> str: ...
+
+    async def aget_access_token(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class TokenOf:
+    """The current access token of another source (token exchange's subject or actor token):
+    the sync driver asks ``source.get_access_token()``, the async one awaits
+    ``source.aget_access_token()``; it is sent back as a :class:`~keyturn.secret.Secret`."""
+
+    source: TokenProvider = field(repr=False)
+
+
 class Keeper(Protocol):
     """Where a driver keeps what a non-idempotent request brought (the cache's refresh in progress)."""
 
@@ -128,24 +196,75 @@ class Keeper(Protocol):
         """Save what the server answered to that request before anything else happens."""
 
 
-Flow = Generator[Any, Any, T]
-"""Yields :class:`HttpRequest` (answered with :class:`HttpResponse`), :class:`Wait` (answered
-with the current wall-clock time, a float) or :class:`Received` (answered with None)."""
+#: What a flow yields.
+Effect: TypeAlias = HttpRequest | Wait | Received | Blocking | TokenOf
+#: What a driver sends back: :class:`HttpResponse` for a request, the time (a float) after a wait,
+#: None after :class:`Received`, what a :class:`Blocking` call returned, a ``Secret[str]`` for
+#: :class:`TokenOf`.
+Answer: TypeAlias = HttpResponse | float | Secret[str] | None
+
+Flow: TypeAlias = Generator[Effect, Answer, T]
+"""A protocol flow that returns a ``T``: see the module's docstring."""
+
+
+def _wrong_answer(effect: Effect, answer: Answer) -> TypeError:
+    return TypeError(f"a flow driver answered {type(answer).__name__} to {type(effect).__name__}: "
+                     "drive flows with keyturn.transport.run/arun (or run_offline)")
+
+
+def send(request: HttpRequest) -> Flow[HttpResponse]:
+    """Have ``request`` sent; its response."""
+    answer = yield request
+    if not isinstance(answer, HttpResponse):
+        raise _wrong_answer(request, answer)
+    return answer
+
+
+def sleep_until(wait: Wait) -> Flow[float]:
+    """Resume at ``wait.until``; the wall-clock time then (``Wait(0.0)``: the time now)."""
+    answer = yield wait
+    if not isinstance(answer, (int, float)):
+        raise _wrong_answer(wait, answer)
+    return float(answer)
+
+
+def call(effect: Blocking) -> Flow[Secret[str] | None]:
+    """Have the blocking call run; what it returned."""
+    answer = yield effect
+    if answer is not None and not isinstance(answer, Secret):
+        raise _wrong_answer(effect, answer)
+    return answer
+
+
+def token_of(source: TokenProvider) -> Flow[Secret[str]]:
+    """The current access token of ``source``."""
+    effect = TokenOf(source)
+    answer = yield effect
+    if not isinstance(answer, Secret):
+        raise _wrong_answer(effect, answer)
+    return answer
 
 
 def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
-    """Drive a flow with canned responses keyed by URL: for unit tests and examples."""
+    """Drive a flow with canned responses keyed by URL: for unit tests and examples. Blocking
+    calls are called, and another source's token asked for, in this thread."""
     now = 0.0
     try:
         step = next(flow)
         while True:
+            answer: Answer
             if isinstance(step, Wait):
                 now = max(now, step.until)
-                step = flow.send(now)
+                answer = now
             elif isinstance(step, Received):
-                step = flow.send(None)
+                answer = None
+            elif isinstance(step, Blocking):
+                answer = step.call()
+            elif isinstance(step, TokenOf):
+                answer = Secret(step.source.get_access_token())
             else:
-                step = flow.send(responses[step.url])
+                answer = responses[step.url]
+            step = flow.send(answer)
     except StopIteration as stop:
         result: T = stop.value
         return result

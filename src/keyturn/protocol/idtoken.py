@@ -22,7 +22,7 @@ from typing import Any, Final
 from ..errors import InvalidIdToken, InvalidResponse
 from ..secret import Secret
 from ..strictjson import JsonError, loads
-from .http import Flow, HttpRequest
+from .http import Flow, HttpRequest, send
 from .metadata import ServerMetadata
 
 __all__ = [
@@ -83,8 +83,8 @@ def _import_keys(document: Mapping[str, Any], url: str) -> list[Any]:
 
 def fetch_jwks_flow(uri: str) -> Flow[list[Any]]:
     """The signing keys of a JWKS document (RFC 7517 §5)."""
-    response = yield HttpRequest("GET", uri, headers={"Accept": "application/json"},
-                                 purpose="JWKS endpoint")
+    response = yield from send(HttpRequest("GET", uri, headers={"Accept": "application/json"},
+                                           purpose="JWKS endpoint"))
     if response.status != 200:
         raise InvalidResponse(f"the JWKS endpoint answered HTTP {response.status}", url=uri,
                               status=response.status)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import DiscoveryError, InvalidResponse, safe_url
 from .endpoints import check_endpoint_url
-from .http import Flow, HttpRequest
+from .http import Flow, HttpRequest, send
 
 __all__ = ["ServerMetadata", "discover", "discovery_urls"]
 
@@ -110,9 +110,9 @@ def discover(issuer: str, *, allow_http: bool = False) -> Flow[ServerMetadata]:
     check_endpoint_url(issuer, "issuer", allow_http=allow_http)
     failures: list[str] = []
     for url in discovery_urls(issuer):
-        response = yield HttpRequest(
+        response = yield from send(HttpRequest(
             "GET", url, headers={"Accept": "application/json"}, purpose="discovery endpoint"
-        )
+        ))
         if response.status != 200:
             failures.append(f"{safe_url(url)} answered HTTP {response.status}")
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..secret import Secret, SecretFields
 from .client_auth import ClientAuth
 from .grants import parse_error_response
-from .http import Flow, HttpRequest
+from .http import Flow, HttpRequest, send
 
 __all__ = ["revocation_flow"]
 
@@ -20,8 +20,8 @@ def revocation_flow(
     form = SecretFields({"token": token, "token_type_hint": token_type_hint})
     headers = SecretFields({"Accept": "application/json"})
     client_auth.apply(form, headers, audience=audience, now=now)
-    response = yield HttpRequest("POST", endpoint, headers=headers, form=form,
-                                 purpose="revocation endpoint")
+    response = yield from send(HttpRequest("POST", endpoint, headers=headers, form=form,
+                                           purpose="revocation endpoint"))
     # RFC 7009 §2.2: "The authorization server responds with HTTP status code 200 if the token
     # has been revoked successfully or if the client submitted an invalid token."
     if response.status != 200:

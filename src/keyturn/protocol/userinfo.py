@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InvalidIdToken, InvalidResponse, oauth_error
 from ..secret import Secret, SecretFields
-from .http import Flow, HttpRequest
+from .http import Flow, HttpRequest, send
 
 __all__ = ["userinfo_flow"]
 
@@ -18,11 +18,11 @@ def userinfo_flow(
     """The claims the UserInfo endpoint returns for ``access_token``."""
     access_token = Secret.wrap(access_token)  # this frame is in the traceback of a refusal
     scheme = "DPoP" if token_type.lower() == "dpop" else "Bearer"
-    response = yield HttpRequest(
+    response = yield from send(HttpRequest(
         "GET", endpoint, headers=SecretFields({
             "Authorization": f"{scheme} {access_token.reveal()}", "Accept": "application/json"}),
         purpose="userinfo endpoint",
-    )
+    ))
     if response.status != 200:
         # RFC 6750 §3: the error comes in the WWW-Authenticate header, e.g.
         # `Bearer error="invalid_token", error_description="..."`.
