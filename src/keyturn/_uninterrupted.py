@@ -7,8 +7,9 @@ thread only, so the worker is never interrupted, and the caller's interrupt is r
 is done. The worker is not a daemon thread, so an interpreter that is exiting — its main thread done
 while a daemon thread of the program was refreshing — waits for it too.
 :func:`ato_the_end` is the async twin: a cancellation of the awaiting task (``wait_for``, a
-TaskGroup, ``asyncio.run`` shutting down, which also waits for the default executor's threads) is
-raised once the call is done.
+TaskGroup, ``asyncio.run`` shutting down, whose shutdown waits for the task) is raised once the
+call is done. :func:`thread_future` is how async code here leaves the event loop: a thread of its
+own, never the loop's default executor (see there why).
 
 Both copy the caller's context into the worker (a store's lock state, RedisStore's fence, travels
 with the call). SIGKILL, and a signal whose default action ends the process, stop everything at
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["ato_the_end", "to_the_end"]
+__all__ = ["ato_the_end", "thread_future", "to_the_end"]
 
 T = TypeVar("T")
 log = logging.getLogger("keyturn")
@@ -58,10 +60,44 @@ def to_the_end(call: Callable[[], T]) -> T:
     return future.result()
 
 
-async def ato_the_end(call: Callable[[], T]) -> T:
-    """``call()`` in a worker thread, awaited to its end even if this task is cancelled."""
+def thread_future(call: Callable[[], T]) -> asyncio.Future[T]:
+    """``call()`` in a new thread of its own; an asyncio future of its outcome.
+
+    Never the loop's default executor: its few workers may all be taken by calls waiting for the
+    very lock that this call is part of holding or releasing (fifty requests that got a 401 each
+    invalidating the token in ``asyncio.to_thread`` while a refresh holds the store's lock), and a
+    refresh queued behind them would never run. Cancelling the future does not stop the call.
+    """
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, contextvars.copy_context().run, call)
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(call)
+        except BaseException as exc:
+            error = exc
+        # A closed loop has nobody left waiting for the outcome.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="keyturn-worker", daemon=False).start()
+    return future
+
+
+async def ato_the_end(call: Callable[[], T]) -> T:
+    """``call()`` in a thread of its own, awaited to its end even if this task is cancelled."""
+    future = thread_future(call)
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:

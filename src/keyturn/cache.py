@@ -39,14 +39,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from ._uninterrupted import ato_the_end
 from .errors import InvalidGrant, KeyturnError, StoreError
 from .protocol.http import Keeper, Received
 from .secret import Secret
@@ -65,8 +63,12 @@ _LOCK: Final = "lock"
 _LOAD: Final = "load"
 _FETCH: Final = "fetch"
 _SAVE: Final = "save"
+_DELETE: Final = "delete"
 Op = tuple[str, Any]
-Transaction = Generator[Op, Any, "_Entry | None"]
+R = TypeVar("R")
+#: A transaction's steps (store operations and fetches) and its result, run by either driver.
+Steps = Generator[Op, Any, R]
+Transaction = Steps["_Entry | None"]
 
 #: After a failed refresh while the old token is still valid, wait this long before trying again.
 FAILURE_BACKOFF: Final = (2.0, 60.0)
@@ -558,7 +560,7 @@ class TokenCache:
         run.fetched = token
         return self._adopt(token)
 
-    def _drive_sync(self, transaction: Transaction) -> _Entry | None:
+    def _drive_sync(self, transaction: Steps[R]) -> R:
         store, key = self.store, self.key
         with contextlib.ExitStack() as held:
             reply: Any = None
@@ -567,7 +569,7 @@ class TokenCache:
                 try:
                     op, arg = transaction.throw(error) if error else transaction.send(reply)
                 except StopIteration as stop:
-                    result: _Entry | None = stop.value
+                    result: R = stop.value
                     return result
                 reply, error = None, None
                 try:
@@ -577,13 +579,15 @@ class TokenCache:
                         reply = store.load(key) if self._keep else None
                     elif op == _FETCH:
                         reply = self._fetch(arg.previous, arg)
+                    elif op == _DELETE:
+                        store.delete(key)
                     else:
                         assert arg is not None
                         store.save(key, arg)
                 except Exception as exc:
                     error = exc
 
-    async def _drive_async(self, transaction: Transaction) -> _Entry | None:
+    async def _drive_async(self, transaction: Steps[R]) -> R:
         store, key = self.store, self.key
         async with contextlib.AsyncExitStack() as held:
             reply: Any = None
@@ -592,7 +596,7 @@ class TokenCache:
                 try:
                     op, arg = transaction.throw(error) if error else transaction.send(reply)
                 except StopIteration as stop:
-                    result: _Entry | None = stop.value
+                    result: R = stop.value
                     return result
                 reply, error = None, None
                 try:
@@ -602,11 +606,13 @@ class TokenCache:
                         reply = await store.aload(key) if self._keep else None
                     elif op == _FETCH:
                         reply = await self._afetch(arg.previous, arg)
+                    elif op == _DELETE:
+                        await store.adelete(key)
                     else:
                         assert arg is not None
-                        # To its end even if this task is cancelled: the lock is released only
-                        # once the save is done, never while a worker thread still writes.
-                        await ato_the_end(functools.partial(store.save, key, arg))
+                        # Runs to its end even if this task is cancelled (Store.asave): the lock
+                        # is released only once the save is done.
+                        await store.asave(key, arg)
                 except Exception as exc:
                     error = exc
 
@@ -618,6 +624,13 @@ class TokenCache:
         With ``access_token`` given (the one a server just refused), do nothing if the cache already
         holds another one: fifty requests that got a 401 together cause one refresh, not fifty.
         """
+        self._drive_sync(self._invalidation(access_token))
+
+    async def ainvalidate(self, access_token: str | None = None) -> None:
+        """:meth:`invalidate` without blocking the event loop, or a thread, on the store's lock."""
+        await self._drive_async(self._invalidation(access_token))
+
+    def _invalidation(self, access_token: str | None) -> Steps[None]:
         entry = self.entry
         if access_token is not None and entry is not None and entry.access_token != access_token:
             return
@@ -627,22 +640,29 @@ class TokenCache:
                 entry.token.refresh_token) else self._seed
         if not self._keep:
             return
-        with self.store.lock(self.key):
-            stored = self.store.load(self.key)
-            if stored is not None and (access_token is None or stored.access_token == access_token):
-                self.store.save(self.key, _expired(stored))
+        yield (_LOCK, None)
+        stored = yield (_LOAD, None)
+        if stored is not None and (access_token is None or stored.access_token == access_token):
+            yield (_SAVE, _expired(stored))
 
     def forget(self) -> Token | None:
         """Forget everything, in memory and in the store; return the newest token forgotten."""
+        return self._drive_sync(self._forgetting())
+
+    async def aforget(self) -> Token | None:
+        """:meth:`forget` without blocking the event loop."""
+        return await self._drive_async(self._forgetting())
+
+    def _forgetting(self) -> Steps[Token | None]:
         entry, seed, unsaved = self.entry, self._seed, self._unsaved
         newest = entry.token if entry is not None else seed
         self.entry = None
         self._seed = None
         self._unsaved = None
         if self._keep:
-            with self.store.lock(self.key):
-                newest = self.store.load(self.key) or newest
-                self.store.delete(self.key)
+            yield (_LOCK, None)
+            newest = (yield (_LOAD, None)) or newest
+            yield (_DELETE, None)
         # A refresh token only this process holds (its store failed) is newer than the store's.
         return unsaved[0] if unsaved is not None else newest
 

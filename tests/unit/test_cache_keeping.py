@@ -277,3 +277,42 @@ def test_a_refused_refresh_token_that_only_memory_held_never_falls_back_to_the_s
     with pytest.raises(InvalidGrant):
         cache.token()
     assert server.sent == ["RT-0", "RT-1"]  # not RT-0 again after RT-1 was refused
+
+
+def test_an_async_refresh_never_waits_for_a_default_executor_that_lock_waiters_filled(
+        tmp_path: Path) -> None:
+    """Requests that got a 401 invalidate the token in worker threads, which wait for the store's
+    lock while a refresh holds it. When they fill the loop's default executor, the refresh must
+    still save and let go of the lock (it once queued its save behind them: a deadlock)."""
+    import asyncio
+    import concurrent.futures
+
+    answered: asyncio.Event
+
+    async def slow_afetch(previous: Token | None, keeper: Keeper | None) -> Token:
+        await answered.wait()
+        return answer(1)
+
+    store = FileStore(tmp_path)
+    cache = TokenCache(key="k", fetch=Server().fetch, afetch=slow_afetch, store=store,
+                       seed=Token.refresh_only("RT-0"))
+
+    async def main() -> Token:
+        nonlocal answered
+        answered = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+        refresh = asyncio.create_task(cache.atoken())
+        while not cache._flight:  # the refresh holds the lock once its fetch waits
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        # Every worker of the default executor waits for the lock the refresh holds.
+        waiting = [loop.run_in_executor(None, cache.invalidate) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        answered.set()
+        token = await asyncio.wait_for(refresh, WAIT)
+        await asyncio.wait_for(asyncio.gather(*waiting), WAIT)
+        return token
+
+    assert asyncio.run(main()).access_token == "AT-1"
+    assert FileStore(tmp_path).load("k") is not None

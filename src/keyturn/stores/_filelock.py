@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import threading
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from .._uninterrupted import thread_future
 from ..errors import StoreError
 from ._leaselock import LeaseLock
 from .base import ASYNC_POLL, StoreLock
@@ -173,7 +175,7 @@ class FileLock(StoreLock):
         """:meth:`_attempt` in a worker thread. A task cancelled meanwhile never leaves the lock
         to an orphan: whichever of the task and the worker comes second drops a lock taken."""
         handover = _Handover()
-        future = asyncio.get_running_loop().run_in_executor(None, self._attempt_for, handover)
+        future = thread_future(functools.partial(self._attempt_for, handover))
         try:
             # Shielded: a cancellation must not cancel an attempt still queued in the executor,
             # whose handover would then never be settled.
@@ -197,11 +199,7 @@ class FileLock(StoreLock):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            future = asyncio.get_running_loop().run_in_executor(None, self.release)
-        except RuntimeError:  # the loop's executor is shut down: released here, not never
-            self.release()
-            return
+        future = thread_future(self.release)
         # Shielded: cancelled while waiting, the release still runs to its end in the worker.
         try:
             await asyncio.shield(future)

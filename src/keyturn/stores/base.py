@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import threading
 from types import TracebackType
 
+from .._uninterrupted import ato_the_end, thread_future
 from ..errors import StoreError
 from ..token import Token
 
@@ -127,13 +129,16 @@ class Store(abc.ABC):
         """
         return None
 
-    # Async twins: by default the blocking call runs in a worker thread so the loop never waits on
-    # a disk or a socket. Stores whose calls never block override them.
+    # Async twins: by default the blocking call runs in a thread of its own so the loop never waits
+    # on a disk or a socket (and never on a default executor that callers waiting for this key's
+    # lock may have filled: keyturn._uninterrupted.thread_future). A save or a delete runs to its
+    # end even if the task is cancelled: the lock is released only after it. Stores whose calls
+    # never block override them.
     async def aload(self, key: str) -> Token | None:
-        return await asyncio.to_thread(self.load, key)
+        return await thread_future(functools.partial(self.load, key))
 
     async def asave(self, key: str, token: Token) -> None:
-        await asyncio.to_thread(self.save, key, token)
+        await ato_the_end(functools.partial(self.save, key, token))
 
     async def adelete(self, key: str) -> None:
-        await asyncio.to_thread(self.delete, key)
+        await ato_the_end(functools.partial(self.delete, key))

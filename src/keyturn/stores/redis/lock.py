@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import secrets
 import threading
@@ -41,6 +42,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final
 
+from ..._uninterrupted import ato_the_end, thread_future
 from ..base import ASYNC_POLL, LockLost, StoreLock
 
 if TYPE_CHECKING:
@@ -210,7 +212,8 @@ class RedisLock(StoreLock):
             while not await self._in_thread(self._take_remote):
                 # Cancelling this wait is harmless: at worst it swallows one release signal, and
                 # the next waiter takes the lock after its own timeout instead of at once.
-                await asyncio.to_thread(self._store._wait_for_release, self._names, delay)
+                await thread_future(
+                    functools.partial(self._store._wait_for_release, self._names, delay))
                 delay = min(delay * 2, POLL[1])
         except BaseException:
             self._local.release()
@@ -220,7 +223,7 @@ class RedisLock(StoreLock):
     async def _in_thread(self, call: Callable[[], bool]) -> bool:
         """``call()`` in a worker thread; if the task is cancelled meanwhile and the call still
         takes the lock, the lock is released at once instead of being left to an orphan."""
-        future = asyncio.get_running_loop().run_in_executor(None, call)
+        future = thread_future(call)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -237,6 +240,6 @@ class RedisLock(StoreLock):
     ) -> None:
         self._forget()
         try:
-            await asyncio.to_thread(self._release_remote)
+            await ato_the_end(self._release_remote)
         finally:
             self._local.release()
