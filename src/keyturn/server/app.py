@@ -166,6 +166,9 @@ def create_app(
     async def userinfo(request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
+            # Not an OAuth error but a bare challenge: RFC 6750 §3.1, "If the request lacks any
+            # authentication information ..., the resource server SHOULD NOT include an error
+            # code or other error information."
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer", **NO_STORE})
         try:
             reply = await run_in_threadpool(server.userinfo, token.strip(), time.time())
