@@ -17,6 +17,7 @@ import json
 import os
 
 from ._filecheck import UntrustedFile, open_checked
+from .paths import config_file, fast_path_index
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
@@ -31,18 +32,13 @@ __all__ = ["find", "index_key", "index_path", "remember", "remembered_ad_hoc"]
 MAX_ENTRIES = 64
 
 
-def index_path() -> str:
-    """Where the full CLI remembers, per command line, which token file answers it."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "keyturn", "fastpath.json")
+index_path = fast_path_index
 
 
 def index_key(name: str | None, overrides: Mapping[str, Any]) -> str:
     """The index key of a command line: everything that decides which profile it resolves to."""
-    config = os.environ.get("KEYTURN_CONFIG") or os.path.join(
-        os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"),
-        "keyturn", "config.toml")
-    return json.dumps([config, os.environ.get("KEYTURN_PROFILE"), name, sorted(overrides.items())])
+    return json.dumps([config_file(), os.environ.get("KEYTURN_PROFILE"), name,
+                       sorted(overrides.items())])
 
 
 def _stat(path: str) -> list[int] | None:

@@ -26,6 +26,7 @@ import time
 from ._fastindex import find, remember
 from ._filecheck import open_checked
 from ._tokenformat import FORMATS, render
+from .paths import DEFAULT_LEEWAY
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_LEEWAY", "cached_answer", "main"]
 
-#: The sources' default ``leeway=``: a token with less left than this is refreshed, not printed.
-DEFAULT_LEEWAY = 60.0
 _VALUED = {"--profile": "profile", "-p": "profile", "--min-valid": "min_valid", "--issuer": "issuer",
            "--client-id": "client_id", "--scope": "scope", "--flow": "grant"}
 

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final, TypeVar
 
 from .errors import InvalidGrant, KeyturnError, StoreError
+from .paths import DEFAULT_LEEWAY
 from .protocol.http import Keeper, Received
 from .secret import Secret
 from .stores.base import LockLost, Store, StoreLock
@@ -216,7 +217,7 @@ class TokenCache:
         afetch: AsyncFetch,
         store: Store | None,
         seed: Token | None = None,
-        leeway: float = 60.0,
+        leeway: float = DEFAULT_LEEWAY,
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,

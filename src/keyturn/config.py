@@ -33,6 +33,8 @@ import stat
 import sys
 
 from .cachekey import cache_key
+from .paths import cache_dir as default_cache_dir
+from .paths import config_file
 from .secret import Secret
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
@@ -95,13 +97,7 @@ def _config_error(message: str) -> Exception:
     return ConfigError(message)
 
 
-def config_path() -> str:
-    """``$KEYTURN_CONFIG``, else ``$XDG_CONFIG_HOME/keyturn/config.toml``."""
-    explicit = os.environ.get("KEYTURN_CONFIG")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "keyturn", "config.toml")
+config_path = config_file
 
 
 def _read_config(path: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -306,9 +302,7 @@ class Profile:
             return None
         from .cachekey import file_name
 
-        directory = self.cache_dir or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-            "keyturn")
+        directory = self.cache_dir or default_cache_dir()
         return os.path.join(directory, f"{file_name(self.cache_key())}.json")
 
     def cache_key(self) -> str:

@@ -18,6 +18,7 @@ import click
 from .._fastindex import remember as remember_in_index
 from ..config import INTERACTIVE_GRANTS, Profile, load_profile
 from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
+from ..paths import DEFAULT_LEEWAY
 from ..sources.base import Source
 from ..token import Token
 from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
@@ -99,7 +100,7 @@ def remember(prof: Profile, name: str | None, settings: Given, source: Source) -
         return
     remember_in_index(name, {k: v for k, v in settings.items() if v is not None},
                       store_file=store_file, key=source.cache_key,
-                      leeway=float(prof.kwargs.get("leeway", 60.0)),
+                      leeway=float(prof.kwargs.get("leeway", DEFAULT_LEEWAY)),
                       env=prof.secret_env, files=prof.secret_files)
 
 

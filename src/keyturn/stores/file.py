@@ -50,6 +50,7 @@ from pathlib import Path
 from .._filecheck import UntrustedFile, directory_problem, open_checked
 from ..cachekey import file_name
 from ..errors import ConfigError, StoreError
+from ..paths import cache_dir
 from ..token import Token
 from . import _tempfiles as tmpfiles
 from . import _tokenfile as tokenfile
@@ -71,8 +72,8 @@ _NOT_DELETED = "the token file was not removed; try again"
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "keyturn"
+    """``$XDG_CACHE_HOME/keyturn`` (:func:`keyturn.paths.cache_dir`)."""
+    return Path(cache_dir())
 
 
 class FileStore(Store):
