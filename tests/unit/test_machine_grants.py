@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from keyturn import JwtBearer, StaticToken, TokenExchange
+from keyturn import JwtBearer, StaticToken, TokenExchange, transport
 from keyturn.errors import ConfigError, InvalidGrant
 from keyturn.protocol.grants import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
-from keyturn.protocol.http import HttpRequest, HttpResponse, Received
+from keyturn.protocol.http import HttpRequest, HttpResponse, Received, TokenOf, token_of
 from keyturn.secret import Secret
 from keyturn.token import Token
 
@@ -162,11 +164,23 @@ def test_token_exchange_source_subject_is_looked_up_sync_and_async() -> None:
     upstream = StaticToken("upstream-token")
     source = TokenExchange(token_endpoint=ENDPOINT, client_id="gw", auth_method="none",
                            subject_token=upstream, store=None)
-    # Looked up into a Secret: the exchange's frames hold the subject token only as a tag.
-    assert source._tokens() == (Secret("upstream-token"), None)
-    import asyncio
+    # The flow asks for the upstream source's current token as an effect ...
+    flow = source._flow(None)
+    effect = next(flow)
+    assert isinstance(effect, TokenOf) and effect.source is upstream
+    # ... answered as a Secret: the exchange's frames hold the subject token only as a tag.
+    request = flow.send(Secret("upstream-token"))
+    assert isinstance(request, HttpRequest)
+    assert dict(request.form_items())["subject_token"] == "upstream-token"
+    # Both drivers look it up into a Secret (no request is made: the client stays unused).
+    with httpx.Client() as client:
+        assert transport.run(token_of(upstream), client) == Secret("upstream-token")
 
-    assert asyncio.run(source._atokens()) == (Secret("upstream-token"), None)
+    async def lookup() -> Secret[str]:
+        async with httpx.AsyncClient() as client:
+            return await transport.arun(token_of(upstream), client)
+
+    assert asyncio.run(lookup()) == Secret("upstream-token")
     assert "upstream-token" not in source.cache.key
 
 

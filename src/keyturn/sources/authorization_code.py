@@ -16,15 +16,15 @@ login at once open one browser, and the second gets the first one's tokens.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ConfigError, DiscoveryError, LoginRequired
+from ..errors import ConfigError, DiscoveryError
 from ..interactive.landing import LandingPage, LoginOutcome, render
 from ..interactive.loopback import LoopbackListener
 from ..protocol.authcode import (
@@ -34,15 +34,12 @@ from ..protocol.authcode import (
     iss_required,
 )
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.http import Flow, Keeper
+from ..protocol.http import Blocking, Flow, call
 from ..secret import Secret, conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
 from .oidc import OpenIDSource, stdio_is_terminal
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["DEFAULT_LOGIN_TIMEOUT", "DEFAULT_SCOPE", "AuthorizationCode"]
 
@@ -61,7 +58,7 @@ def _file_store() -> Store | None:
 
 @dataclass(frozen=True)
 class _LoginPlan:
-    """Where a browser login goes: what :meth:`AuthorizationCode._begin_flow` found out."""
+    """Where a browser login goes: what :meth:`AuthorizationCode._plan_flow` found out."""
 
     authorization_endpoint: str
     token_endpoint: str
@@ -133,22 +130,19 @@ class AuthorizationCode(OpenIDSource):
             return self._interactive
         return self._open_browser is not None or stdio_is_terminal()
 
-    # -- the refresh, or the plan of a login -----------------------------------------------------------
+    # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
     def _flow(self, previous: Token | None) -> Flow[Token]:
-        """A refreshed token; a login cannot be a pure flow (it waits for a browser): see _fetch."""
-        outcome = yield from self._begin_flow(previous)
-        if isinstance(outcome, _LoginPlan):
-            raise LoginRequired("this AuthorizationCode source needs a browser login")
-        return outcome
-
-    def _begin_flow(self, previous: Token | None) -> Flow[Token | _LoginPlan]:
+        """The saved login refreshed, or a browser login: the browser sent to the provider, the
+        redirect awaited on the loopback listener (blocking calls: the async driver runs them in a
+        thread), the code exchanged."""
         token_endpoint = yield from self._endpoint_flow()
         refreshed = yield from self._refresh_or_login_flow(token_endpoint, previous)
         if refreshed is not None:
             return refreshed
         plan = yield from self._plan_flow(token_endpoint)
-        return plan
+        token = yield from self._login_flow(plan)
+        return token
 
     def _plan_flow(self, token_endpoint: str) -> Flow[_LoginPlan]:
         endpoint = self._authorization_endpoint
@@ -218,59 +212,44 @@ class AuthorizationCode(OpenIDSource):
         who = claims.get("preferred_username") or claims.get("email") or claims.get("sub")
         return who if isinstance(who, str) else None
 
-    def _login(self, plan: _LoginPlan, keeper: Keeper | None) -> Token:
-        with LoopbackListener(port=self._redirect_port) as listener:
-            request = self._request(plan, listener.redirect_uri)
-            listener.accept = request.is_for_this_request
-            self._launch(request.url)
-            query = Secret(listener.wait(self._login_timeout))  # it holds the code
-            try:
-                token = self._run(self._exchange_flow(request, query, plan.token_endpoint),
-                                  keeper)
-            except BaseException as exc:
-                self._answer(listener, LoginOutcome.failure(exc))
-                raise
-            self._answer(listener, LoginOutcome.success(self._who(token)))
-            return token
-
-    async def _alogin(self, plan: _LoginPlan, client: httpx.AsyncClient,
-                      keeper: Keeper | None) -> Token:
+    def _login_flow(self, plan: _LoginPlan) -> Flow[Token]:
         listener = LoopbackListener(port=self._redirect_port)
+        # close() waits for the landing page to go out and the server thread to end: a blocking
+        # call, yielded on every way out of the login.
+        close = Blocking(listener.close, "close the login redirect listener")
         try:
-            return await self._alogin_with(listener, plan, client, keeper)
-        finally:
-            # close() waits for the landing page to go out and the server thread to end.
-            await asyncio.to_thread(listener.close)
+            token = yield from self._redirect_flow(listener, plan)
+        except GeneratorExit:
+            listener.close()  # the driver dropped the flow: there is no one left to yield to
+            raise
+        except BaseException:
+            yield from call(close)
+            raise
+        yield from call(close)
+        return token
 
-    async def _alogin_with(self, listener: LoopbackListener, plan: _LoginPlan,
-                           client: httpx.AsyncClient, keeper: Keeper | None) -> Token:
+    def _redirect_flow(self, listener: LoopbackListener, plan: _LoginPlan) -> Flow[Token]:
         request = self._request(plan, listener.redirect_uri)
         listener.accept = request.is_for_this_request
         # webbrowser.open may wait for the browser command; the wait certainly blocks.
-        await asyncio.to_thread(self._launch, request.url)
-        query = Secret(await asyncio.to_thread(listener.wait, self._login_timeout))
+        yield from call(Blocking(functools.partial(self._launch, request.url), "open the browser"))
+        query = yield from call(Blocking(
+            functools.partial(_redirect_query, listener, self._login_timeout),
+            "wait for the browser to come back"))
+        if query is None:
+            raise TypeError("the driver answered None to the wait for the login redirect")
         try:
-            token = await self._arun(
-                self._exchange_flow(request, query, plan.token_endpoint), client, keeper)
+            token = yield from self._exchange_flow(request, query, plan.token_endpoint)
+        except GeneratorExit:
+            raise
         except BaseException as exc:
             self._answer(listener, LoginOutcome.failure(exc))
             raise
         self._answer(listener, LoginOutcome.success(self._who(token)))
         return token
 
-    # -- the drivers -------------------------------------------------------------------------------------
 
-    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        outcome = self._run(self._begin_flow(previous), keeper)
-        if isinstance(outcome, _LoginPlan):
-            outcome = self._login(outcome, keeper)
-        self._fetched(outcome)
-        return outcome
-
-    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        async with await self._http.async_client() as client:
-            outcome = await self._arun(self._begin_flow(previous), client, keeper)
-            if isinstance(outcome, _LoginPlan):
-                outcome = await self._alogin(outcome, client, keeper)
-        self._fetched(outcome)
-        return outcome
+def _redirect_query(listener: LoopbackListener, timeout: float) -> Secret[str]:
+    """The redirect's query string (it holds the code), as a Secret from the start: it passes
+    through the drivers' frames."""
+    return Secret(listener.wait(timeout))

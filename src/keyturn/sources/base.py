@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import transport
 from ..cache import TokenCache
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT", "Grant", "Source"]
 
 log = logging.getLogger("keyturn")
-T = TypeVar("T")
 
 
 class _Default:
@@ -337,20 +336,14 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
                 client = self._client
         return client
 
-    def _run(self, flow: Flow[T], keeper: Keeper | None = None) -> T:
-        """``flow`` driven with this source's sync client; ``keeper`` keeps what a token endpoint
-        answered to a request that cannot be sent again (see :mod:`keyturn.transport`)."""
-        return transport.run(flow, self._sync_client(), self._http.retry, keeper=keeper)
-
-    async def _arun(self, flow: Flow[T], client: httpx.AsyncClient,
-                    keeper: Keeper | None = None) -> T:
-        """The async twin of :meth:`_run`: its critical steps go out with the sync client, from a
-        worker thread that a cancellation does not stop."""
-        return await transport.arun(flow, client, self._http.retry, keeper=keeper,
-                                    sync_client=self._sync_client() if keeper is not None else None)
+    # The only drivers of a source's grant, sync and async: each grant is one flow (``_flow``),
+    # carried out by keyturn.transport. ``keeper`` keeps what a token endpoint answered to a
+    # request that cannot be sent again (see keyturn.transport); the async driver sends those with
+    # the sync client, from a worker thread that a cancellation does not stop.
 
     def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        token = self._run(self._flow(previous), keeper)
+        token = transport.run(self._flow(previous), self._sync_client(), self._http.retry,
+                              keeper=keeper)
         self._fetched(token)
         return token
 
@@ -358,7 +351,9 @@ class Source(SdkAuth, HttpxAuth, RequestsAuth):
         # A fresh client per refresh: refreshes are rare, and an AsyncClient is bound to the loop
         # it was first used on, while a source may serve several loops.
         async with await self._http.async_client() as client:
-            token = await self._arun(self._flow(previous), client, keeper)
+            token = await transport.arun(
+                self._flow(previous), client, self._http.retry, keeper=keeper,
+                sync_client=self._sync_client() if keeper is not None else None)
         self._fetched(token)
         return token
 

@@ -13,12 +13,12 @@ store is written only once the token is there, and atomically).
 
 from __future__ import annotations
 
-import logging
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ConfigError, DiscoveryError, TransportError
+from ..errors import ConfigError, DiscoveryError
 from ..protocol.device import (
     DeviceAuthorization,
     DeviceVerification,
@@ -27,7 +27,7 @@ from ..protocol.device import (
 )
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import GRANT_DEVICE_CODE
-from ..protocol.http import Flow, Keeper
+from ..protocol.http import Blocking, Flow, call
 from ..secret import conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
@@ -35,8 +35,6 @@ from ..token import Token
 from .oidc import OpenIDSource, stdio_is_terminal
 
 __all__ = ["DEFAULT_SCOPE", "DeviceCode"]
-
-log = logging.getLogger("keyturn")
 
 #: Asked for when ``scope=`` is not given: an identity (``openid``) and a refresh token that
 #: outlives the session (``offline_access``), which is the point of logging in once.
@@ -95,27 +93,23 @@ class DeviceCode(OpenIDSource):
 
         default_prompt(verification)
 
-    # -- the grant -----------------------------------------------------------------------------------
+    # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
     def _flow(self, previous: Token | None) -> Flow[Token]:
-        """The whole grant as one flow (the fetchers below run it in phases, see there)."""
-        outcome = yield from self._begin_flow(previous)
-        if isinstance(outcome, Token):
-            return outcome
-        token = yield from device_poll_flow(outcome)
-        token = yield from self._claims_flow(token, None)
-        return token
-
-    def _begin_flow(self, previous: Token | None) -> Flow[Token | DeviceAuthorization]:
-        """A refreshed token, or a device login shown to the person and ready to be polled."""
+        """The saved login refreshed, or a device login: the code shown to the person (a blocking
+        call: the async driver runs the prompt in a thread), then polled until approved. A poll
+        that got no answer is handled by :func:`device_poll_flow` (RFC 8628 §3.5)."""
         token_endpoint = yield from self._endpoint_flow()
         refreshed = yield from self._refresh_or_login_flow(token_endpoint, previous)
         if refreshed is not None:
             return refreshed
         machine = yield from self._login_flow(token_endpoint)
-        return machine
+        token = yield from device_poll_flow(machine)
+        token = yield from self._claims_flow(token, None)
+        return token
 
     def _login_flow(self, token_endpoint: str) -> Flow[DeviceAuthorization]:
+        """A device login asked for and shown to the person, ready to be polled."""
         endpoint = self._device_endpoint
         if endpoint is None:
             metadata = yield from self._metadata_flow()
@@ -131,40 +125,6 @@ class DeviceCode(OpenIDSource):
             client_auth=self.client_auth, params=params, requested_scope=self.scope,
         )
         verification = yield from device_authorization_flow(machine, now=time.time())
-        self._show(verification)
+        yield from call(Blocking(functools.partial(self._show, verification),
+                                 "show the device code"))
         return machine
-
-    # -- the drivers -----------------------------------------------------------------------------------
-    # A poll that gets no answer ends transport.run with a TransportError; the login must survive
-    # it (RFC 8628 §3.5 asks to back off and poll again), so polling runs as its own phase here.
-
-    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        outcome = self._run(self._begin_flow(previous), keeper)
-        while isinstance(outcome, DeviceAuthorization):
-            try:
-                token = self._run(device_poll_flow(outcome), keeper)
-            except TransportError as exc:
-                self._poll_failed(outcome, exc)
-                continue
-            outcome = self._run(self._claims_flow(token, None), keeper)
-        self._fetched(outcome)
-        return outcome
-
-    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        async with await self._http.async_client() as client:
-            outcome = await self._arun(self._begin_flow(previous), client, keeper)
-            while isinstance(outcome, DeviceAuthorization):
-                try:
-                    token = await self._arun(device_poll_flow(outcome), client, keeper)
-                except TransportError as exc:
-                    self._poll_failed(outcome, exc)
-                    continue
-                outcome = await self._arun(self._claims_flow(token, None), client, keeper)
-        self._fetched(outcome)
-        return outcome
-
-    @staticmethod
-    def _poll_failed(machine: DeviceAuthorization, exc: TransportError) -> None:
-        machine.receive_timeout(time.time())
-        log.warning("DeviceCode: a poll got no answer (%s); polling again in %.0f s",
-                    exc.__class__.__name__, machine.interval)

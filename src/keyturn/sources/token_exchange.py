@@ -6,7 +6,7 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from ..protocol.grants import GRANT_TOKEN_EXCHANGE, token_flow
-from ..protocol.http import Flow, Keeper
+from ..protocol.http import Flow, token_of
 from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
@@ -97,23 +97,15 @@ class TokenExchange(Source):
         )
         super().__init__(subject=key, **kwargs)
 
-    # The subject and actor tokens are looked up before the flow runs (sync or async), so the
-    # grant itself is written once.
+    # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
-    def _tokens(self) -> tuple[Secret[str], Secret[str] | None]:
-        subject = self._subject_token
-        actor = self._actor_token
-        return (subject if isinstance(subject, Secret) else Secret(subject.get_access_token()),
-                actor if isinstance(actor, Secret) or actor is None
-                else Secret(actor.get_access_token()))
-
-    async def _atokens(self) -> tuple[Secret[str], Secret[str] | None]:
-        subject = self._subject_token
-        actor = self._actor_token
-        return (subject if isinstance(subject, Secret)
-                else Secret(await subject.aget_access_token()),
-                actor if isinstance(actor, Secret) or actor is None
-                else Secret(await actor.aget_access_token()))
+    def _flow(self, previous: Token | None) -> Flow[Token]:
+        """The subject (and actor) token looked up — a source's current access token is a
+        TokenOf effect, which the async driver awaits — then exchanged."""
+        subject = yield from _current(self._subject_token)
+        actor = None if self._actor_token is None else (yield from _current(self._actor_token))
+        token = yield from self._exchange_flow(subject, actor)
+        return token
 
     def _grant(self, previous: Token | None) -> Grant:
         raise NotImplementedError("TokenExchange builds its grant from the looked-up tokens")
@@ -142,15 +134,10 @@ class TokenExchange(Source):
         )
         return token
 
-    def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        subject, actor = self._tokens()
-        token = self._run(self._exchange_flow(subject, actor), keeper)
-        self._fetched(token)
-        return token
 
-    async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        subject, actor = await self._atokens()
-        async with await self._http.async_client() as client:
-            token = await self._arun(self._exchange_flow(subject, actor), client, keeper)
-        self._fetched(token)
-        return token
+def _current(value: _Held) -> Flow[Secret[str]]:
+    """A given token as it is; a source's current access token."""
+    if isinstance(value, Secret):
+        return value
+    token = yield from token_of(value)
+    return token
