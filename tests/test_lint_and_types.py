@@ -28,6 +28,16 @@ def test_mypy_strict():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_import_contracts():
+    """The layers: protocol/ does no I/O, the server imports no client source, no cycles between
+    sibling modules ([tool.importlinter] in pyproject.toml)."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    if not lint.exists():
+        pytest.fail("import-linter is not installed: pip install -e '.[test]'")
+    result = run(str(lint), "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_public_names_are_typed_for_users(tmp_path):
     """keyturn ships py.typed: `from keyturn import X` must type-check under --strict for every
     public name (lazy loading must not hide them from mypy)."""
