@@ -74,6 +74,19 @@ class Token:
         """Seconds of validity left at wall-clock time ``now`` (negative once expired)."""
         return None if self.expires_at is None else self.expires_at - now
 
+    def authorization(self) -> str:
+        """The value of the ``Authorization`` request header that presents this token.
+
+        The scheme is the token type the server gave: RFC 6749 §5.1 says the ``token_type`` "value
+        is case insensitive", and RFC 6750 §2.1 spells the scheme ``Bearer``, so ``bearer`` (what
+        many servers answer) is sent as ``Bearer``; any other type (``DPoP``, ``MAC``) is sent as
+        given. Every adapter and ``keyturn token --header`` render the header this way.
+        """
+        scheme = self.token_type
+        if scheme != "Bearer" and (not scheme or scheme.lower() == "bearer"):
+            scheme = "Bearer"
+        return f"{scheme} {self.access_token}"
+
     @property
     def claims(self) -> dict[str, Any]:
         """The claims of the id_token, once validated and attached by an OpenID Connect source."""

@@ -1,53 +1,49 @@
-"""A token source as a requests ``auth=``: sets the header, and on a 401 refreshes and retries once.
+"""A token source as a requests ``auth=``: the requests driver of the 401-retry flow
+(:mod:`keyturn.integrations.retry`).
 
-requests has no auth flow, so the retry is a response hook, as requests' own digest auth does it.
-requests itself is never imported here: the source works without it installed. The tokens are
-held as :class:`~keyturn.secret.Secret` in the hook's frame, which a failed refresh's traceback
-shows.
+requests has no auth flow, so the flow's retry is sent from a response hook, as requests' own digest
+auth does it. requests itself is never imported here: the source works without it installed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..secret import Secret
+from .base import Adapter
+from .retry import authorize, drive
 
 __all__ = ["RequestsAuth"]
 
 
-class RequestsAuth:
-    """Mixed into every source; needs ``get_access_token`` and ``invalidate``."""
-
-    def get_access_token(self) -> str:
-        raise NotImplementedError
-
-    def invalidate(self, access_token: str | None = None) -> None:
-        raise NotImplementedError
+class RequestsAuth(Adapter):
+    """``requests.get(url, auth=RequestsAuth(source))``; every keyturn source is one already."""
 
     def __call__(self, request: Any) -> Any:
-        token = Secret(self.get_access_token())
-        request.headers["Authorization"] = f"Bearer {token.reveal()}"
+        source = self.token_source
+        flow = authorize()
+        token = drive(flow, source, None)
+        if token is None:
+            return request
+        request.headers["Authorization"] = token.authorization()
         body: Any = getattr(request, "body", None)
         position = body.tell() if hasattr(body, "tell") else None
 
-        def retry_once(response: Any, **kwargs: Any) -> Any:
-            if response.status_code != 401 or getattr(response.request, "_keyturn_retry", False):
-                return response
-            self.invalidate(token.reveal())
-            fresh = Secret(self.get_access_token())
-            if fresh == token:  # a source that cannot renew (StaticToken) passes the 401 back
+        def answer(response: Any, **kwargs: Any) -> Any:
+            if response.is_redirect:
+                return response  # the flow waits for the answer of the redirect's last hop
+            fresh = drive(flow, source, response.status_code)
+            if fresh is None:
                 return response
             if position is not None:
                 body.seek(position)
             _ = response.content  # drain, so the connection can be reused
             response.close()
             again = response.request.copy()
-            again._keyturn_retry = True
-            again.headers["Authorization"] = f"Bearer {fresh.reveal()}"
+            again.headers["Authorization"] = fresh.authorization()
             retried = response.connection.send(again, **kwargs)
             retried.history.append(response)
             retried.request = again
             return retried
 
-        request.register_hook("response", retry_once)
+        request.register_hook("response", answer)
         return request

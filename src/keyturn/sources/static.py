@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..integrations.httpx_auth import HttpxAuth
-from ..integrations.requests_auth import RequestsAuth
-from ..integrations.sdk import SdkAuth
+from ..integrations import Adapters
 from ..secret import Secret
 from ..token import Token, fingerprint
 
 __all__ = ["StaticToken"]
 
 
-class StaticToken(SdkAuth, HttpxAuth, RequestsAuth):
+class StaticToken(Adapters):
     """``StaticToken("eyJ...")``: never refreshed; a 401 is passed back to the caller."""
 
     def __init__(self, token: str | Secret[str], *, token_type: str = "Bearer") -> None:
