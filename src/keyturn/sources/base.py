@@ -18,9 +18,7 @@ from .. import transport
 from ..cache import TokenCache
 from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
-from ..integrations.httpx_auth import HttpxAuth
-from ..integrations.requests_auth import RequestsAuth
-from ..integrations.sdk import SdkAuth
+from ..integrations import Adapters
 from ..protocol.client_auth import ClientAuth
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import normalize_scope, token_flow
@@ -73,7 +71,7 @@ class Grant:
         return f"Grant({self.grant_type!r}, {self.params!r}, idempotent={self.idempotent})"
 
 
-class Source(SdkAuth, HttpxAuth, RequestsAuth):
+class Source(Adapters):
     """Base of the token sources: ``get_access_token()`` and everything around it."""
 
     #: The grant type, part of the cache key.
