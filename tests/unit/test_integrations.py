@@ -17,7 +17,7 @@ import requests
 
 from keyturn import ClientCredentials, MemoryStore, StaticToken, Token
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
-from keyturn.integrations.retry import FETCH, Invalidate, adrive, authorize, drive
+from keyturn.integrations.retry import FETCH, Invalidate, adrive, authorize, drive, presented
 
 try:  # the CLI's own, stdlib-only rendering (keyturn token --header)
     from keyturn._tokenformat import render
@@ -140,6 +140,13 @@ def test_drive_leaves_a_token_that_was_already_replaced():
     assert drive(current, source, None) is T2
     assert drive(stale, source, 401) is T2  # retried with T2; T2 stays
     assert source.tokens == [T2]
+
+
+def test_a_flow_presented_waits_for_the_status_of_the_request_sent_with_its_token():
+    source = Rotating(T1, T2)
+    assert drive(presented(T1), source, 200) is None
+    assert drive(presented(T1), source, 401) is T2
+    assert source.invalidated == ["first-token"]
 
 
 def test_adrive_is_the_same_for_async_callers():

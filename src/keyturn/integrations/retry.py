@@ -33,7 +33,8 @@ from ..token import Token
 if TYPE_CHECKING:
     from .base import TokenSource
 
-__all__ = ["FETCH", "AuthFlow", "Fetch", "Invalidate", "Step", "adrive", "authorize", "drive"]
+__all__ = ["FETCH", "AuthFlow", "Fetch", "Invalidate", "Step", "adrive", "authorize", "drive",
+           "presented"]
 
 #: RFC 9110 §15.5.2 "401 (Unauthorized)": the request lacks valid credentials.
 UNAUTHORIZED: Final = 401
@@ -85,6 +86,15 @@ def authorize() -> AuthFlow:
     if fresh.access_token == token.access_token:
         return  # nothing fresher to offer: the 401 is the answer
     yield fresh
+
+
+def presented(token: Token) -> AuthFlow:
+    """The flow of a request already sent with ``token`` (FETCH answered, ``token`` presented),
+    waiting for its status: for an SDK that sends the request itself and reports a 401 later."""
+    flow = authorize()
+    next(flow)
+    flow.send(token)
+    return flow
 
 
 def drive(flow: AuthFlow, source: TokenSource, reply: int | None) -> Token | None:

@@ -2,9 +2,11 @@
 ``GlobusAuthorizer`` (``get_authorization_header()`` / ``handle_missing_authorization()``).
 
 Both are duck-typed by their SDKs, so neither is imported here. globus-sdk sends the request and
-retries it itself; this adapter drives the 401-retry flow (:mod:`keyturn.integrations.retry`)
-across its two calls, keeping each request's flow in a context variable (globus-sdk makes both calls
-of one request in the same thread). pyFirecREST never retries a 401, so it only gets the header.
+retries it itself, asking for the header before each attempt and calling
+``handle_missing_authorization()`` after a 401 (in the same thread): the adapter keeps the token it
+presented in a context variable, and on the 401 the 401-retry flow
+(:mod:`keyturn.integrations.retry`) decides, from that token, whether there is a fresh one to retry
+with. pyFirecREST never retries a 401, so it only gets the header.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import asyncio
 from collections.abc import Awaitable
 from contextvars import ContextVar
 
-from .base import Adapter, TokenSource
-from .retry import UNAUTHORIZED, AuthFlow, authorize, drive
+from ..token import Token
+from .base import Adapter
+from .retry import UNAUTHORIZED, drive, presented
 
 __all__ = ["SdkAuth"]
 
-#: The flow of the request globus-sdk is sending in this context: (id of its source, the flow).
-_SENDING: ContextVar[tuple[int, AuthFlow] | None] = ContextVar("keyturn_globus_flow", default=None)
+#: The token the request globus-sdk is sending in this context went with: (id of its source, token).
+_PRESENTED: ContextVar[tuple[int, Token] | None] = ContextVar("keyturn_globus_presented", default=None)
 
 
 class SdkAuth(Adapter):
@@ -35,7 +38,9 @@ class SdkAuth(Adapter):
         valid token is returned at once and the refresh runs in a task.
         """
         source = self.token_source
-        if _needs_wait(source) and _on_event_loop():
+        # Only keyturn's sources can tell, without waiting, that a token request is due.
+        needs_wait = getattr(source, "_needs_wait", None)
+        if needs_wait is not None and needs_wait() and _on_event_loop():
             return self.aauth_headers()
         return {"Authorization": source.get_token().authorization()}
 
@@ -44,33 +49,21 @@ class SdkAuth(Adapter):
 
     # globus-sdk's GlobusAuthorizer protocol.
     def get_authorization_header(self) -> str:
-        """The header value for the request globus-sdk is about to send (a new flow each time)."""
+        """The header value for the attempt globus-sdk is about to send: the current token's."""
         source = self.token_source
-        flow = authorize()
-        token = drive(flow, source, None)
-        _SENDING.set((id(source), flow))
-        return token.authorization() if token is not None else ""
+        token = source.get_token()
+        _PRESENTED.set((id(source), token))
+        return token.authorization()
 
     def handle_missing_authorization(self) -> bool:
-        """After a 401: tell the flow, which invalidates the refused token and gets a fresh one;
-        True when there is one, so globus-sdk retries (once: globus-sdk runs this once a request)."""
+        """After a 401: the flow invalidates the refused token and gets a fresh one; True when there
+        is one, so globus-sdk retries (once: globus-sdk runs this once a request)."""
         source = self.token_source
-        sending = _SENDING.get()
-        _SENDING.set(None)
-        if sending is None or sending[0] != id(source):
-            # Not called after our get_authorization_header: the current token is the refused one.
-            flow = authorize()
-            drive(flow, source, None)
-        else:
-            flow = sending[1]
-        return drive(flow, source, UNAUTHORIZED) is not None
-
-
-def _needs_wait(source: TokenSource) -> bool:
-    """True when getting a token would wait for a token request. Only keyturn's sources can tell;
-    with any other source the token is fetched as it comes."""
-    needs_wait = getattr(source, "_needs_wait", None)
-    return bool(needs_wait()) if needs_wait is not None else False
+        sent = _PRESENTED.get()
+        _PRESENTED.set(None)
+        # Not after our get_authorization_header: the current token is the one refused.
+        token = sent[1] if sent is not None and sent[0] == id(source) else source.get_token()
+        return drive(presented(token), source, UNAUTHORIZED) is not None
 
 
 def _on_event_loop() -> bool:
