@@ -16,13 +16,9 @@ import pytest
 import requests
 
 from keyturn import ClientCredentials, MemoryStore, StaticToken, Token
+from keyturn._tokenformat import render  # keyturn token --header: the CLI's stdlib-only rendering
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
 from keyturn.integrations.retry import FETCH, Invalidate, adrive, authorize, drive, presented
-
-try:  # the CLI's own, stdlib-only rendering (keyturn token --header)
-    from keyturn._tokenformat import render
-except ImportError:  # before the printers moved out of the fast path
-    from keyturn._fastpath import render  # type: ignore[attr-defined,no-redef]
 
 T1 = Token(access_token="first-token", expires_at=2e9)
 T2 = Token(access_token="second-token", expires_at=2e9)
