@@ -15,7 +15,7 @@ import httpx
 import pytest
 import requests
 
-from keyturn import ClientCredentials, MemoryStore, StaticToken, Token
+from keyturn import ClientCredentials, KeyturnError, MemoryStore, StaticToken, Token
 from keyturn._tokenformat import render  # keyturn token --header: the CLI's stdlib-only rendering
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
 from keyturn.integrations.retry import FETCH, Invalidate, adrive, authorize, drive, presented
@@ -319,3 +319,24 @@ def test_every_source_is_each_adapter_over_itself():
     assert isinstance(source, SdkAuth)
     assert source.token_source is source
     assert "Rotating" in repr(HttpxAuth(Rotating(T1)))
+
+
+class FailsToRenew(Rotating):
+    """Refuses to get a second token, as a source whose refresh fails does."""
+
+    def get_token(self) -> Token:
+        if self.invalidated:
+            raise KeyturnError("the refresh failed")
+        return super().get_token()
+
+
+def test_a_refresh_that_fails_after_a_401_shows_no_token_in_the_traceback():
+    from tracebackcheck import assert_hidden, capture
+
+    secret = Token(access_token="first-token-0123456789abcdef")
+    handler, _ = accepts("nothing-works")
+    client = httpx.Client(transport=httpx.MockTransport(handler), auth=HttpxAuth(FailsToRenew(secret)))
+    with client:
+        exc = capture(lambda: client.get("https://api.example/"))
+    assert isinstance(exc, KeyturnError)
+    assert_hidden(exc, [secret.access_token, secret.authorization()])
