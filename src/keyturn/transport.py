@@ -1,10 +1,13 @@
-"""The only place where a protocol flow meets the network: :func:`run` and :func:`arun`.
+"""The only place where a protocol flow meets the network: :func:`run` and :func:`arun`, and the
+:class:`Transport` of a source (its settings and its httpx client) that calls them.
 
-Both drive the same generator from ``protocol``; they differ only in ``await``. Retries live here
-too, as an immutable :class:`RetryPolicy` (after urllib3's ``Retry``): a connection error, a timeout,
-429 or a 5xx is retried with exponential backoff and jitter, honouring ``Retry-After``; an OAuth
-error (4xx) never is, because asking again cannot change the answer. A non-idempotent request is
-retried only when it surely was not acted on: a connection error, 429 or 503.
+Both drivers carry out the same generator from ``protocol`` (its effects: see
+:mod:`keyturn.protocol.http`); they differ only in ``await``. An effect that fails is thrown into
+the flow. Retries are applied here, by the immutable :class:`RetryPolicy` of :mod:`keyturn._retry`
+(after urllib3's ``Retry``): a connection error, a timeout, 429 or a 5xx is retried with
+exponential backoff and jitter, honouring ``Retry-After``; an OAuth error (4xx) never is, because
+asking again cannot change the answer. A non-idempotent request is retried only when it surely was
+not acted on: a connection error, 429 or 503.
 
 A non-idempotent request (a rotating refresh token, a code) is what the server acts on once: its
 answer is all there is. With a :class:`Keeper` (the cache gives one), the drivers therefore run
@@ -22,20 +25,19 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
-import os
-import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
-from ._uninterrupted import ato_the_end, to_the_end
-from .errors import ConfigError, InvalidResponse, TransportError, safe_url
+from ._retry import NOT_PROCESSED_STATUS, RETRY_STATUS, RetryPolicy, retry_after
+from ._tls import shared_tls_context
+from ._uninterrupted import ato_the_end, thread_future, to_the_end
+from .errors import InvalidResponse, TransportError, safe_url
 from .protocol.http import (
     Answer,
     Blocking,
@@ -50,43 +52,15 @@ from .protocol.http import (
 )
 from .secret import Secret
 
-__all__ = ["HttpSettings", "Keeper", "RetryPolicy", "arun", "run"]
+__all__ = ["HttpSettings", "Keeper", "RetryPolicy", "Transport", "arun", "run"]
 
 T = TypeVar("T")
 log = logging.getLogger("keyturn.transport")
 
 #: A token or metadata response is a few kilobytes; a megabyte means something is wrong.
 MAX_BODY = 1 << 20
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Answers that say the request was not processed (RFC 6585 §4, RFC 9110 §15.6.4): the only ones after
-#: which a non-idempotent request (a rotating refresh token) may be sent again. After a 500, 502 or
-#: 504 the server, or the one behind the gateway, may already have acted on it.
-_NOT_PROCESSED_STATUS = frozenset({429, 503})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry. Immutable: :meth:`increment` returns the next policy."""
-
-    total: int = 2
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    retry_after_max: float = 30.0
-    attempt: int = 0
-
-    def increment(self) -> RetryPolicy:
-        return replace(self, attempt=self.attempt + 1)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.attempt >= self.total
-
-    def delay(self, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_max)
-        # "Full jitter": a fleet that failed together does not retry together.
-        ceiling = min(self.backoff_max, self.backoff * (2**self.attempt))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+#: The default policy (immutable: one is enough).
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -96,7 +70,7 @@ class HttpSettings:
     verify: Any = True
     cert: Any = None
     timeout: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = DEFAULT_RETRY
     _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)
 
     def tls_context(self) -> ssl.SSLContext:
@@ -104,7 +78,7 @@ class HttpSettings:
         would otherwise be paid at every refresh and, in async code, stall the event loop."""
         context = self._tls.get("context")
         if context is None:
-            context = self._tls.setdefault("context", _shared_tls_context(self.verify, self.cert))
+            context = self._tls.setdefault("context", shared_tls_context(self.verify, self.cert))
         return context
 
     def client(self) -> httpx.Client:
@@ -113,75 +87,50 @@ class HttpSettings:
 
     async def async_client(self) -> httpx.AsyncClient:
         if "context" not in self._tls:
-            await asyncio.to_thread(self.tls_context)  # off the loop: it reads files
+            await thread_future(self.tls_context)  # off the loop: it reads files
         return httpx.AsyncClient(verify=self.tls_context(), timeout=self.timeout,
                                  follow_redirects=False, trust_env=False)
 
 
-_TLS_CONTEXTS: dict[tuple[Any, Any], ssl.SSLContext] = {}
+class Transport:
+    """One source's HTTP: its settings, the sync client it makes on first use (shared by every
+    thread of the source), and :func:`run` / :func:`arun` with them. The only owner of the httpx
+    clients of the sources (the httpx adapter sends on the caller's own client)."""
 
+    def __init__(self, settings: HttpSettings) -> None:
+        self.settings = settings
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
 
-def _shared_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
-    """One context per process for each (verify, cert): every source of a process pays the CA
-    bundle load once. A context given by the caller is used as it is."""
-    if isinstance(verify, ssl.SSLContext):
-        return _build_tls_context(verify, cert)
-    key = (verify, tuple(cert) if isinstance(cert, list) else cert)
-    try:
-        context = _TLS_CONTEXTS.get(key)
-    except TypeError:  # unhashable settings: not shared
-        return _build_tls_context(verify, cert)
-    if context is None:
-        context = _TLS_CONTEXTS.setdefault(key, _build_tls_context(verify, cert))
-    return context
+    def __repr__(self) -> str:
+        return f"Transport(timeout={self.settings.timeout}, retry={self.settings.retry!r})"
 
+    def client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self.settings.client()
+                client = self._client
+        return client
 
-def _build_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
-    """``verify``: True (certifi's CAs, as httpx), False, a CA file or directory, or a ready
-    SSLContext. ``cert``: a client certificate (RFC 8705 mutual TLS) as a path to a PEM holding
-    certificate and key, or a tuple (certificate, key[, password])."""
-    if isinstance(verify, ssl.SSLContext):
-        context = verify
-    elif verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif verify is True:
-        import certifi
+    def run(self, flow: Flow[T], *, keeper: Keeper | None = None) -> T:
+        """``flow`` carried out with the sync client; ``keeper`` keeps what a token endpoint
+        answered to a request that cannot be sent again (see the module's docstring)."""
+        return run(flow, self.client(), self.settings.retry, keeper=keeper)
 
-        context = ssl.create_default_context(cafile=certifi.where())
-    elif isinstance(verify, (str, os.PathLike)):
-        path = os.fspath(verify)
-        if not os.path.exists(path):
-            raise ConfigError(f"verify={path!r}: no such CA file or directory")
-        context = (ssl.create_default_context(capath=path) if os.path.isdir(path)
-                   else ssl.create_default_context(cafile=path))
-    else:
-        raise ConfigError("verify= must be True, False, a CA file or directory, or an SSLContext")
-    if cert is not None:
-        parts = (cert,) if isinstance(cert, (str, os.PathLike)) else tuple(cert)
-        try:
-            context.load_cert_chain(*parts)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cert= could not be loaded ({exc.__class__.__name__}): give the "
-                              "client certificate and its key as PEM files") from None
-    return context
+    async def arun(self, flow: Flow[T], *, keeper: Keeper | None = None) -> T:
+        """``flow`` carried out without blocking the event loop. A fresh async client each time:
+        refreshes are rare, and an AsyncClient is bound to the loop it was first used on, while a
+        source may serve several loops. The critical steps go out with the sync client."""
+        async with await self.settings.async_client() as client:
+            return await arun(flow, client, self.settings.retry, keeper=keeper,
+                              sync_client=self.client() if keeper is not None else None)
 
-
-def _retry_after(response: HttpResponse) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return None if math.isnan(seconds) else seconds
-    try:
-        return parsedate_to_datetime(value).timestamp() - time.time()
-    except (TypeError, ValueError):
-        return None
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
@@ -260,11 +209,11 @@ def _next_step(
             raise _transport_error(request, exc) from None
         return policy.delay(), policy.increment()
     assert response is not None
-    retryable = _RETRY_STATUS if request.idempotent else _NOT_PROCESSED_STATUS
+    retryable = RETRY_STATUS if request.idempotent else NOT_PROCESSED_STATUS
     if response.status in retryable and not policy.exhausted:
         log.info("%s %s answered %s; retrying", request.purpose, safe_url(request.url),
                  response.status)
-        return policy.delay(_retry_after(response)), policy.increment()
+        return policy.delay(retry_after(response)), policy.increment()
     return None, policy
 
 
@@ -345,7 +294,7 @@ def _critical(keeper: Keeper | None, step: Effect) -> HttpRequest | None:
         else None
 
 
-def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = RetryPolicy(),
+def run(flow: Flow[T], client: httpx.Client, policy: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep, *, keeper: Keeper | None = None) -> T:
     """Drive ``flow`` to its result with a sync client; with ``keeper``, each non-idempotent
     request is a critical step (see the module's docstring). An effect that fails is thrown into
@@ -404,7 +353,7 @@ def _advance_to(flow: Flow[Any], answer: Answer) -> Effect | _Done:
         return _Done(stop.value)
 
 
-async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = RetryPolicy(), *,
+async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = DEFAULT_RETRY, *,
                keeper: Keeper | None = None, sync_client: httpx.Client | None = None) -> T:
     """Drive ``flow`` to its result with an async client; never blocks the event loop (a
     :class:`Blocking` call runs in a worker thread). With ``keeper`` (and ``sync_client``), each
@@ -446,7 +395,9 @@ async def arun(flow: Flow[T], client: httpx.AsyncClient, policy: RetryPolicy = R
                     keeper.keep(step)
                 answer = None
             elif isinstance(step, Blocking):
-                answer = await asyncio.to_thread(step.call)
+                # A thread of its own, not the loop's default executor: a login waits here
+                # under the store's lock, for minutes (see keyturn._uninterrupted.thread_future).
+                answer = await thread_future(step.call)
             elif isinstance(step, TokenOf):
                 answer = Secret(await step.source.aget_access_token())
             else:

@@ -156,9 +156,9 @@ class Received:
 @dataclass(frozen=True)
 class Blocking:
     """Run ``call()``, which blocks: a prompt, a browser launch, ``listener.wait``, closing a
-    listener. The sync driver calls it; the async driver runs it in a worker thread
-    (``asyncio.to_thread``), so the event loop goes on meanwhile. ``what`` names it, for logs and
-    errors ("wait for the browser").
+    listener. The sync driver calls it; the async driver runs it in a thread of its own
+    (``keyturn._uninterrupted.thread_future``), so the event loop goes on meanwhile. ``what``
+    names it, for logs and errors ("wait for the browser").
 
     What ``call`` returns is sent back: None, or a :class:`~keyturn.secret.Secret` (the redirect's
     query holds a code, and the drivers' frames must hold it only as a tag).

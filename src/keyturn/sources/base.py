@@ -132,8 +132,7 @@ class Source(Adapters):
                 raise ConfigError(f"resource={value!r} must be an absolute URI without a fragment")
         self.extra_params = dict(extra_params or {})
         self._http = transport.HttpSettings(verify=verify, cert=cert, timeout=timeout)
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
+        self._transport = transport.Transport(self._http)
         self._metadata: ServerMetadata | None = None
         if store is DEFAULT:
             store = type(self).default_store()
@@ -255,9 +254,7 @@ class Source(Adapters):
                                            now=time.time())
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._transport.close()
 
     def __enter__(self) -> Source:
         return self
@@ -326,32 +323,19 @@ class Source(Adapters):
         return token
 
     def _sync_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = self._http.client()
-                client = self._client
-        return client
+        return self._transport.client()
 
     # The only drivers of a source's grant, sync and async: each grant is one flow (``_flow``),
-    # carried out by keyturn.transport. ``keeper`` keeps what a token endpoint answered to a
-    # request that cannot be sent again (see keyturn.transport); the async driver sends those with
-    # the sync client, from a worker thread that a cancellation does not stop.
+    # carried out by the source's Transport. ``keeper`` keeps what a token endpoint answered to a
+    # request that cannot be sent again (see keyturn.transport).
 
     def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        token = transport.run(self._flow(previous), self._sync_client(), self._http.retry,
-                              keeper=keeper)
+        token = self._transport.run(self._flow(previous), keeper=keeper)
         self._fetched(token)
         return token
 
     async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        # A fresh client per refresh: refreshes are rare, and an AsyncClient is bound to the loop
-        # it was first used on, while a source may serve several loops.
-        async with await self._http.async_client() as client:
-            token = await transport.arun(
-                self._flow(previous), client, self._http.retry, keeper=keeper,
-                sync_client=self._sync_client() if keeper is not None else None)
+        token = await self._transport.arun(self._flow(previous), keeper=keeper)
         self._fetched(token)
         return token
 

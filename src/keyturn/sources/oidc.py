@@ -12,7 +12,6 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from .. import transport
 from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
 from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
 from ..protocol.http import Flow
@@ -176,8 +175,7 @@ class OpenIDSource(Source):
         for attempt in (1, 2):
             token = self.get_token()
             try:
-                return transport.run(self._userinfo_flow(token), self._sync_client(),
-                                     self._http.retry)
+                return self._transport.run(self._userinfo_flow(token))
             except OAuthError as exc:
                 if attempt == 2 or exc.status != 401:
                     raise
@@ -188,9 +186,7 @@ class OpenIDSource(Source):
         for attempt in (1, 2):
             token = await self.aget_token()
             try:
-                async with await self._http.async_client() as client:
-                    return await transport.arun(self._userinfo_flow(token), client,
-                                                self._http.retry)
+                return await self._transport.arun(self._userinfo_flow(token))
             except OAuthError as exc:
                 if attempt == 2 or exc.status != 401:
                     raise
