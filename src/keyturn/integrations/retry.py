@@ -24,10 +24,11 @@ token.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Final
 
+from .._uninterrupted import thread_future
 from ..token import Token
 
 if TYPE_CHECKING:
@@ -124,8 +125,16 @@ async def adrive(flow: AuthFlow, source: TokenSource, reply: int | None) -> Toke
                 step = flow.send(await source.aget_token())
             else:
                 assert isinstance(step, Invalidate)
-                # invalidate() writes the store (a file, Redis): off the event loop.
-                await asyncio.to_thread(source.invalidate, step.token.access_token)
+                # invalidate() writes the store (a file, Redis) under its lock: a keyturn source
+                # does it without a thread waiting on the lock; another source in a thread of its
+                # own (never the default executor, which fifty 401s could fill while a refresh
+                # holding that lock waits for it: keyturn._uninterrupted.thread_future).
+                ainvalidate = getattr(source, "ainvalidate", None)
+                if ainvalidate is not None:
+                    await ainvalidate(step.token.access_token)
+                else:
+                    await thread_future(functools.partial(source.invalidate,
+                                                          step.token.access_token))
                 step = flow.send(None)
         return step
     except StopIteration:
