@@ -7,7 +7,6 @@ requests/httpx integrations come from here and from the modules it composes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -195,8 +194,8 @@ class Source(Adapters):
         self.cache.invalidate(access_token)
 
     async def ainvalidate(self, access_token: str | None = None) -> None:
-        """:meth:`invalidate` without blocking the event loop (the store is written in a thread)."""
-        await asyncio.to_thread(self.cache.invalidate, access_token)
+        """:meth:`invalidate` without blocking the event loop."""
+        await self.cache.ainvalidate(access_token)
 
     @property
     def cache_key(self) -> str:
@@ -227,7 +226,7 @@ class Source(Adapters):
 
     async def alogout(self) -> None:
         """:meth:`logout` without blocking the event loop."""
-        token = await asyncio.to_thread(self.cache.forget)
+        token = await self.cache.aforget()
         if token is None:
             return
         try:
