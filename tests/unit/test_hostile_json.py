@@ -281,7 +281,8 @@ def test_id_token_with_a_hostile_signed_payload(key: ECKey, body: bytes, words: 
 
 def test_an_id_token_too_large_to_check(key: ECKey) -> None:
     token = jws.serialize_compact({"alg": "ES256", "kid": "k1"}, nested_arrays(100_000), key)
-    check(validate(token, jwks(key)), InvalidIdToken, "id_token is too large", "128000 bytes")
+    # The limit is joserfc's own (128000 bytes in 1.4, 129536 in later releases): not ours to pin.
+    check(validate(token, jwks(key)), InvalidIdToken, "id_token is too large", " bytes")
 
 
 @pytest.mark.parametrize("header", [
