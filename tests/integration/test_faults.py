@@ -17,7 +17,7 @@ from keyturn import (
     RefreshToken,
     TransportError,
 )
-from keyturn.transport import RetryPolicy
+from keyturn.transport import HttpSettings, RetryPolicy, Transport
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def through(proxy, provider, name="basic", **kwargs):
     source = ClientCredentials(token_endpoint=proxy.url + "/token", client_id=client.client_id,
                                client_secret=client.client_secret, **kwargs)
     # Keep the test quick: the policy is the default's, with millisecond backoffs.
-    source._http = source._http.__class__(timeout=kwargs.get("timeout", 5.0),
-                                          retry=RetryPolicy(total=2, backoff=0.01))
+    source._transport = Transport(HttpSettings(timeout=kwargs.get("timeout", 5.0),
+                                               retry=RetryPolicy(total=2, backoff=0.01)))
     return source
 
 

@@ -130,8 +130,8 @@ class Source(Adapters):
             if "://" not in value or "#" in value:
                 raise ConfigError(f"resource={value!r} must be an absolute URI without a fragment")
         self.extra_params = dict(extra_params or {})
-        self._http = transport.HttpSettings(verify=verify, cert=cert, timeout=timeout)
-        self._transport = transport.Transport(self._http)
+        self._transport = transport.Transport(
+            transport.HttpSettings(verify=verify, cert=cert, timeout=timeout))
         self._metadata: ServerMetadata | None = None
         if store is DEFAULT:
             store = type(self).default_store()
@@ -219,7 +219,7 @@ class Source(Adapters):
         if token is None:
             return
         try:
-            transport.run(self._revoke_flow(token), self._sync_client(), self._http.retry)
+            self._transport.run(self._revoke_flow(token))
         except KeyturnError as exc:
             log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
                         exc.__class__.__name__)
@@ -230,8 +230,7 @@ class Source(Adapters):
         if token is None:
             return
         try:
-            async with await self._http.async_client() as client:
-                await transport.arun(self._revoke_flow(token), client, self._http.retry)
+            await self._transport.arun(self._revoke_flow(token))
         except KeyturnError as exc:
             log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
                         exc.__class__.__name__)
