@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Adapter
-from .retry import authorize, drive
+from .retry import UNAUTHORIZED, drive, presented
 
 __all__ = ["RequestsAuth"]
 
@@ -20,18 +20,15 @@ class RequestsAuth(Adapter):
 
     def __call__(self, request: Any) -> Any:
         source = self.token_source
-        flow = authorize()
-        token = drive(flow, source, None)
-        if token is None:
-            return request
+        token = source.get_token()  # the flow's first step; the flow itself is made after a 401
         request.headers["Authorization"] = token.authorization()
         body: Any = getattr(request, "body", None)
         position = body.tell() if hasattr(body, "tell") else None
 
         def answer(response: Any, **kwargs: Any) -> Any:
-            if response.is_redirect:
-                return response  # the flow waits for the answer of the redirect's last hop
-            fresh = drive(flow, source, response.status_code)
+            if response.is_redirect or response.status_code != UNAUTHORIZED:
+                return response  # a redirect's last hop is the answer that counts
+            fresh = drive(presented(token), source, response.status_code)
             if fresh is None:
                 return response
             if position is not None:
