@@ -17,7 +17,9 @@ sends back):
 6. the fresh ``Token`` → the status of the retry. The flow ends: a request is retried once.
 
 The drivers — :func:`drive` and :func:`adrive` here, and the adapters around them (httpx sync and
-async, requests, globus-sdk) — only carry out steps; no driver decides when to retry. The flow holds
+async, requests, globus-sdk) — only carry out steps; no driver decides how to retry. The httpx and
+requests adapters take the first step themselves (the current token) and make the flow only once a
+401 came back (:func:`presented`): a request that is not refused costs no generator. The flow holds
 tokens only as :class:`Token` objects, whose repr shows a hash, so a traceback through it shows no
 token.
 """
