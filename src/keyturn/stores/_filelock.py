@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._uninterrupted import thread_future
 from ..errors import StoreError
 from ._leaselock import LeaseLock
-from .base import ASYNC_POLL, StoreLock
+from .base import ASYNC_POLL, StoreLock, poll_until
 
 if TYPE_CHECKING:
     from .file import FileStore
@@ -155,13 +155,10 @@ class FileLock(StoreLock):
 
     # -- async: the file system calls in a worker thread, never on the event loop -----------------
     # A lease lock's attempt creates, reads and fsyncs files, an NFS round trip each; flock's opens
-    # the lock file. Both run in the loop's executor.
+    # the lock file. Both run in a thread of their own (keyturn._uninterrupted.thread_future).
 
     async def aacquire(self) -> None:
-        delay = ASYNC_POLL[0]
-        while not self._local.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ASYNC_POLL[1])
+        await poll_until(lambda: self._local.acquire(blocking=False))
         try:
             delay = ASYNC_POLL[0]
             while not await self._attempt_in_thread():

@@ -17,6 +17,7 @@ import abc
 import asyncio
 import functools
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from .._uninterrupted import ato_the_end, thread_future
@@ -27,6 +28,15 @@ __all__ = ["LocalLock", "LockLost", "Store", "StoreLock"]
 
 #: How long an async waiter sleeps between attempts at a lock held elsewhere (seconds).
 ASYNC_POLL = (0.005, 0.1)
+
+
+async def poll_until(attempt: Callable[[], bool]) -> None:
+    """Call ``attempt`` (non-blocking) until it succeeds, sleeping a little longer each time: how
+    async code waits for a thread lock, or a lock held elsewhere, without blocking the loop."""
+    delay = ASYNC_POLL[0]
+    while not attempt():
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, ASYNC_POLL[1])
 
 
 class LockLost(StoreError):
@@ -57,10 +67,7 @@ class StoreLock(abc.ABC):
     def release(self) -> None: ...
 
     async def aacquire(self) -> None:
-        delay = ASYNC_POLL[0]
-        while not self.try_acquire():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ASYNC_POLL[1])
+        await poll_until(self.try_acquire)
 
     def __enter__(self) -> StoreLock:
         self.acquire()

@@ -43,7 +43,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final
 
 from ..._uninterrupted import ato_the_end, thread_future
-from ..base import ASYNC_POLL, LockLost, StoreLock
+from ..base import LockLost, StoreLock, poll_until
 
 if TYPE_CHECKING:
     from .store import RedisStore
@@ -203,10 +203,7 @@ class RedisLock(StoreLock):
             self._local.release()
 
     async def aacquire(self) -> None:
-        delay = ASYNC_POLL[0]
-        while not self._local.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, ASYNC_POLL[1])
+        await poll_until(lambda: self._local.acquire(blocking=False))
         try:
             delay = POLL[0]
             while not await self._in_thread(self._take_remote):
