@@ -6,8 +6,6 @@ and a program that only needs an error class start fast.
 
 from __future__ import annotations
 
-import importlib
-
 # Not ``typing``: it costs ``keyturn token``'s fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
 
@@ -112,6 +110,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'keyturn' has no attribute {name!r}")
+    # importlib only here: ``keyturn token``'s fast path, which imports this package, never needs it.
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

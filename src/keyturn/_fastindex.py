@@ -13,9 +13,9 @@ the file whose token is printed, so a planted entry would be printed. Standard l
 
 from __future__ import annotations
 
-import json
 import os
 
+from . import _fastjson
 from ._filecheck import UntrustedFile, open_checked
 from .paths import config_file, fast_path_index
 
@@ -37,8 +37,8 @@ index_path = fast_path_index
 
 def index_key(name: str | None, overrides: Mapping[str, Any]) -> str:
     """The index key of a command line: everything that decides which profile it resolves to."""
-    return json.dumps([config_file(), os.environ.get("KEYTURN_PROFILE"), name,
-                       sorted(overrides.items())])
+    return _fastjson.dumps([config_file(), os.environ.get("KEYTURN_PROFILE"), name,
+                            sorted(overrides.items())])
 
 
 def _stat(path: str) -> list[int] | None:
@@ -54,7 +54,7 @@ def _read() -> dict[str, Any]:
     it (its entries name the token file to print: one planted there would be printed)."""
     try:
         with os.fdopen(open_checked(index_path(), private=False), "rb") as handle:
-            index = json.loads(handle.read())
+            index = _fastjson.loads(handle.read())
     except (OSError, ValueError, RecursionError, UntrustedFile):
         return {}
     return index if isinstance(index, dict) else {}
@@ -80,10 +80,12 @@ def remember(name: str | None, overrides: Mapping[str, Any], *, store_file: str,
              leeway: float, env: Sequence[str], files: Sequence[str]) -> None:
     """Record, for the fast path, which token file answers this command line (no secrets: paths,
     the cache key, and the names of the variables and files the profile's secrets come from)."""
+    import json  # only here, where the full command line writes: the fast path only reads
+
     path = index_path()
     # Entries of an index another user could have written are dropped, not carried over.
     index = _read()
-    config = json.loads(index_key(name, overrides))[0]
+    config = _fastjson.loads(index_key(name, overrides))[0]
     index[index_key(name, overrides)] = {
         "store": store_file, "key": key, "leeway": leeway, "env": list(env),
         "files": [[p, _stat(p)] for p in [config, *files]],
@@ -104,11 +106,11 @@ def remembered_ad_hoc() -> list[dict[str, Any]]:
     """The ``--issuer/--client-id/...`` settings of the ad-hoc command lines the index remembers
     for the current configuration (``keyturn status`` lists their logins beside the profiles)."""
     index = _read()
-    current = json.loads(index_key(None, {}))
+    current = _fastjson.loads(index_key(None, {}))
     found: list[dict[str, Any]] = []
     for key in index:
         try:
-            config, env_profile, name, items = json.loads(key)
+            config, env_profile, name, items = _fastjson.loads(key)
             overrides = dict(items)
         except (ValueError, TypeError, RecursionError):
             continue

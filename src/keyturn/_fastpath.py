@@ -4,8 +4,10 @@ Shell scripts (and pyFirecREST's ``TokenCommandAuth``) run ``keyturn token`` bef
 so answering it must cost little more than starting Python. This module finds the command line's
 token file and cache key in the index the full command line keeps (:mod:`keyturn._fastindex`), or
 else from the profile (:mod:`keyturn.config`, standard library only; the cache key is the
-source's, :mod:`keyturn.cachekey`), and prints the token (:mod:`keyturn._tokenformat`) when it is
-valid for long enough. Anything else — another command, an option it does not know, no valid
+source's, :mod:`keyturn.cachekey`), reads the token file's record (:mod:`keyturn._record`, the
+format FileStore writes) without importing json (:mod:`keyturn._fastjson`), and prints the token
+(:mod:`keyturn._tokenformat`) when it is valid for longer than the cache's refresh margin
+(:func:`keyturn.paths.refresh_margin`). Anything else — another command, an option it does not know, no valid
 token, a refresh, an error — goes to the full command line (:mod:`keyturn.cli`), which imports
 httpx, click and rich. Only :func:`main` imports :mod:`keyturn.cli`, when it falls through; the CLI
 imports nothing from here (what both need lives in the modules named above).
@@ -18,15 +20,16 @@ RecursionError), is no answer: the full command line then says what is wrong.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 from ._fastindex import find, remember
+from ._fastjson import loads
 from ._filecheck import open_checked
+from ._record import token_fields
 from ._tokenformat import FORMATS, render
-from .paths import DEFAULT_LEEWAY
+from .paths import DEFAULT_LEEWAY, refresh_margin
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
@@ -100,10 +103,9 @@ def cached_answer(argv: Sequence[str]) -> str | None:
         path, key, leeway = where
         # The same checks as FileStore, on the index's path as on the config's.
         with os.fdopen(open_checked(path), "rb") as handle:
-            record = json.loads(handle.read())
-        if record.get("format") != 1 or record.get("key") != key:
+            token = token_fields(loads(handle.read()), key)
+        if token is None:
             return None
-        token = record["token"]
         access = token.get("access_token")
         if not isinstance(access, str) or not access:
             return None
@@ -111,8 +113,8 @@ def cached_answer(argv: Sequence[str]) -> str | None:
         expires_at = token.get("expires_at")
         if expires_at is not None:
             lifetime = max(0.0, float(expires_at) - float(token.get("issued_at") or 0.0))
-            # The cache refreshes within min(leeway, lifetime / 2) of expiry (token.refresh_margin).
-            margin = max(min_valid, min(leeway, lifetime / 2))
+            # A token the cache would refresh now is not printed: the full command line refreshes.
+            margin = max(min_valid, refresh_margin(lifetime, leeway))
             if float(expires_at) - now <= margin:
                 return None
         return render(token, output, now)

@@ -3,13 +3,13 @@ object, or a kubectl ExecCredential.
 
 One module for both printers of a token: the fast path (:mod:`keyturn._fastpath`, from the record
 in the token file) and the full command line (:mod:`keyturn.cli.token`, from ``Token.to_record()``),
-so an answer reads the same whichever of them gave it. Standard library only (json, time): the
-fast path imports it.
+so an answer reads the same whichever of them gave it. Standard library only (time; json only for
+the two JSON outputs, as importing it costs the fast path more than the rest of its work): the fast
+path imports it.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
@@ -34,6 +34,8 @@ def render(token: Mapping[str, Any], output: str, now: float) -> str:
         # RFC 6750 §2.1 spells the scheme "Bearer"; servers answer "bearer" too.
         return f"Authorization: {'Bearer' if token_type.lower() == 'bearer' else token_type} {access}"
     if output == "json":
+        import json
+
         scope = token.get("scope")
         return json.dumps({
             "access_token": access,
@@ -43,6 +45,8 @@ def render(token: Mapping[str, Any], output: str, now: float) -> str:
             "scope": " ".join(scope) if isinstance(scope, list | tuple) else scope,
         })
     if output == "exec-credential":
+        import json
+
         status: dict[str, Any] = {"token": access}
         if expires_at is not None:
             status["expirationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StoreError
+from .paths import refresh_margin  # the fast path's rule too; still keyturn.token.refresh_margin
 
 __all__ = ["Deadlines", "Token", "fingerprint", "monotonic_deadlines", "refresh_margin"]
 
@@ -155,17 +156,6 @@ def _opt_float(value: Any) -> float | None:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def refresh_margin(lifetime: float | None, leeway: float) -> float:
-    """Seconds before expiry at which to refresh.
-
-    The leeway is capped at half the token's lifetime: a provider that hands out 30-second tokens to
-    a client with a 60-second leeway would otherwise make every call refresh (a refresh loop).
-    """
-    if lifetime is None:
-        return 0.0
-    return max(0.0, min(leeway, lifetime / 2))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,7 @@
-"""The record of a FileStore token file, in one place: what a save writes, and what a load and
-the adoption of a killed writer's leftover (:mod:`._tempfiles`) accept back.
-
-One line of JSON::
-
-    {"format": 1, "key": "<cache key>", "written_at": 1700000000.0, "generation": 7,
-     "token": {...Token.to_record()...}}
+"""The record of a FileStore token file as bytes and back: what a save writes, and what a load and
+the adoption of a killed writer's leftover (:mod:`._tempfiles`) accept back. The format itself (its
+number, its fields, the token fields of a record of one key) is :mod:`keyturn._record`'s, which the
+``keyturn token`` fast path reads token files with too.
 
 ``generation`` is one more than that of the record the save replaced (1 when there was none, or
 it had none): it orders two records of one key written under its lock without comparing the wall
@@ -17,16 +14,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Final
 
-from .. import strictjson
+from .. import _record, strictjson
 from ..cachekey import file_name
 from ..errors import StoreError
 from ..token import Token
 
 __all__ = ["FORMAT", "Damaged", "Record", "decode", "encode"]
 
-FORMAT: Final = 1
+FORMAT = _record.FORMAT
 
 
 class Damaged(ValueError):
@@ -58,8 +54,7 @@ class Record:
 
 def encode(key: str, token: Token, *, generation: int, written_at: float) -> bytes:
     return json.dumps(
-        {"format": FORMAT, "key": key, "written_at": written_at, "generation": generation,
-         "token": token.to_record()},
+        _record.make(key, token.to_record(), generation=generation, written_at=written_at),
         separators=(",", ":"),
     ).encode()
 
@@ -68,14 +63,17 @@ def decode(data: bytes, main: str) -> Record:
     """The record ``data`` of the token file named ``main`` (``<digest>.json``), or Damaged."""
     try:
         record = strictjson.loads(data, as_written=True)
-        key = record.get("key")
-        if record.get("format") != FORMAT or not isinstance(key, str):
+        key = _record.key_of(record)
+        if key is None:
             raise Damaged("not a keyturn token file")
         if f"{file_name(key)}.json" != main:
             raise Damaged("the record of another key")
-        token = Token.from_record(record["token"])
-        written = record.get("written_at")
-        generation = record.get("generation")
+        fields = _record.token_fields(record, key)
+        if fields is None:
+            raise Damaged("the record holds no token object")
+        token = Token.from_record(fields)
+        written = record.get(_record.WRITTEN_AT)
+        generation = record.get(_record.GENERATION)
     except Damaged:
         raise
     except strictjson.JsonError as exc:
