@@ -25,9 +25,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 TESTS_DIR = ROOT / "tests"
 
-# tests/ is not a package: this makes tests/providerfixture.py importable (as examples/quickstart.py does).
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+# The benchmarks run as scripts (``python benchmarks/run.py``), which puts benchmarks/ on sys.path,
+# not the repository root: this makes the ``tests`` package (tests.support.providerfixture, ...)
+# importable, as examples/quickstart.py does.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 READY_TIMEOUT = 20.0
 

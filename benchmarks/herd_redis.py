@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _infra import machine_info, median, percentile  # also puts tests/ on sys.path
+from _infra import machine_info, median, percentile  # also puts the repository root on sys.path
 
 STORES = ("redis", "file", "memory")
 
@@ -145,8 +145,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from providerfixture import start_provider
-    from redisfixture import start_redis
+    from tests.support.providerfixture import start_provider
+    from tests.support.redisfixture import start_redis
 
     work = Path(tempfile.mkdtemp(prefix="keyturn-herd-redis-"))
     provider = start_provider(None, work / "provider")

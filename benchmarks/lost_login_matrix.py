@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "tests/integration/test_lost_login_matrix.py"
 RESULTS_MD = ROOT / "benchmarks" / "LOST_LOGIN_RESULTS.md"
-SRC_VARIABLE = "LOSTLOGIN_KEYTURN_SRC"  # tests/lostlogin.py reads it
+SRC_VARIABLE = "LOSTLOGIN_KEYTURN_SRC"  # tests/support/lostlogin.py reads it
 SERVERS = ("oidc-provider", "keyturn")
 
 

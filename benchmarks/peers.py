@@ -23,9 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import _infra  # first: it puts tests/ on sys.path for providerfixture
-
-from providerfixture import default_clients, make_client
+import _infra  # first: it puts the repository root on sys.path for tests.support
+from tests.support.providerfixture import default_clients, make_client
 
 SCOPE = "api:read"
 

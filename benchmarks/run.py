@@ -3,7 +3,7 @@
     python benchmarks/run.py            # full run (a few minutes on 2 cores)
     python benchmarks/run.py --quick    # shorter run, same measurements, fewer repeats
 
-Starts the local oidc-provider (tests/providerfixture.start_provider), a loopback TLS proxy in
+Starts the local oidc-provider (tests/support/providerfixture.start_provider), a loopback TLS proxy in
 front of it (MSAL needs https), and a fast local HTTP endpoint; then measures
 
 1. the cached path: ns per "give me a valid token" call, beside a floor and each peer;
@@ -71,7 +71,7 @@ def main() -> int:
     started = time.monotonic()
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
 
-    from providerfixture import start_provider
+    from tests.support.providerfixture import start_provider
 
     work = Path(tempfile.mkdtemp(prefix="keyturn-bench-"))
     servers: list[Any] = []

@@ -11,7 +11,7 @@ so they do not share the 2 cores with each other):
 2. keyturn on Redis: the same with ``--redis redis://127.0.0.1:PORT/0`` and a private
    ``redis-server`` (127.0.0.1, a free port, ``--save '' --appendonly no``, a temporary directory),
    started before and stopped right after this server;
-3. the npm oidc-provider of the tests (tests/providerfixture.start_provider, a public device
+3. the npm oidc-provider of the tests (tests/support/providerfixture.start_provider, a public device
    client, the same 1,800 s device-code lifetime as keyturn);
 4. a reference: a Node endpoint that answers 200 "ok" to anything (benchmarks/fast_endpoint.mjs),
    the ceiling of this load generator on this machine.
@@ -302,7 +302,9 @@ def run_keyturn_sqlite(work: Path, n: int) -> dict[str, Any]:
 
 
 def run_keyturn_redis(work: Path, n: int) -> dict[str, Any]:
-    from redisfixture import RedisServer  # binds 127.0.0.1, --save '' --appendonly no, --dir work
+    from tests.support.redisfixture import (
+        RedisServer,  # binds 127.0.0.1, --save '' --appendonly no, --dir work
+    )
 
     (work / "redis").mkdir()
     redis_server = RedisServer(work / "redis").start()
@@ -324,7 +326,7 @@ def run_keyturn_redis(work: Path, n: int) -> dict[str, Any]:
 
 
 def run_provider(work: Path, n: int) -> dict[str, Any]:
-    from providerfixture import make_client, start_provider
+    from tests.support.providerfixture import make_client, start_provider
 
     client = make_client("bench-device", "none", grant_types=[
         GRANT_DEVICE_CODE, "refresh_token", "authorization_code"])

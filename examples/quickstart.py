@@ -14,10 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# A script puts its own directory on sys.path, not the repository root, where the ``tests`` package
+# with the test provider's fixture is.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.providerfixture import start_provider
 
 import keyturn
-from providerfixture import start_provider
 
 
 def main() -> None:

@@ -1,8 +1,5 @@
-import sys
-from pathlib import Path
+"""The suite-wide fixtures. ``tests`` is a package under the repository root, which pytest puts on
+``sys.path`` (its default ``prepend`` import mode), so the helpers import as ``tests.support.…``."""
 
-# tests/ is not a package: make tests/providerfixture.py importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from providerfixture import *  # noqa: F403  (fixtures: provider, fresh_stats)
-from redisfixture import *  # noqa: F403  (fixtures: redis_server, redis_url)
+from tests.support.providerfixture import *  # noqa: F403  (fixtures: provider, fresh_stats)
+from tests.support.redisfixture import *  # noqa: F403  (fixtures: redis_server, redis_url)

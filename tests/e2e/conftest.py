@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clihelper import Cli
+
+from tests.support.clihelper import Cli
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelper import Cli
 
 from keyturn.config import load_profile
-from providerfixture import Provider, approve_device_code
-from resource_server import ResourceServer
+from tests.support.clihelper import Cli
+from tests.support.providerfixture import Provider, approve_device_code
+from tests.support.resource_server import ResourceServer
 
 
 def _cc_config(provider: Provider, *, inline: bool = False, extra: str = "") -> str:

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clihelper import Cli
 
-from browserfixture import CHROMIUM, JOB_TIMEOUT
-from providerfixture import DEVICE_CODE_GRANT, Provider, make_client, start_provider
+from tests.support.browserfixture import CHROMIUM, JOB_TIMEOUT
+from tests.support.clihelper import Cli
+from tests.support.providerfixture import DEVICE_CODE_GRANT, Provider, make_client, start_provider
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # where the ``tests`` package is
 NATIVE = "native"  # authorization_code + refresh_token, as a CLI registers
 DEVICE = "native-device"  # the device flow too, for the SSH case
 #: One browser login, Chromium's start included, on a busy 2-core machine.
@@ -30,8 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 BROWSE = """\
 import sys
 
-sys.path.insert(0, {tests!r})
-from browserfixture import CHROMIUM, CHROMIUM_ARGS, provider_sign_in
+from tests.support.browserfixture import CHROMIUM, CHROMIUM_ARGS, provider_sign_in
 from playwright.sync_api import sync_playwright
 
 url = sys.argv[1]
@@ -67,9 +66,11 @@ class Browser:
         self.opened = tmp_path / "opened.txt"
         self.landed = tmp_path / "landed.txt"
         script = tmp_path / "browse.py"
-        script.write_text(BROWSE.format(tests=str(TESTS_DIR), opened=str(self.opened),
-                                        landed=str(self.landed)))
-        self.command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} %s"
+        script.write_text(BROWSE.format(opened=str(self.opened), landed=str(self.landed)))
+        # The script imports tests.support.browserfixture: PYTHONPATH names the repository root
+        # (webbrowser runs the command without a shell, hence env(1)).
+        self.command = (f"env PYTHONPATH={shlex.quote(str(ROOT))} "
+                        f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} %s")
 
     def lines(self, path: Path) -> list[str]:
         return path.read_text().splitlines() if path.exists() else []

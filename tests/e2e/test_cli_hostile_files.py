@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from clihelper import Cli
 
 from keyturn.config import load_profile
 from keyturn.stores.file import FileStore, file_name
 from keyturn.token import Token
+from tests.support.clihelper import Cli
 
 SECRET = "AT-secret-cli-hostile-31337"
 REFRESH = "RT-secret-cli-hostile-27182"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clihelper import Cli
 
 from keyturn.cli.walkthrough import approve_in_page
+from tests.support.clihelper import Cli
 
 
 @dataclass

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelper import Cli
 
 from keyturn._fastindex import find, index_path, remember
 from keyturn.cachekey import file_name
 from keyturn.config import load_profile
 from keyturn.stores.file import FileStore
 from keyturn.token import Token
-from providerfixture import Provider
+from tests.support.clihelper import Cli
+from tests.support.providerfixture import Provider
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or os.geteuid() != 0,
                                 reason="POSIX ownership: files of another user need root's chown")

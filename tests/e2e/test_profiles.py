@@ -6,11 +6,11 @@ import json
 import time
 
 import pytest
-from clihelper import Cli
 
 from keyturn.config import can_open_browser, load_profile
 from keyturn.stores.file import FileStore
 from keyturn.token import Token
+from tests.support.clihelper import Cli
 
 
 @pytest.fixture

@@ -17,14 +17,6 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import httpx
 import pytest
 
-from browserfixture import (
-    JOB_TIMEOUT,
-    BrowserThread,
-    Visit,
-    chromium_thread,
-    provider_sign_in,
-    visit_url,
-)
 from keyturn import (
     AccessDenied,
     AuthorizationCode,
@@ -37,7 +29,15 @@ from keyturn import (
 )
 from keyturn.errors import InvalidTarget, LoginTimeout
 from keyturn.interactive.loopback import LoopbackListener
-from providerfixture import (
+from tests.support.browserfixture import (
+    JOB_TIMEOUT,
+    BrowserThread,
+    Visit,
+    chromium_thread,
+    provider_sign_in,
+    visit_url,
+)
+from tests.support.providerfixture import (
     Provider,
     complete_authorization,
     make_client,

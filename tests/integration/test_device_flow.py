@@ -29,7 +29,7 @@ from keyturn.protocol.device import (
     device_poll_flow,
 )
 from keyturn.protocol.http import HttpRequest, HttpResponse, Received, Wait
-from providerfixture import DEVICE_CODE_GRANT, Provider, approve_device_code, start_provider
+from tests.support.providerfixture import DEVICE_CODE_GRANT, Provider, approve_device_code, start_provider
 
 
 @pytest.fixture
@@ -381,7 +381,7 @@ async def test_async_login_and_userinfo(knobs: Provider) -> None:
 
 
 def test_a_poll_without_answer_doubles_the_interval_and_polling_goes_on(knobs: Provider) -> None:
-    from faultproxy import FaultProxy
+    from tests.support.faultproxy import FaultProxy
 
     provider = knobs
     with FaultProxy(provider.issuer) as proxy:

@@ -9,7 +9,6 @@ import time
 import pytest
 
 import keyturn.transport
-from faultproxy import FaultProxy
 from keyturn import (
     ClientCredentials,
     InvalidResponse,
@@ -18,6 +17,7 @@ from keyturn import (
     TransportError,
 )
 from keyturn.transport import HttpSettings, RetryPolicy, Transport
+from tests.support.faultproxy import FaultProxy
 
 
 @pytest.fixture

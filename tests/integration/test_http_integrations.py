@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from keyturn import ClientCredentials, MemoryStore, StaticToken
-from resource_server import ResourceServer
+from tests.support.resource_server import ResourceServer
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from keyturn import InvalidIdToken
 from keyturn.protocol.idtoken import KeySetCache, fetch_jwks_flow, validate_id_token_flow
 from keyturn.protocol.metadata import ServerMetadata, discover
 from keyturn.transport import run
-from providerfixture import Provider
+from tests.support.providerfixture import Provider
 
 CLIENT = "public"
 

@@ -14,7 +14,7 @@ from joserfc.jwk import ECKey
 from keyturn import JwtBearer
 from keyturn.errors import InvalidGrant
 from keyturn.protocol.grants import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
-from providerfixture import Provider, make_client, start_provider
+from tests.support.providerfixture import Provider, make_client, start_provider
 
 JWT_CLIENT = "jwt-svc"
 EXCHANGER = "exchanger"

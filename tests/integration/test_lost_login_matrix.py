@@ -7,7 +7,7 @@ with its issuer at a loopback fault proxy in front of it, so the token endpoint 
 go through the proxy. Stores: a FileStore in a temporary directory (a small real tmpfs for the full
 disk), a RedisStore on a real redis-server (with a TCP fault proxy for dropped connections).
 
-Each scenario (tests/lostlogin.py) logs in anew, refreshes in a job process and interrupts it at
+Each scenario (tests/support/lostlogin.py) logs in anew, refreshes in a job process and interrupts it at
 its point — SIGINT, SIGKILL, wait_for's cancellation, asyncio.run's shutdown, JWKS 503s and
 timeouts, a tampered id_token, a SIGSTOP past a Redis lease, a full disk, 8 processes without
 flock — then a fresh process must get a token with no login, refresh once more, and the server
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from faultproxy import TcpFaultProxy
-from lostlogin import (
+from tests.support.faultproxy import TcpFaultProxy
+from tests.support.lostlogin import (
     SCENARIOS,
     Env,
     MountRefused,

@@ -8,7 +8,7 @@ import trustme
 from cryptography import x509
 
 from keyturn import ClientCredentials, ConfigError, InvalidClient, MemoryStore
-from providerfixture import make_client, start_provider
+from tests.support.providerfixture import make_client, start_provider
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import logging
 import httpx
 
 from keyturn import ClientCredentials, InvalidClient, MemoryStore, RefreshToken
-from resource_server import ResourceServer
+from tests.support.resource_server import ResourceServer
 
 
 def test_no_secret_in_any_log_record(fresh_stats, caplog):

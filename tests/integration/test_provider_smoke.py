@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from providerfixture import (
+from tests.support.providerfixture import (
     DEVICE_CODE_GRANT,
     Provider,
     approve_device_code,

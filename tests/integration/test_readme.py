@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
-from browserfixture import JOB_TIMEOUT, chromium_thread, provider_sign_in
-from providerfixture import DEVICE_CODE_GRANT, approve_device_code, make_client, start_provider
-from resource_server import ResourceServer
+from tests.support.browserfixture import JOB_TIMEOUT, chromium_thread, provider_sign_in
+from tests.support.providerfixture import DEVICE_CODE_GRANT, approve_device_code, make_client, start_provider
+from tests.support.resource_server import ResourceServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)

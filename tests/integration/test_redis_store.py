@@ -1,4 +1,4 @@
-"""RedisStore against a real redis-server (tests/redisfixture.py) and the real test provider: tokens
+"""RedisStore against a real redis-server (tests/support/redisfixture.py) and the real test provider: tokens
 shared by processes, a lock that expires, fenced writes, herds, rotation, Redis going away."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from keyturn import ClientCredentials, RedisStore, RefreshToken, StoreError, Token
-from redisfixture import start_redis
+from tests.support.redisfixture import start_redis
 
 WAIT = 20.0  # bound of every polling loop (seconds)
 

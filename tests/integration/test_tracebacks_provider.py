@@ -27,8 +27,8 @@ from keyturn import (
     RefreshToken,
     Token,
 )
-from resource_server import ResourceServer
-from tracebackcheck import assert_hidden, capture
+from tests.support.resource_server import ResourceServer
+from tests.support.tracebackcheck import assert_hidden, capture
 
 
 def basic(client_id: str, secret: str) -> str:

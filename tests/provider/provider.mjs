@@ -6,7 +6,7 @@
 // {"issuer": "...", "pid": N} to READYFILE (atomically: tmp file + rename) once it is
 // listening. Exits on SIGTERM/SIGINT and when its parent process goes away.
 //
-// CONFIG.json (written by tests/providerfixture.py):
+// CONFIG.json (written by tests/support/providerfixture.py):
 //   clients            array of oidc-provider client metadata; extra per-client properties:
 //                        access_token_ttl       seconds (default 3600) for access tokens
 //                        refresh_token_ttl      seconds for refresh tokens (default: top-level)

@@ -1,3 +1,3 @@
-"""The server tests' fixtures (defined in serverkit, where the tests also import helpers from)."""
+"""The server tests' fixtures (defined in tests.support.serverkit, which the tests import helpers from)."""
 
-from serverkit import server  # noqa: F401  (the fixture: the server on SQLite, then on Redis)
+from tests.support.serverkit import server  # noqa: F401  (the fixture: the server on SQLite, then on Redis)

@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from serverkit import make_config
 
 from keyturn.errors import (
     AccessDenied,
@@ -39,6 +38,7 @@ from keyturn.server.reply import NO_STORE, Reply
 from keyturn.server.service import AuthorizationServer
 from keyturn.server.storage.memory import MemoryStorage
 from keyturn.server.tokens import load_signer
+from tests.support.serverkit import make_config
 
 ISSUER = "https://login.example.test/realm"
 ALICE = User(subject="alice", claims={"name": "Alice Example", "email": "alice@example.invalid"})

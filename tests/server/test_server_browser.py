@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from serverkit import ALICE_PASSWORD
-from test_server_protocol import poll, start_device
+
+from tests.support.serverkit import ALICE_PASSWORD, poll, start_device
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -14,8 +14,6 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from serverkit import _cheap_hash, make_config
-from test_server_protocol import basic
 
 from keyturn.errors import ConfigError, OAuthError
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
@@ -28,6 +26,7 @@ from keyturn.server.storage.base import ServerStorage
 from keyturn.server.storage.redis import RedisStorage
 from keyturn.server.storage.sqlite import SQLiteStorage
 from keyturn.server.tokens import load_signer
+from tests.support.serverkit import _cheap_hash, basic, make_config
 
 SECRET = "vault-secret-value-4242"
 

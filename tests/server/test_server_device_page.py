@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from serverkit import ALICE_PASSWORD, make_config, page_approve
-from test_server_protocol import poll, start_device
 
 from keyturn.server.config import RateLimits
 from keyturn.server.device_flow import new_device_grant
@@ -18,6 +16,7 @@ from keyturn.server.runner import ServerThread
 from keyturn.server.service import AuthorizationServer
 from keyturn.server.storage.sqlite import SQLiteStorage
 from keyturn.server.tokens import load_signer
+from tests.support.serverkit import ALICE_PASSWORD, make_config, page_approve, poll, start_device
 
 
 def test_every_page_is_unframeable_and_not_stored(server):

@@ -9,13 +9,13 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serverkit import make_config
 from starlette.requests import Request
 
 from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE
 from keyturn.server.app import MAX_BODY, read_form
 from keyturn.server.errors import BadForm
 from keyturn.server.runner import ServerThread
+from tests.support.serverkit import make_config
 
 ENDPOINTS = ["/token", "/device_authorization", "/revoke", "/introspect", "/device",
              "/device/decision", "/userinfo"]

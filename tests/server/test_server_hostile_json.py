@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from joserfc import jwk
-from serverkit import RS_SECRET, SERVICE_SECRET
 
 import keyturn.server.tokens as tokens_module
 from keyturn.errors import ConfigError, StoreError
@@ -24,6 +23,7 @@ from keyturn.server.config import load_config
 from keyturn.server.storage.base import grant_from_json, refresh_from_json
 from keyturn.server.storage.sqlite import SQLiteStorage
 from keyturn.server.tokens import Signer, load_signer
+from tests.support.serverkit import RS_SECRET, SERVICE_SECRET
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverkit import CLI_SECRET, make_config, page_approve
 
 from keyturn.server.runner import ServerThread
+from tests.support.serverkit import CLI_SECRET, make_config, page_approve
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
 

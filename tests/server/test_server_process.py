@@ -13,14 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverkit import page_approve
-from test_server_protocol import start_device
 
 from keyturn import DeviceCode, MemoryStore
 from keyturn.cli.walkthrough import demo
 from keyturn.errors import ConfigError
 from keyturn.server.config import load_config
 from keyturn.server.passwords import hash_password, verify_password
+from tests.support.serverkit import page_approve, start_device
 
 
 @contextmanager

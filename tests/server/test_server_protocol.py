@@ -3,7 +3,6 @@ plain httpx where a test needs to send exactly one thing."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -13,39 +12,24 @@ import time
 import httpx
 import pytest
 from joserfc import jwk, jwt
-from serverkit import (
-    ALICE_PASSWORD,
-    CLI_SECRET,
-    RS_SECRET,
-    SERVICE_SECRET,
-    make_config,
-    page_approve,
-)
 
 from keyturn import AccessDenied, ClientCredentials, DeviceCode, MemoryStore
 from keyturn.protocol.grants import GRANT_DEVICE_CODE
 from keyturn.server.device_flow import new_device_grant
 from keyturn.server.runner import DATABASE_NAME, ServerThread
+from tests.support.serverkit import (
+    ALICE_PASSWORD,
+    CLI_SECRET,
+    RS_SECRET,
+    SERVICE_SECRET,
+    basic,
+    make_config,
+    page_approve,
+    poll,
+    start_device,
+)
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
-
-
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
-def start_device(issuer: str, **form: str) -> dict:
-    form.setdefault("client_id", "demo")
-    response = httpx.post(f"{issuer}/device_authorization", data=form)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def poll(issuer: str, device_code: str, *, headers: dict | None = None, **form: str) -> httpx.Response:
-    data = {"grant_type": GRANT_DEVICE_CODE, "device_code": device_code, **form}
-    if headers is None:
-        data.setdefault("client_id", "demo")
-    return httpx.post(f"{issuer}/token", data=data, headers=headers or {})
 
 
 def approved_tokens(issuer: str, scope: str = "openid offline_access") -> dict:
@@ -398,10 +382,9 @@ def test_logs_hold_no_secrets(server, caplog):
 
 
 def test_userinfo_of_a_client_named_like_a_user_has_no_user_claims(tmp_path):
-    from serverkit import _cheap_hash
-
     from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS
     from keyturn.server.config import ClientConfig
+    from tests.support.serverkit import _cheap_hash
 
     config = make_config()
     clients = {**config.clients, "alice": ClientConfig(

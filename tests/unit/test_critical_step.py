@@ -239,10 +239,9 @@ def test_a_refused_answer_still_gives_up_its_new_refresh_token() -> None:
 
 CHILD = r"""
 import json, sys, threading
-sys.path.insert(0, sys.argv[1])
 import httpx
 import keyturn.transport as transport
-from test_critical_step import HeldAnswers, refresh_flow
+from tests.unit.test_critical_step import HeldAnswers, refresh_flow
 
 held = HeldAnswers()
 threading.Timer(0.5, held.release).start()  # the answer comes after the main thread has ended
@@ -250,7 +249,7 @@ threading.Timer(0.5, held.release).start()  # the answer comes after the main th
 class FileKeeper:
     def confirm(self): pass
     def keep(self, received):
-        with open(sys.argv[2], "w") as out:
+        with open(sys.argv[1], "w") as out:
             out.write(received.token.refresh_token)
 
 def background_refresh():
@@ -269,6 +268,7 @@ def test_an_exiting_interpreter_waits_for_a_daemon_threads_answer_to_be_kept(tmp
     from pathlib import Path
 
     kept = tmp_path / "kept"
-    here = Path(__file__).parent
-    subprocess.run([sys.executable, "-c", CHILD, str(here), str(kept)], check=True, timeout=30)
+    # ``python -c`` puts the working directory on sys.path: the repository root, where ``tests`` is.
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", CHILD, str(kept)], check=True, timeout=30, cwd=root)
     assert kept.read_text() == "RT-1"

@@ -58,7 +58,7 @@ from keyturn.server.clientauth import authenticate_client
 from keyturn.server.config import ClientConfig
 from keyturn.server.passwords import hash_password
 from keyturn.stores.redis import RedisStore
-from tracebackcheck import assert_hidden, capture, leaks
+from tests.support.tracebackcheck import assert_hidden, capture, leaks
 
 
 # Distinctive values, random but for a two-letter prefix: a hit in the rendered text (the secret,

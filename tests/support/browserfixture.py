@@ -8,7 +8,7 @@ return futures.
 
 Usage (a module-scoped fixture keeps one Chromium per test module)::
 
-    from browserfixture import chromium  # noqa: F401  (the fixture)
+    from tests.support.browserfixture import chromium  # noqa: F401  (the fixture)
 
     def test_x(chromium):
         future = chromium.submit(lambda browser: ...)

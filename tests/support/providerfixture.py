@@ -1,7 +1,7 @@
 """A real OpenID provider (panva ``oidc-provider`` 9.13.3 on Node) for keyturn's tests.
 
-Plain helpers plus pytest fixtures. ``tests/conftest.py`` puts ``tests/`` on ``sys.path`` and
-does ``from providerfixture import *``, which exposes the fixtures ``provider`` (session scope,
+Plain helpers plus pytest fixtures. ``tests/conftest.py`` does
+``from tests.support.providerfixture import *``, which exposes the fixtures ``provider`` (session scope,
 default client set) and ``fresh_stats`` (function scope, stats reset).
 
 The Node side lives in ``tests/provider/`` (``provider.mjs``, pinned by ``package-lock.json``).
@@ -59,7 +59,7 @@ __all__ = [
     "start_provider",
 ]
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 PROVIDER_DIR = TESTS_DIR / "provider"
 PROVIDER_SCRIPT = PROVIDER_DIR / "provider.mjs"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -1,7 +1,7 @@
 """Render an exception as people and tools see it, with every frame's locals, and look for secrets.
 
 Shared by tests/unit/test_secrets_in_tracebacks.py and tests/integration/test_tracebacks_provider.py
-(issue 9, "no secret in traceback locals"). ``tests/`` is on ``sys.path`` (see conftest.py).
+(issue 9, "no secret in traceback locals").
 """
 
 from __future__ import annotations

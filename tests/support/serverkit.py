@@ -1,7 +1,7 @@
 """Helpers for the authorization server's tests: a configuration, a running server, approval.
 
-Imported by name (``from serverkit import ...``), not as ``conftest``: tests/e2e has a conftest
-too, and which one ``import conftest`` finds depends on the order the directories were collected.
+Imported by name (``from tests.support.serverkit import ...``); ``tests/server/conftest.py`` exports
+its ``server`` fixture.
 
 The server runs in-process on a free 127.0.0.1 port (``ServerThread``: real uvicorn, real SQLite);
 the verification page is driven over HTTP with one cookie jar, as a browser would.
@@ -9,6 +9,7 @@ the verification page is driven over HTTP with one cookie jar, as a browser woul
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Iterator
@@ -99,3 +100,24 @@ def page_approve(issuer: str, user_code: str, *, username: str = "alice",
     finally:
         if own:
             browser.close()
+
+
+# -- plain HTTP, where a test sends exactly one thing --------------------------------------------
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def start_device(issuer: str, **form: str) -> dict:
+    form.setdefault("client_id", "demo")
+    response = httpx.post(f"{issuer}/device_authorization", data=form)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def poll(issuer: str, device_code: str, *, headers: dict | None = None, **form: str) -> httpx.Response:
+    data = {"grant_type": GRANT_DEVICE_CODE, "device_code": device_code, **form}
+    if headers is None:
+        data.setdefault("client_id", "demo")
+    return httpx.post(f"{issuer}/token", data=data, headers=headers or {})

@@ -1,6 +1,6 @@
 """A real Redis (Debian ``redis-server``) for keyturn's tests.
 
-``tests/conftest.py`` does ``from redisfixture import *``, which exposes the fixtures
+``tests/conftest.py`` does ``from tests.support.redisfixture import *``, which exposes the fixtures
 ``redis_server`` (session scope: one server for the whole run) and ``redis_url`` (function scope: the
 session server's URL with its data flushed). ``start_redis()`` starts another one, e.g. to stop and
 restart it in a test. Every server listens on 127.0.0.1 on a free port, keeps nothing on disk

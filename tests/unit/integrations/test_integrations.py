@@ -331,7 +331,7 @@ class FailsToRenew(Rotating):
 
 
 def test_a_refresh_that_fails_after_a_401_shows_no_token_in_the_traceback():
-    from tracebackcheck import assert_hidden, capture
+    from tests.support.tracebackcheck import assert_hidden, capture
 
     secret = Token(access_token="first-token-0123456789abcdef")
     handler, _ = accepts("nothing-works")

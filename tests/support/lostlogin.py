@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from faultproxy import Exchange, FaultProxy, Gate, TcpFaultProxy
+from tests.support.faultproxy import Exchange, FaultProxy, Gate, TcpFaultProxy
 
 CHILD = Path(__file__).with_name("lostlogin_child.py")
 #: Longest the test waits for one event of a job process, or for its end.
@@ -275,7 +275,7 @@ def npm_server(work: Path) -> Iterator[Server]:
     """panva oidc-provider, its issuer the proxy's URL, with a public client that rotates the
     refresh token at every use (reuse revokes the grant) and whose access tokens last 10 minutes,
     so that a token another process stored is adopted rather than refreshed again."""
-    from providerfixture import DEVICE_CODE_GRANT, make_client, start_provider
+    from tests.support.providerfixture import DEVICE_CODE_GRANT, make_client, start_provider
 
     client = make_client("public-long", "none", access_token_ttl=600,
                          grant_types=["authorization_code", REFRESH, DEVICE_CODE_GRANT])
@@ -428,7 +428,7 @@ class Case:
     def _seed(self) -> None:
         """A saved login: the refresh token alone, under the source's own cache key."""
         from keyturn.token import Token
-        from lostlogin_child import _store, build_source
+        from tests.support.lostlogin_child import _store, build_source
 
         source = build_source(self.source, _store(self.direct_store))
         source.cache.store.save(source.cache.key, Token.refresh_only(self.rt0))
