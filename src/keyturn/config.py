@@ -32,7 +32,9 @@ import os
 import stat
 import sys
 
-from .cachekey import cache_key
+from . import registry
+from .cachekey import auth_method_for, cache_key, refresh_subject
+from .interactive.browser import can_open_browser
 from .paths import cache_dir as default_cache_dir
 from .paths import config_file
 from .secret import Secret
@@ -56,30 +58,23 @@ __all__ = [
     "profile_names",
 ]
 
-#: ``grant =`` name -> (module, class, wire grant type used in the cache key, default scope).
+#: ``grant =`` name -> (module, class, wire grant type used in the cache key, default scope): a
+#: view of :mod:`keyturn.registry`'s rows of the grants a profile may name.
 GRANTS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "client_credentials": ("keyturn.sources.client_credentials", "ClientCredentials",
-                           "client_credentials", ()),
-    "refresh_token": ("keyturn.sources.refresh_token", "RefreshToken", "refresh_token", ()),
-    "device_code": ("keyturn.sources.device_code", "DeviceCode",
-                    "urn:ietf:params:oauth:grant-type:device_code", ("openid", "offline_access")),
-    "authorization_code": ("keyturn.sources.authorization_code", "AuthorizationCode",
-                           "authorization_code", ("openid", "offline_access")),
+    row.name: (row.module, row.cls, row.grant_type or "", row.default_scope)
+    for row in registry.grants(profile=True)
 }
 #: What ``--flow`` accepts besides the grant names.
-FLOW_ALIASES = {"device": "device_code", "browser": "authorization_code"}
+FLOW_ALIASES = registry.FLOW_ALIASES
 #: Grants that may start a login a person has to finish.
-INTERACTIVE_GRANTS = frozenset({"device_code", "authorization_code"})
+INTERACTIVE_GRANTS = frozenset(row.name for row in registry.grants(profile=True, interactive=True))
 
 _SECRETS = ("client_secret", "private_key", "refresh_token")
-_STRINGS = ("issuer", "token_endpoint", "device_authorization_endpoint", "authorization_endpoint",
-            "client_id", "auth_method", "signing_alg", "audience")
-_OTHER = ("scope", "resource", "extra_params", "leeway", "verify", "cert", "timeout",
-          "allow_insecure_http", "id_token_algorithms", "clock_skew")
-#: Settings of the browser login only: a profile whose flow is picked per machine may end up with
-#: the device flow, which has no use for them (and no such arguments).
-_BROWSER_ONLY = ("landing_page", "login_timeout", "redirect_port")
-_KEYWORDS = frozenset(_STRINGS + _OTHER + _SECRETS + _BROWSER_ONLY)
+#: What a profile may set: the settings every source takes, and each grant's own. One profile
+#: may hold the settings of several grants (its flow may be picked per machine: the browser
+#: login's settings are of no use to the device flow); a source is given its grant's only.
+_KEYWORDS = frozenset(registry.SHARED_SETTINGS).union(
+    *(row.settings for row in registry.grants(profile=True)))
 _META = frozenset({"grant", "store", "cache_dir"}
                   | {f"{s}_env" for s in _SECRETS} | {f"{s}_file" for s in _SECRETS})
 
@@ -190,37 +185,17 @@ def load_profile(
     return Profile(name or "(ad hoc)", table)
 
 
-def can_open_browser() -> bool:
-    """Whether a login can open a browser here: not over SSH, and with a display on Linux."""
-    try:
-        import importlib
-
-        check = importlib.import_module("keyturn.interactive.browser").can_open_browser
-    except (ImportError, AttributeError):
-        pass  # the browser flow's own check is not there: decide from the environment
-    else:
-        return bool(check())
-    env = os.environ
-    if env.get("BROWSER"):
-        return True
-    if env.get("SSH_CONNECTION") or env.get("SSH_TTY"):
-        return False
-    if sys.platform.startswith("linux") or "bsd" in sys.platform:
-        return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-    return True
-
-
 def _available(grant: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(GRANTS[grant][0]) is not None
+    return importlib.util.find_spec(registry.grant(grant).module) is not None
 
 
 class Profile:
     """One resolved profile: its grant and the source's keyword arguments (secrets resolved)."""
 
     __slots__ = ("cache_dir", "chosen", "grant", "kwargs", "name", "secret_env", "secret_files",
-                 "store")
+                 "settings", "store")
 
     def __init__(self, name: str, table: Mapping[str, Any]) -> None:
         # First: secrets given as overrides are wrapped too (the file's already are), so that this
@@ -253,8 +228,8 @@ class Profile:
         self.store: str = str(table.get("store", "file"))
         cache_dir = table.get("cache_dir")
         self.cache_dir: str | None = os.path.expanduser(cache_dir) if cache_dir else None
-        kwargs = {k: v for k, v in table.items() if k in _KEYWORDS
-                  and (grant == "authorization_code" or k not in _BROWSER_ONLY)}
+        #: Every source setting of the profile; :attr:`kwargs` those of its grant.
+        self.settings: dict[str, Any] = {k: v for k, v in table.items() if k in _KEYWORDS}
         #: Where the secrets came from (names only), so the fast path can tell the profile still
         #: resolves the same way.
         self.secret_env: list[str] = []
@@ -265,18 +240,18 @@ class Profile:
                 if not os.environ.get(str(env_name)):
                     raise _config_error(
                         f"profile {name!r}: {secret}_env names ${env_name}, which is not set")
-                kwargs[secret] = Secret(os.environ[str(env_name)])
+                self.settings[secret] = Secret(os.environ[str(env_name)])
                 self.secret_env.append(str(env_name))
             elif file_name:
                 self.secret_files.append(os.path.expanduser(str(file_name)))
                 try:
                     with open(os.path.expanduser(str(file_name)), encoding="utf-8") as handle:
-                        kwargs[secret] = Secret(handle.read().strip())
+                        self.settings[secret] = Secret(handle.read().strip())
                 except OSError as exc:
                     raise _config_error(
                         f"profile {name!r}: cannot read {secret}_file {file_name}: "
                         f"{exc.strerror}") from None
-        self.kwargs: dict[str, Any] = kwargs
+        self.kwargs: dict[str, Any] = _keywords_of(grant, self.settings)
 
     def with_grant(self, grant: str) -> Profile:
         """This profile with another grant (the same settings otherwise)."""
@@ -284,6 +259,7 @@ class Profile:
         for slot in Profile.__slots__:
             setattr(other, slot, getattr(self, slot))
         other.grant, other.chosen = grant, False
+        other.kwargs = _keywords_of(grant, self.settings)
         return other
 
     def __repr__(self) -> str:
@@ -294,11 +270,11 @@ class Profile:
 
     @property
     def interactive_grant(self) -> bool:
-        return self.grant in INTERACTIVE_GRANTS
+        return registry.grant(self.grant).interactive
 
     def store_file(self) -> str | None:
         """The FileStore record of this profile's tokens, or None when it uses another store."""
-        if self.store != "file":
+        if self.store != registry.FILE_STORE:  # the record format read here is the FileStore's
             return None
         from .cachekey import file_name
 
@@ -306,32 +282,20 @@ class Profile:
         return os.path.join(directory, f"{file_name(self.cache_key())}.json")
 
     def cache_key(self) -> str:
-        """The key the source built from this profile stores its tokens under (the same
-        derivation as :meth:`Source._cache_key`; pinned equal by tests/e2e)."""
+        """The key the source built from this profile stores its tokens under: derived by
+        :func:`keyturn.cachekey.cache_key` from the same settings (pinned equal by tests/e2e)."""
         kw = self.kwargs
-        _, _, grant_type, default_scope = GRANTS[self.grant]
-        scope = kw.get("scope")
-        if scope is None:
-            scope = default_scope
-        items = scope.split() if isinstance(scope, str) else [s for p in scope for s in p.split()]
-        resource = kw.get("resource")
-        resources = sorted(set([resource] if isinstance(resource, str) else resource or []))
-        method = kw.get("auth_method") or (
-            "private_key_jwt" if kw.get("private_key") is not None else
-            "client_secret_basic" if kw.get("client_secret") else
-            "tls_client_auth" if kw.get("cert") is not None else "none")
-        subject = None
-        if self.grant == "refresh_token":
-            import hashlib
-
-            subject = f"rt:{hashlib.sha256(_text(kw.get('refresh_token')).encode()).hexdigest()[:8]}"
-        issuer = kw.get("issuer")
+        row = registry.grant(self.grant)
         return cache_key(
-            issuer=issuer.rstrip("/") if issuer else None,
-            token_endpoint=kw.get("token_endpoint"), client_id=kw.get("client_id"),
-            auth_method=method, grant=grant_type, subject=subject,
-            scope=dict.fromkeys(items), audience=kw.get("audience"), resource=resources,
-            extra=dict(kw.get("extra_params") or {}),
+            issuer=kw.get("issuer"), token_endpoint=kw.get("token_endpoint"), client_id=kw.get("client_id"),
+            auth_method=auth_method_for(kw.get("auth_method"), client_secret=kw.get("client_secret"),
+                                        private_key=kw.get("private_key"),
+                                        has_client_cert=kw.get("cert") is not None),
+            grant=row.grant_type or "",
+            subject=refresh_subject(_text(kw.get("refresh_token")))
+            if self.grant == "refresh_token" else None,
+            scope=kw.get("scope"), default_scope=row.default_scope, audience=kw.get("audience"),
+            resource=kw.get("resource"), extra=kw.get("extra_params"),
         )
 
     def build(self, **extra: Any) -> Source:
@@ -339,31 +303,29 @@ class Profile:
         ``prompt=``) is passed to interactive grants only."""
         import importlib
 
-        module, cls_name, _, _ = GRANTS[self.grant]
+        row = registry.grant(self.grant)
+        store = registry.store_for(self.store)
+        if store is None:
+            raise _config_error(f"profile {self.name!r}: store {self.store!r} is not "
+                                f"{registry.store_choices()}")
         try:
-            cls = getattr(importlib.import_module(module), cls_name)
+            cls = getattr(importlib.import_module(row.module), row.cls)
         except ImportError:
             raise _config_error(f"the {self.grant} grant is not available in this keyturn") from None
+        store_cls = getattr(importlib.import_module(store.module), store.cls)
         kwargs = dict(self.kwargs)
-        if self.store == "file":
-            from .stores.file import FileStore
-
-            kwargs["store"] = FileStore(self.cache_dir)
-        elif self.store == "memory":
-            from .stores.memory import MemoryStore
-
-            kwargs["store"] = MemoryStore()
-        elif self.store.startswith(("redis://", "rediss://", "unix://")):
-            from .stores.redis import RedisStore
-
-            kwargs["store"] = RedisStore(self.store)
-        else:
-            raise _config_error(f"profile {self.name!r}: store {self.store!r} is not 'file', "
-                                "'memory' or a redis:// URL")
-        if self.interactive_grant:
+        kwargs["store"] = (store_cls(self.cache_dir) if store.takes == "cache_dir" else
+                           store_cls(self.store) if store.takes == "url" else store_cls())
+        if row.interactive:
             kwargs.update(extra)
         source: Source = cls(**kwargs)
         return source
+
+
+def _keywords_of(grant: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a source of ``grant`` takes: the shared ones and the grant's own."""
+    own = registry.grant(grant).settings
+    return {k: v for k, v in settings.items() if k in registry.SHARED_SETTINGS or k in own}
 
 
 def _text(value: Any) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from .token import fingerprint
 
@@ -189,11 +189,14 @@ class SecretFields(MutableMapping[str, Any]):
         raise TypeError("keyturn SecretFields hold secrets and cannot be pickled")
 
 
-def conceal_arguments(arguments: MutableMapping[str, Any]) -> None:
+def conceal_arguments(arguments: Mapping[str, object]) -> None:
     """Wrap, in place, the sensitive entries of a ``**kwargs`` dict.
 
     Called first thing in a constructor that takes ``**kwargs``: its frame then holds only tags,
-    and the constructors it passes them on to receive the :class:`Secret` values.
+    and the constructors it passes them on to receive the :class:`Secret` values. (Typed as a
+    Mapping so that a ``**options: Unpack[SourceOptions]`` dict is taken: it is a dict, and its
+    secret entries accept a Secret.)
     """
+    target = cast("MutableMapping[str, Any]", arguments)
     for name, value in arguments.items():
-        arguments[name] = _conceal(name, value)
+        target[name] = _conceal(name, value)

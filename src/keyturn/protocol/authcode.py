@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from .. import registry
 from ..errors import ConfigError, InvalidResponse, oauth_error, safe_url
 from ..secret import Secret, SecretFields
 from ..token import Token
@@ -49,7 +50,7 @@ __all__ = [
     "iss_required",
 ]
 
-GRANT_AUTHORIZATION_CODE: Final = "authorization_code"
+GRANT_AUTHORIZATION_CODE: Final = registry.AUTHORIZATION_CODE
 
 #: Parameters keyturn sets itself; ``params=`` must not name them (RFC 6749 §3.1: "Request and
 #: response parameters MUST NOT be included more than once").

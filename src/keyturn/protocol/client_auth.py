@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
+from ..cachekey import auth_method_for
 from ..errors import ConfigError
 from ..secret import Secret
 from .jwt import SigningKey, build_assertion, load_secret_key, secret_signing_key
@@ -76,7 +77,9 @@ class ClientAuth:
         private_key = Secret.optional(private_key)
         if not client_id:
             raise ConfigError("client_id= is required")
-        method = auth_method or _default_method(client_secret, private_key, has_client_cert)
+        # The one choice of a default method, which a profile makes too for the cache key.
+        method = auth_method_for(auth_method, client_secret=client_secret, private_key=private_key,
+                                 has_client_cert=has_client_cert)
         if method not in AUTH_METHODS:
             raise ConfigError(f"auth_method={method!r} is not one of {', '.join(AUTH_METHODS)}")
         if method in ("client_secret_basic", "client_secret_post", "client_secret_jwt"):
@@ -121,12 +124,3 @@ class ClientAuth:
                 now=now,
             )
 
-
-def _default_method(secret: Secret[str] | None, key: Secret[Any] | None, has_cert: bool) -> str:
-    if key is not None:
-        return "private_key_jwt"
-    if secret:
-        return "client_secret_basic"
-    if has_cert:
-        return "tls_client_auth"
-    return "none"

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from .. import registry
 from ..errors import InvalidResponse, oauth_error
 from ..secret import SecretFields
 from ..strictjson import loads
@@ -34,11 +35,12 @@ __all__ = [
     "token_flow",
 ]
 
-GRANT_CLIENT_CREDENTIALS: Final = "client_credentials"
-GRANT_REFRESH_TOKEN: Final = "refresh_token"
-GRANT_DEVICE_CODE: Final = "urn:ietf:params:oauth:grant-type:device_code"
-GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+# The wire grant types, from the registry of grants (where the sources and the profiles read them).
+GRANT_CLIENT_CREDENTIALS: Final = registry.CLIENT_CREDENTIALS
+GRANT_REFRESH_TOKEN: Final = registry.REFRESH_TOKEN
+GRANT_DEVICE_CODE: Final = registry.DEVICE_CODE
+GRANT_JWT_BEARER: Final = registry.JWT_BEARER
+GRANT_TOKEN_EXCHANGE: Final = registry.TOKEN_EXCHANGE
 
 #: What an access token (VSCHAR) and a token type (no space) may be made of: printable ASCII.
 _VSCHARS: Final = re.compile(r"[\x20-\x7e]+")

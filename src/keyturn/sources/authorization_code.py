@@ -20,15 +20,15 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import registry
 from ..errors import ConfigError, DiscoveryError
 from ..interactive.landing import LandingPage, LoginOutcome, render
 from ..interactive.loopback import LoopbackListener
 from ..protocol.authcode import (
-    GRANT_AUTHORIZATION_CODE,
     AuthorizationRequest,
     code_exchange_flow,
     iss_required,
@@ -41,13 +41,17 @@ from ..stores.file import FileStore
 from ..token import Token
 from .oidc import OpenIDSource, stdio_is_terminal
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import OpenIDOptions
+
 __all__ = ["DEFAULT_LOGIN_TIMEOUT", "DEFAULT_SCOPE", "AuthorizationCode"]
 
 log = logging.getLogger("keyturn")
 
-#: Asked for when ``scope=`` is not given: an identity (``openid``) and a refresh token that
-#: outlives the browser session (``offline_access``), which is the point of logging in once.
-DEFAULT_SCOPE = ("openid", "offline_access")
+#: Asked for when ``scope=`` is not given (the registry's row of the grant says which).
+DEFAULT_SCOPE = registry.grant("authorization_code").default_scope
 #: Seconds a person gets to finish the login in the browser.
 DEFAULT_LOGIN_TIMEOUT = 300.0
 
@@ -83,18 +87,18 @@ class AuthorizationCode(OpenIDSource):
     stdin and stderr are terminals.
     """
 
-    grant_type = GRANT_AUTHORIZATION_CODE
+    grant_name = "authorization_code"
     default_store = _file_store
 
     def __init__(
-        self, *, authorization_endpoint: str | None = None,
-        scope: str | Iterable[str] | None = None, prompt: str | None = None,
+        self, *, authorization_endpoint: str | None = None, prompt: str | None = None,
         open_browser: Callable[[str], Any] | None = None,
         landing_page: LandingPage | None = None, login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
-        redirect_port: int = 0, interactive: bool | None = None, **kwargs: Any,
+        redirect_port: int = 0, interactive: bool | None = None,
+        **options: Unpack[OpenIDOptions],
     ) -> None:
-        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
-        super().__init__(scope=DEFAULT_SCOPE if scope is None else scope, **kwargs)
+        conceal_arguments(options)  # first: this frame shows in a ConfigError's traceback
+        super().__init__(**options)
         if authorization_endpoint:
             check_endpoint_url(authorization_endpoint, "authorization_endpoint",
                                allow_http=self._allow_http)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .. import transport
+from .. import registry, transport
 from ..cache import TokenCache
 from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
@@ -73,10 +73,22 @@ class Grant:
 class Source(Adapters):
     """Base of the token sources: ``get_access_token()`` and everything around it."""
 
-    #: The grant type, part of the cache key.
+    #: The grant's row in :mod:`keyturn.registry`, which sets the two below.
+    grant_name: ClassVar[str | None] = None
+    #: The wire grant type, part of the cache key.
     grant_type: ClassVar[str] = ""
+    #: The scope asked for when ``scope=`` is not given.
+    default_scope: ClassVar[tuple[str, ...]] = ()
     #: The store used when ``store=`` is not given.
     default_store: ClassVar[Callable[[], Store | None]] = MemoryStore
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("grant_name")
+        if name is not None:
+            row = registry.grant(name)
+            cls.grant_type = row.grant_type or ""
+            cls.default_scope = row.default_scope
 
     def __init__(
         self,
@@ -122,7 +134,7 @@ class Source(Adapters):
             client_id=client_id, client_secret=client_secret, private_key=private_key,
             auth_method=auth_method, signing_alg=signing_alg, has_client_cert=cert is not None,
         )
-        self.scope = normalize_scope(scope)
+        self.scope = normalize_scope(type(self).default_scope if scope is None else scope)
         self.audience = audience
         self.resource = tuple(sorted(set([resource] if isinstance(resource, str) else resource or [])))
         for value in self.resource:
@@ -143,7 +155,8 @@ class Source(Adapters):
     # -- identity ------------------------------------------------------------------------------------
 
     def _cache_key(self, subject: str | None) -> str:
-        """Everything that changes the token, so two configurations never share one."""
+        """Everything that changes the token, so two configurations never share one: derived by
+        :func:`keyturn.cachekey.cache_key`, as :meth:`keyturn.config.Profile.cache_key` is."""
         return cache_key(
             issuer=self.issuer, token_endpoint=self._token_endpoint,
             client_id=self.client_auth.client_id, auth_method=self.client_auth.method,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from ..protocol.grants import GRANT_CLIENT_CREDENTIALS
+from typing import TYPE_CHECKING
+
+from ..secret import conceal_arguments
 from ..token import Token
 from .base import Grant, Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SourceOptions
 
 __all__ = ["ClientCredentials"]
 
@@ -17,11 +24,12 @@ class ClientCredentials(Source):
         source.get_access_token()
     """
 
-    grant_type = GRANT_CLIENT_CREDENTIALS
+    grant_name = "client_credentials"
 
-    # No __init__ of its own: Source's takes the same arguments and wraps the secrets first; one
-    # that only passed **kwargs on would hold the client secret in a plain dict of its frame.
+    def __init__(self, **options: Unpack[SourceOptions]) -> None:
+        conceal_arguments(options)  # first: this frame shows in a ConfigError's traceback
+        super().__init__(**options)
 
     def _grant(self, previous: Token | None) -> Grant:
         # RFC 6749 §4.4.3: "A refresh token SHOULD NOT be included": each refresh is a new grant.
-        return Grant(GRANT_CLIENT_CREDENTIALS, self._base_params())
+        return Grant(self.grant_type, self._base_params())

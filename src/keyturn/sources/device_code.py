@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from .. import registry
 from ..errors import ConfigError, DiscoveryError
 from ..protocol.device import (
     DeviceAuthorization,
@@ -26,7 +27,6 @@ from ..protocol.device import (
     device_poll_flow,
 )
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.grants import GRANT_DEVICE_CODE
 from ..protocol.http import Blocking, Flow, call
 from ..secret import conceal_arguments
 from ..stores.base import Store
@@ -34,11 +34,15 @@ from ..stores.file import FileStore
 from ..token import Token
 from .oidc import OpenIDSource, stdio_is_terminal
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import OpenIDOptions
+
 __all__ = ["DEFAULT_SCOPE", "DeviceCode"]
 
-#: Asked for when ``scope=`` is not given: an identity (``openid``) and a refresh token that
-#: outlives the session (``offline_access``), which is the point of logging in once.
-DEFAULT_SCOPE = ("openid", "offline_access")
+#: Asked for when ``scope=`` is not given (the registry's row of the grant says which).
+DEFAULT_SCOPE = registry.grant("device_code").default_scope
 
 
 def _file_store() -> Store | None:
@@ -56,16 +60,16 @@ class DeviceCode(OpenIDSource):
     when a ``prompt`` is given or stdin and stderr are terminals.
     """
 
-    grant_type = GRANT_DEVICE_CODE
+    grant_name = "device_code"
     default_store = _file_store
 
     def __init__(
         self, *, prompt: Callable[[DeviceVerification], None] | None = None,
         interactive: bool | None = None, device_authorization_endpoint: str | None = None,
-        scope: str | Iterable[str] | None = None, **kwargs: Any,
+        **options: Unpack[OpenIDOptions],
     ) -> None:
-        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
-        super().__init__(scope=DEFAULT_SCOPE if scope is None else scope, **kwargs)
+        conceal_arguments(options)  # first: this frame shows in a ConfigError's traceback
+        super().__init__(**options)
         if prompt is not None and not callable(prompt):
             raise ConfigError("prompt= must be a callable taking a DeviceVerification")
         if device_authorization_endpoint:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..protocol.grants import GRANT_JWT_BEARER, token_flow
+from ..protocol.grants import token_flow
 from ..protocol.http import Flow
 from ..protocol.jwt import ASSERTION_LIFETIME, SigningKey, build_assertion, load_secret_key
 from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SourceOptions
 
 __all__ = ["JwtBearer"]
 
@@ -28,7 +33,7 @@ class JwtBearer(Source):
     new assertion for each request. Client authentication is optional (``auth_method="none"``).
     """
 
-    grant_type = GRANT_JWT_BEARER
+    grant_name = "jwt_bearer"
 
     def __init__(
         self,
@@ -41,13 +46,13 @@ class JwtBearer(Source):
         assertion_lifetime: int = ASSERTION_LIFETIME,
         assertion_claims: dict[str, Any] | None = None,
         subject: str | None = None,
-        **kwargs: Any,
+        **options: Unpack[SourceOptions],
     ) -> None:
         # First: a ConfigError raised below shows this frame's locals.
         if isinstance(assertion, str):
             assertion = Secret(assertion)
         assertion_key = Secret.optional(assertion_key)
-        conceal_arguments(kwargs)
+        conceal_arguments(options)
         if (assertion is None) == (assertion_key is None):
             raise ConfigError("give exactly one of assertion= or assertion_key=")
         self._assertion = assertion
@@ -64,7 +69,7 @@ class JwtBearer(Source):
         if subject is None and isinstance(assertion, Secret):
             # A fixed assertion names its subject itself: key the cache by the assertion's tag.
             subject = "assertion:" + fingerprint(assertion.reveal())
-        super().__init__(subject=subject, **kwargs)
+        super().__init__(subject=subject, **options)
 
     def _assertion_value(self, audience: str) -> str:
         if self._key is not None:
@@ -91,7 +96,7 @@ class JwtBearer(Source):
         # RFC 7523 §2.1: "The value of the "assertion" parameter MUST contain a single JWT."
         params["assertion"] = self._assertion_value(endpoint)
         # A signed assertion carries a jti: sending it twice would be a replay the server refuses.
-        return Grant(GRANT_JWT_BEARER, params, idempotent=False)
+        return Grant(self.grant_type, params, idempotent=False)
 
     def _flow(self, previous: Token | None) -> Flow[Token]:
         endpoint = yield from self._endpoint_flow()

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
 from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
@@ -26,6 +26,11 @@ from ..protocol.userinfo import userinfo_flow
 from ..secret import SecretFields, conceal_arguments
 from ..token import Token
 from .base import Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SourceOptions
 
 __all__ = ["JWKS", "OpenIDSource", "RefreshRefused", "stdio_is_terminal"]
 
@@ -72,10 +77,10 @@ class OpenIDSource(Source):
 
     def __init__(
         self, *, id_token_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
-        clock_skew: float = DEFAULT_CLOCK_SKEW, **kwargs: Any,
+        clock_skew: float = DEFAULT_CLOCK_SKEW, **options: Unpack[SourceOptions],
     ) -> None:
-        conceal_arguments(kwargs)  # first: this frame shows in a ConfigError's traceback
-        super().__init__(**kwargs)
+        conceal_arguments(options)  # first: this frame shows in a ConfigError's traceback
+        super().__init__(**options)
         if "none" in id_token_algorithms:
             from ..errors import ConfigError
 

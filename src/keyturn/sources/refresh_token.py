@@ -7,13 +7,18 @@ is never sent twice — not by two threads, not by two processes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ..cachekey import refresh_subject
 from ..errors import ConfigError, LoginRequired
-from ..protocol.grants import GRANT_REFRESH_TOKEN
 from ..secret import Secret, SecretFields, conceal_arguments
-from ..token import Token, fingerprint
+from ..token import Token
 from .base import Grant, Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SourceOptions
 
 __all__ = ["RefreshToken"]
 
@@ -25,18 +30,19 @@ class RefreshToken(Source):
                               on_refresh=lambda token: save(token.refresh_token))
     """
 
-    grant_type = GRANT_REFRESH_TOKEN
+    grant_name = "refresh_token"
 
-    def __init__(self, *, refresh_token: str | Secret[str], **kwargs: Any) -> None:
+    def __init__(self, *, refresh_token: str | Secret[str], **options: Unpack[SourceOptions]
+                 ) -> None:
         # First: a ConfigError from here or from Source shows these frames' locals.
         refresh_token = Secret.wrap(refresh_token)
-        conceal_arguments(kwargs)
+        conceal_arguments(options)
         if not refresh_token or not isinstance(refresh_token.reveal(), str):
             raise ConfigError("refresh_token= must be a non-empty string")
         # The initial refresh token identifies the grant: processes started with the same one
         # share one store record, and find its rotated successor there.
-        kwargs.setdefault("subject", f"rt:{fingerprint(refresh_token.reveal())}")
-        super().__init__(seed=Token.refresh_only(refresh_token.reveal()), **kwargs)
+        super().__init__(subject=refresh_subject(refresh_token.reveal()),
+                         seed=Token.refresh_only(refresh_token.reveal()), **options)
 
     def _grant(self, previous: Token | None) -> Grant:
         if previous is None or not previous.refresh_token:
@@ -46,4 +52,4 @@ class RefreshToken(Source):
         # asked for, so that omitting it keeps the original grant.
         params.update(self._base_params())
         # A rotating refresh token must not be sent twice: a retry after a timeout could spend it.
-        return Grant(GRANT_REFRESH_TOKEN, params, idempotent=False)
+        return Grant(self.grant_type, params, idempotent=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..errors import ConfigError
 from ..integrations import Adapters
 from ..secret import Secret
@@ -12,6 +14,9 @@ __all__ = ["StaticToken"]
 
 class StaticToken(Adapters):
     """``StaticToken("eyJ...")``: never refreshed; a 401 is passed back to the caller."""
+
+    #: Its row in :mod:`keyturn.registry` (no grant type: it never asks for a token).
+    grant_name: ClassVar[str] = "static"
 
     def __init__(self, token: str | Secret[str], *, token_type: str = "Bearer") -> None:
         token = Secret.wrap(token)  # first: the ConfigError below shows this frame's locals

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..protocol.grants import GRANT_TOKEN_EXCHANGE, token_flow
+from ..protocol.grants import token_flow
 from ..protocol.http import Flow, token_of
 from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SourceOptions
 
 __all__ = ["ACCESS_TOKEN_TYPE", "AccessTokenSource", "TokenExchange"]
 
@@ -59,7 +64,7 @@ class TokenExchange(Source):
     exchange, so the exchanged token always stems from a valid one.
     """
 
-    grant_type = GRANT_TOKEN_EXCHANGE
+    grant_name = "token_exchange"
 
     def __init__(
         self,
@@ -69,14 +74,14 @@ class TokenExchange(Source):
         actor_token: TokenInput | None = None,
         actor_token_type: str | None = None,
         requested_token_type: str | None = None,
-        **kwargs: Any,
+        **options: Unpack[SourceOptions],
     ) -> None:
         # First: a ConfigError raised below shows this frame's locals, which must hold the tokens
         # and the client secret only as tags.
         subject = _held(subject_token)
         actor = None if actor_token is None else _held(actor_token)
         del subject_token, actor_token
-        conceal_arguments(kwargs)
+        conceal_arguments(options)
         from ..errors import ConfigError
 
         if not subject:
@@ -95,7 +100,7 @@ class TokenExchange(Source):
             part for part in (_tag(subject), subject_token_type, _tag(actor),
                               actor_token_type, requested_token_type) if part
         )
-        super().__init__(subject=key, **kwargs)
+        super().__init__(subject=key, **options)
 
     # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
@@ -121,7 +126,7 @@ class TokenExchange(Source):
             params["actor_token_type"] = self.actor_token_type
         if self.requested_token_type:
             params["requested_token_type"] = self.requested_token_type
-        return Grant(GRANT_TOKEN_EXCHANGE, params)
+        return Grant(self.grant_type, params)
 
     def _exchange_flow(self, subject_token: Secret[str], actor_token: Secret[str] | None
                        ) -> Flow[Token]:

@@ -1,0 +1,192 @@
+"""The grants and the stores keyturn knows: one row each, read by the sources, the profiles and
+``keyturn token``'s fast path.
+
+A row says what the rest of keyturn needs to know about a grant without importing it: the name a
+profile gives it (``grant = "device_code"``), the module and class of its source, the wire grant
+type (what the token request sends and what the cache key holds), the scope asked for when
+``scope=`` is not given, whether it may start a login a person has to finish, whether a profile
+may name it, and the settings of its own that a profile may hold. A source class names its row
+(``grant_name = "device_code"``) and takes its ``grant_type`` and ``default_scope`` from it
+(:meth:`keyturn.sources.base.Source.__init_subclass__`).
+
+Adding a grant: write its source in ``src/keyturn/sources/`` (a :class:`~keyturn.sources.base.Source`
+subclass with ``grant_name`` set and its request in ``_grant`` or ``_flow``), and add its
+:class:`GrantRow` to :data:`GRANT_ROWS`. With ``profile=True`` it is a ``grant =`` of the config
+file and of ``keyturn login --flow``; ``interactive=True`` makes it a login (FileStore by
+default on the command line, ``LoginRequired`` for a silent caller). tests/unit/test_registry.py
+checks that the row's module, class and keywords are there.
+
+Adding a store: write it in ``src/keyturn/stores/`` (a :class:`~keyturn.stores.base.Store`), and add
+its :class:`StoreRow` to :data:`STORE_ROWS`: the ``store =`` names or URL schemes a profile uses
+for it, and which one argument its constructor takes from the profile (the ``cache_dir``, the URL
+itself, or nothing).
+
+Standard library only, and not even that: the fast path imports this module (see
+``python -X importtime -c "import keyturn.config"``), so no typing or dataclasses at run time.
+"""
+
+from __future__ import annotations
+
+# Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Final
+
+__all__ = [
+    "FILE_STORE",
+    "FLOW_ALIASES",
+    "GRANT_ROWS",
+    "SHARED_SETTINGS",
+    "STORE_ROWS",
+    "GrantRow",
+    "StoreRow",
+    "grant",
+    "grants",
+    "store_choices",
+    "store_for",
+]
+
+# -- the wire grant types: what the token request's grant_type says -------------------------------
+
+#: RFC 6749 §4.1.3: grant_type "REQUIRED. Value MUST be set to "authorization_code"."
+AUTHORIZATION_CODE: Final = "authorization_code"
+#: RFC 6749 §4.4.2: grant_type "REQUIRED. Value MUST be set to "client_credentials"."
+CLIENT_CREDENTIALS: Final = "client_credentials"
+#: RFC 6749 §6: grant_type "REQUIRED. Value MUST be set to "refresh_token"."
+REFRESH_TOKEN: Final = "refresh_token"
+#: RFC 8628 §3.4: grant_type "Value MUST be set to "urn:ietf:params:oauth:grant-type:device_code"."
+DEVICE_CODE: Final = "urn:ietf:params:oauth:grant-type:device_code"
+#: RFC 7523 §2.1: "The value of the "grant_type" is "urn:ietf:params:oauth:grant-type:jwt-bearer"."
+JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: RFC 8693 §2.1: "The value "urn:ietf:params:oauth:grant-type:token-exchange" indicates that a
+#: token exchange is being performed."
+TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+#: An identity (``openid``) and a refresh token that outlives the session (``offline_access``):
+#: the point of a person logging in once.
+LOGIN_SCOPE: Final = ("openid", "offline_access")
+#: What the OpenID Connect sources (the logins) take besides the shared settings.
+_OPENID_SETTINGS = ("id_token_algorithms", "clock_skew")
+
+#: The settings of :class:`~keyturn.sources.base.Source` (its ``SourceOptions``) that a profile
+#: may hold; the others (``store``, ``on_refresh``, ``subject``, ``seed``) are objects a config
+#: file cannot write, or keyturn's own. tests/unit/test_registry.py pins the two lists together.
+SHARED_SETTINGS = (
+    "issuer", "token_endpoint", "client_id", "client_secret", "private_key", "auth_method",
+    "signing_alg", "scope", "audience", "resource", "extra_params", "leeway", "verify", "cert",
+    "timeout", "allow_insecure_http",
+)
+
+
+class GrantRow:
+    """One grant: see the module docstring for what each field is for."""
+
+    __slots__ = ("cls", "default_scope", "grant_type", "interactive", "module", "name", "profile",
+                 "settings")
+
+    def __init__(self, name: str, module: str, cls: str, grant_type: str | None, *,
+                 default_scope: tuple[str, ...] = (), interactive: bool = False,
+                 profile: bool = False, settings: tuple[str, ...] = ()) -> None:
+        #: The name a profile and ``--flow`` give it, and a source's ``grant_name``.
+        self.name = name
+        #: Where its source class lives (imported only to build one).
+        self.module = module
+        self.cls = cls
+        #: The wire ``grant_type`` (None: no token request at all).
+        self.grant_type = grant_type
+        #: The scope asked for when ``scope=`` is not given.
+        self.default_scope = default_scope
+        #: Whether it may start a login a person has to finish.
+        self.interactive = interactive
+        #: Whether a profile may name it in ``grant =``.
+        self.profile = profile
+        #: Its own constructor keywords that a profile may set (besides :data:`SHARED_SETTINGS`).
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"GrantRow({self.name!r}, {self.module}.{self.cls}, grant_type={self.grant_type!r})"
+
+
+#: Every grant, in the order ``keyturn login --help`` and error messages list them.
+GRANT_ROWS = (
+    GrantRow("static", "keyturn.sources.static", "StaticToken", None),
+    GrantRow("client_credentials", "keyturn.sources.client_credentials", "ClientCredentials",
+             CLIENT_CREDENTIALS, profile=True),
+    GrantRow("refresh_token", "keyturn.sources.refresh_token", "RefreshToken", REFRESH_TOKEN,
+             profile=True, settings=("refresh_token",)),
+    GrantRow("device_code", "keyturn.sources.device_code", "DeviceCode", DEVICE_CODE,
+             default_scope=LOGIN_SCOPE, interactive=True, profile=True,
+             settings=("device_authorization_endpoint", *_OPENID_SETTINGS)),
+    GrantRow("authorization_code", "keyturn.sources.authorization_code", "AuthorizationCode",
+             AUTHORIZATION_CODE, default_scope=LOGIN_SCOPE, interactive=True, profile=True,
+             settings=("authorization_endpoint", *_OPENID_SETTINGS, "landing_page",
+                       "login_timeout", "redirect_port")),
+    GrantRow("jwt_bearer", "keyturn.sources.jwt_bearer", "JwtBearer", JWT_BEARER),
+    GrantRow("token_exchange", "keyturn.sources.token_exchange", "TokenExchange", TOKEN_EXCHANGE),
+)
+_BY_NAME = {row.name: row for row in GRANT_ROWS}
+
+#: What ``--flow`` (and ``grant =``) accept besides the grant names.
+FLOW_ALIASES = {"device": "device_code", "browser": "authorization_code"}
+
+
+def grant(name: str) -> GrantRow:
+    """The row of grant ``name`` (KeyError for a name no row has)."""
+    return _BY_NAME[name]
+
+
+def grants(*, profile: bool | None = None, interactive: bool | None = None) -> Iterator[GrantRow]:
+    """The rows, optionally only those a profile may name / that are (not) interactive."""
+    for row in GRANT_ROWS:
+        if (profile is None or row.profile == profile) and (
+                interactive is None or row.interactive == interactive):
+            yield row
+
+
+class StoreRow:
+    """One store: the ``store =`` values that select it, and how a profile builds it."""
+
+    __slots__ = ("cls", "module", "names", "schemes", "takes")
+
+    def __init__(self, module: str, cls: str, *, names: tuple[str, ...] = (),
+                 schemes: tuple[str, ...] = (), takes: str | None = None) -> None:
+        self.module = module
+        self.cls = cls
+        #: ``store = "file"``: the plain names that select it.
+        self.names = names
+        #: ``store = "redis://host/0"``: the URL schemes (with ``://``) that select it.
+        self.schemes = schemes
+        #: The one argument its constructor gets: ``"cache_dir"`` (the profile's, or None),
+        #: ``"url"`` (the ``store =`` value), or None (no argument).
+        self.takes = takes
+
+    def __repr__(self) -> str:
+        return f"StoreRow({self.module}.{self.cls}, names={self.names}, schemes={self.schemes})"
+
+
+#: The ``store =`` name of the FileStore, whose records ``keyturn token``'s fast path reads.
+FILE_STORE = "file"
+
+STORE_ROWS = (
+    StoreRow("keyturn.stores.file", "FileStore", names=(FILE_STORE,), takes="cache_dir"),
+    StoreRow("keyturn.stores.memory", "MemoryStore", names=("memory",)),
+    StoreRow("keyturn.stores.redis", "RedisStore", schemes=("redis://", "rediss://", "unix://"),
+             takes="url"),
+)
+
+
+def store_for(value: str) -> StoreRow | None:
+    """The row a profile's ``store =`` value selects, or None."""
+    for row in STORE_ROWS:
+        if value in row.names or value.startswith(row.schemes):
+            return row
+    return None
+
+
+def store_choices() -> str:
+    """The ``store =`` values, for an error message: "'file', 'memory' or a redis://... URL"."""
+    names = [repr(name) for row in STORE_ROWS for name in row.names]
+    urls = [f"a {', '.join(row.schemes)} URL" for row in STORE_ROWS if row.schemes]
+    *first, last = names + urls
+    return f"{', '.join(first)} or {last}" if first else last

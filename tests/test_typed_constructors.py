@@ -1,0 +1,45 @@
+"""The sources' constructors are typed (a TypedDict of the shared options, with Unpack): a
+misspelt keyword and a wrong type are mypy errors for every source, and a correct call is not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mypy import api
+
+#: One correct call per source, then the same call with a misspelt keyword and with a wrong type.
+CALLS = {
+    "ClientCredentials": 'token_endpoint="https://id.example.org/t", client_id="c", client_secret="s"',
+    "RefreshToken": 'token_endpoint="https://id.example.org/t", client_id="c", refresh_token="r"',
+    "DeviceCode": 'issuer="https://id.example.org", client_id="c", clock_skew=30.0',
+    "AuthorizationCode": 'issuer="https://id.example.org", client_id="c", login_timeout=60.0',
+    "JwtBearer": 'token_endpoint="https://id.example.org/t", client_id="c", assertion="a.b.c"',
+    "TokenExchange": 'token_endpoint="https://id.example.org/t", client_id="c", subject_token="t"',
+    "StaticToken": '"token"',
+}
+MISSPELT = {name: "clientid" for name in CALLS} | {"StaticToken": "tokentype"}
+WRONG = {name: ("scope", "42") for name in CALLS} | {"StaticToken": ("token_type", "42")}
+
+
+def test_misspelt_keywords_and_wrong_types_are_type_errors(tmp_path: Path) -> None:
+    lines = [f"from keyturn import {', '.join(sorted(CALLS))}", ""]
+    expect: dict[int, tuple[str, str]] = {}
+    for name, args in CALLS.items():
+        lines.append(f"{name}({args})")
+        lines.append(f'{name}({args}, {MISSPELT[name]}="x")')
+        expect[len(lines)] = (name, "call-arg")
+        keyword, value = WRONG[name]
+        lines.append(f"{name}({args}, {keyword}={value})")
+        expect[len(lines)] = (name, "arg-type")
+    user = tmp_path / "user_code.py"
+    user.write_text("\n".join(lines) + "\n")
+    stdout, stderr, _ = api.run(["--strict", "--no-incremental", "--no-error-summary",
+                                 "--hide-error-context", str(user)])
+    errors: dict[int, set[str]] = {}
+    for match in re.finditer(r"user_code\.py:(\d+): error: .*\[([a-z-]+)\]", stdout):
+        errors.setdefault(int(match.group(1)), set()).add(match.group(2))
+    assert not stderr
+    assert set(errors) == set(expect), stdout
+    for line, (name, code) in expect.items():
+        assert code in errors[line], f"{name}, line {line}: {errors[line]} ({stdout})"
