@@ -120,11 +120,20 @@ class DiscoveryError(KeyturnError):
 
 
 class TransportError(KeyturnError):
-    """The request never got an HTTP answer: connection refused, DNS, TLS, timeout."""
+    """The request never got an HTTP answer: connection refused, DNS, TLS, timeout.
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    ``reached_server`` is False only when the request surely never reached the server (refused
+    or timed out connecting): sending it again is then always safe. ``answered`` is True when the
+    server did answer but its answer could not be read (a broken content encoding): asking again
+    is not expected to help. Both are what the retry wrapper (``keyturn._retry``) decides by.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, reached_server: bool = True,
+                 answered: bool = False) -> None:
         super().__init__(message)
         self.url = safe_url(url) if url else None
+        self.reached_server = reached_server
+        self.answered = answered
 
 
 class InvalidResponse(KeyturnError):

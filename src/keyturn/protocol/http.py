@@ -8,12 +8,17 @@ callers, so no grant is written twice (httpx's ``auth_flow`` is the model).
 =====================  ===================================================  =====================
 effect                 what the driver does                                 sent back
 =====================  ===================================================  =====================
-:class:`HttpRequest`   sends it (with retries, see ``transport``)          :class:`HttpResponse`
+:class:`HttpRequest`   sends it once (retries are a wrapper flow,           :class:`HttpResponse`
+                       ``keyturn._retry.retrying``)
 :class:`Wait`          sleeps until ``until`` (``Wait(0)``: reads the time)  the wall-clock time
+:class:`Pause`         sleeps ``seconds`` (a retry's backoff)                None
 :class:`Received`      keeps the token (the cache's :class:`Keeper`)        None
 :class:`Blocking`      calls ``call()``; the async driver in a worker       what ``call`` returned
                        thread, so a prompt or a browser never blocks a loop
-:class:`TokenOf`       asks another source for its current access token     a ``Secret[str]``
+:class:`TokenOf`       asks a source for its current access token           a ``Secret[str]``; with
+                       (``whole=True``: its current :class:`Token`)         ``whole``, the Token
+:class:`Invalidate`    has the source forget ``token`` if it is still its   None
+                       current one (the async driver awaits ``ainvalidate``)
 =====================  ===================================================  =====================
 
 An effect that fails (a :class:`~keyturn.errors.TransportError`, a login that timed out, an
@@ -22,16 +27,17 @@ makes "I could not send" an input of its state machine: a flow may handle it (th
 polls again, RFC 8628 §3.5) or clean up (the browser login closes its listener); a flow that does
 not catch it ends with it, and the driver raises it as it is.
 
-Flows yield effects through the typed helpers :func:`send`, :func:`sleep_until`, :func:`call`
-and :func:`token_of` (``response = yield from send(request)``), which check the answer's type, so
-the whole vocabulary is checked by ``mypy --strict``.
+Flows yield effects through the typed helpers :func:`send`, :func:`sleep_until`, :func:`pause`,
+:func:`call`, :func:`token_of`, :func:`current_token` and :func:`invalidate`
+(``response = yield from send(request)``), which check the answer's type, so the whole vocabulary
+is checked by ``mypy --strict``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 from ..errors import InvalidResponse
 from ..secret import Secret
@@ -45,12 +51,18 @@ __all__ = [
     "Flow",
     "HttpRequest",
     "HttpResponse",
+    "Invalidate",
     "Keeper",
+    "Pause",
     "Received",
+    "RenewableSource",
     "TokenOf",
     "TokenProvider",
     "Wait",
     "call",
+    "current_token",
+    "invalidate",
+    "pause",
     "run_offline",
     "send",
     "sleep_until",
@@ -137,6 +149,15 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """Resume the flow ``seconds`` from now (a retry's backoff, a ``Retry-After``); the driver
+    sleeps exactly that long and sends back None. Relative, unlike :class:`Wait`: a delay is what
+    a retry policy computes, and the drivers' tests record it as it is."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Received:
     """The token endpoint answered a request that cannot be sent again (``idempotent=False``: a
     rotating refresh token, an authorization code, a device code) with ``token``.
@@ -176,13 +197,43 @@ class TokenProvider(Protocol):
     async def aget_access_token(self) -> str: ...
 
 
+class RenewableSource(TokenProvider, Protocol):
+    """What :class:`Invalidate` and ``TokenOf(whole=True)`` ask: a keyturn source."""
+
+    def get_token(self) -> Token: ...
+
+    async def aget_token(self) -> Token: ...
+
+    def invalidate(self, access_token: str | None = None) -> None: ...
+
+    async def ainvalidate(self, access_token: str | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class TokenOf:
-    """The current access token of another source (token exchange's subject or actor token):
-    the sync driver asks ``source.get_access_token()``, the async one awaits
-    ``source.aget_access_token()``; it is sent back as a :class:`~keyturn.secret.Secret`."""
+    """The current access token of a source (token exchange's subject or actor token): the sync
+    driver asks ``source.get_access_token()``, the async one awaits ``source.aget_access_token()``;
+    it is sent back as a :class:`~keyturn.secret.Secret`. With ``whole`` (made by
+    :func:`current_token`, for a :class:`RenewableSource`), the source's current :class:`Token`
+    (``get_token()`` / ``aget_token()``) is sent back: its repr shows a hash, not the token."""
 
     source: TokenProvider = field(repr=False)
+    whole: bool = False
+
+    def renewable(self) -> RenewableSource:
+        """The source, asked for its whole token: only :func:`current_token` makes ``whole``,
+        from a :class:`RenewableSource`."""
+        return cast(RenewableSource, self.source)
+
+
+@dataclass(frozen=True)
+class Invalidate:
+    """Have ``source`` forget ``token`` if it is still its current one, so that requests refused
+    together cause one renewal (``source.invalidate``; the async driver awaits
+    ``source.ainvalidate``, so no thread waits on the store's lock). Sent back: None."""
+
+    source: RenewableSource = field(repr=False)
+    token: Token
 
 
 class Keeper(Protocol):
@@ -197,11 +248,11 @@ class Keeper(Protocol):
 
 
 #: What a flow yields.
-Effect: TypeAlias = HttpRequest | Wait | Received | Blocking | TokenOf
+Effect: TypeAlias = HttpRequest | Wait | Pause | Received | Blocking | TokenOf | Invalidate
 #: What a driver sends back: :class:`HttpResponse` for a request, the time (a float) after a wait,
-#: None after :class:`Received`, what a :class:`Blocking` call returned, a ``Secret[str]`` for
-#: :class:`TokenOf`.
-Answer: TypeAlias = HttpResponse | float | Secret[str] | None
+#: None after :class:`Pause`, :class:`Received` and :class:`Invalidate`, what a :class:`Blocking`
+#: call returned, a ``Secret[str]`` for :class:`TokenOf` (a :class:`Token` when ``whole``).
+Answer: TypeAlias = HttpResponse | float | Secret[str] | Token | None
 
 Flow: TypeAlias = Generator[Effect, Answer, T]
 """A protocol flow that returns a ``T``: see the module's docstring."""
@@ -228,6 +279,14 @@ def sleep_until(wait: Wait) -> Flow[float]:
     return float(answer)
 
 
+def pause(seconds: float) -> Flow[None]:
+    """Resume ``seconds`` from now."""
+    effect = Pause(seconds)
+    answer = yield effect
+    if answer is not None:
+        raise _wrong_answer(effect, answer)
+
+
 def call(effect: Blocking) -> Flow[Secret[str] | None]:
     """Have the blocking call run; what it returned."""
     answer = yield effect
@@ -245,9 +304,27 @@ def token_of(source: TokenProvider) -> Flow[Secret[str]]:
     return answer
 
 
+def current_token(source: RenewableSource) -> Flow[Token]:
+    """The current :class:`Token` of ``source`` (renewed by it if it had to be)."""
+    effect = TokenOf(source, whole=True)
+    answer = yield effect
+    if not isinstance(answer, Token):
+        raise _wrong_answer(effect, answer)
+    return answer
+
+
+def invalidate(source: RenewableSource, token: Token) -> Flow[None]:
+    """Have ``source`` forget ``token``, if it is still its current one."""
+    effect = Invalidate(source, token)
+    answer = yield effect
+    if answer is not None:
+        raise _wrong_answer(effect, answer)
+
+
 def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
-    """Drive a flow with canned responses keyed by URL: for unit tests and examples. Blocking
-    calls are called, and another source's token asked for, in this thread."""
+    """Drive a flow with canned responses keyed by URL: for unit tests and examples. Waits and
+    pauses move a clock that starts at 0 (nothing sleeps); blocking calls are called, and a
+    source asked for its token or told to forget one, in this thread."""
     now = 0.0
     try:
         step = next(flow)
@@ -256,12 +333,19 @@ def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
             if isinstance(step, Wait):
                 now = max(now, step.until)
                 answer = now
+            elif isinstance(step, Pause):
+                now += max(0.0, step.seconds)
+                answer = None
             elif isinstance(step, Received):
                 answer = None
             elif isinstance(step, Blocking):
                 answer = step.call()
             elif isinstance(step, TokenOf):
-                answer = Secret(step.source.get_access_token())
+                answer = (step.renewable().get_token() if step.whole
+                          else Secret(step.source.get_access_token()))
+            elif isinstance(step, Invalidate):
+                step.source.invalidate(step.token.access_token)
+                answer = None
             else:
                 answer = responses[step.url]
             step = flow.send(answer)
