@@ -10,11 +10,14 @@ may name it, and the settings of its own that a profile may hold. A source class
 (:meth:`keyturn.sources.base.Source.__init_subclass__`).
 
 Adding a grant: write its source in ``src/keyturn/sources/`` (a :class:`~keyturn.sources.base.Source`
-subclass with ``grant_name`` set and its request in ``_grant`` or ``_flow``), and add its
-:class:`GrantRow` to :data:`GRANT_ROWS`. With ``profile=True`` it is a ``grant =`` of the config
-file and of ``keyturn login --flow``; ``interactive=True`` makes it a login (FileStore by
-default on the command line, ``LoginRequired`` for a silent caller). tests/unit/test_registry.py
-checks that the row's module, class and keywords are there.
+subclass with ``grant_name`` set, its request in ``_grant`` or ``_flow``, its constructor typed
+``**options: Unpack[SourceOptions]`` plus its own keywords), and add its :class:`GrantRow` to
+:data:`GRANT_ROWS`. With ``profile=True`` it is a ``grant =`` of the config file and of
+``--flow``, and ``settings`` names its own keywords a config file may set. With
+``interactive=True`` the command line treats it as a login: it is given ``interactive=`` (and
+``keyturn login``'s prompt, when its source takes one: cli/login.py), so its source takes
+``interactive=`` and raises ``LoginRequired`` to a silent caller. tests/unit/test_registry.py
+checks each row against its source: module, class, grant type, default scope, keywords.
 
 Adding a store: write it in ``src/keyturn/stores/`` (a :class:`~keyturn.stores.base.Store`), and add
 its :class:`StoreRow` to :data:`STORE_ROWS`: the ``store =`` names or URL schemes a profile uses

@@ -123,6 +123,8 @@ def test_a_profile_builds_its_store_from_the_row(tmp_path: Path) -> None:
     file = Profile("f", {**settings, "store": "file", "cache_dir": str(tmp_path)}).build()
     assert isinstance(file.cache.store, FileStore)
     assert Path(file.cache.store.path) == tmp_path  # type: ignore[attr-defined]
+    redis = Profile("r", {**settings, "store": "unix:///run/keyturn-test.sock"}).build()
+    assert type(redis.cache.store).__name__ == "RedisStore"  # built, not connected
 
 
 def test_a_profile_keeps_the_other_logins_settings_for_with_grant() -> None:
