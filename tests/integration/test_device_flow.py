@@ -29,6 +29,7 @@ from keyturn.protocol.device import (
     device_poll_flow,
 )
 from keyturn.protocol.http import HttpRequest, HttpResponse, Received, Wait
+from tests.support.mode import Mode
 from tests.support.providerfixture import DEVICE_CODE_GRANT, Provider, approve_device_code, start_provider
 
 
@@ -100,11 +101,11 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
 # -- approval ---------------------------------------------------------------------------------------
 
 
-def test_approved_login_gives_tokens_with_claims_and_stops_polling(knobs: Provider) -> None:
+def test_approved_login_gives_tokens_with_claims_and_stops_polling(knobs: Provider, mode: Mode) -> None:
     provider = knobs
     approver = Approver(provider)
     source = device_source(provider, approver)
-    token = source.get_token()
+    token = mode.token(source)
     approver.join()
     assert len(approver.shown) == 1
     shown = approver.shown[0]
@@ -115,7 +116,8 @@ def test_approved_login_gives_tokens_with_claims_and_stops_polling(knobs: Provid
     assert token.scope == ("openid", "offline_access")
     assert token.claims["sub"] == "alice" and token.claims["aud"] == "public"
     assert token.claims["iss"] == provider.issuer
-    assert source.userinfo() == {"sub": "alice"}
+    assert mode.access_token(source) == token.access_token
+    assert mode.userinfo(source) == {"sub": "alice"}
     # Polls until the first success, and never after it (a second use revokes the grant).
     statuses = polls(provider)
     assert statuses[-1] == 200 and statuses.count(200) == 1
@@ -368,16 +370,6 @@ def test_ctrl_c_while_polling_leaves_no_cache(knobs: Provider, tmp_path: Any) ->
     silent = device_source(provider, interactive=False, store=store)
     with pytest.raises(LoginRequired):
         silent.get_token()
-
-
-async def test_async_login_and_userinfo(knobs: Provider) -> None:
-    approver = Approver(knobs)
-    source = device_source(knobs, approver)
-    token = await source.aget_token()
-    approver.join()
-    assert token.claims["sub"] == "alice"
-    assert await source.aget_access_token() == token.access_token
-    assert await source.auserinfo() == {"sub": "alice"}
 
 
 def test_a_poll_without_answer_doubles_the_interval_and_polling_goes_on(knobs: Provider) -> None:

@@ -24,34 +24,34 @@ def sleep_until_expired(token) -> None:
     time.sleep(max(0.0, token.expires_at - time.time()) + 0.05)
 
 
-def test_expiry_makes_exactly_one_new_request(fresh_stats):
+def test_expiry_makes_exactly_one_new_request(fresh_stats, mode):
     provider = fresh_stats
     source = short_source(provider)
-    first = source.get_token()
+    first = mode.token(source)
     assert first.lifetime == pytest.approx(2, abs=0.5)
     for _ in range(100):
-        assert source.get_access_token() == first.access_token
+        assert mode.access_token(source) == first.access_token
     assert provider.token_requests("short") == 1
     sleep_until_expired(first)
-    second = source.get_access_token()
+    second = mode.access_token(source)
     assert second != first.access_token
     for _ in range(100):
-        assert source.get_access_token() == second
+        assert mode.access_token(source) == second
     assert provider.token_requests("short") == 2
 
 
-def test_refresh_ahead_inside_the_leeway(fresh_stats):
+def test_refresh_ahead_inside_the_leeway(fresh_stats, mode):
     """With a 2 s token the 60 s default leeway is capped at half the lifetime: the token is used
     for about 1 s, then refreshed before it expires; never a refresh per call."""
     provider = fresh_stats
     source = short_source(provider, leeway=60)
-    first = source.get_token()
+    first = mode.token(source)
     time.sleep(1.1)
     assert time.time() < first.expires_at  # still valid, but inside the leeway
-    second = source.get_access_token()
+    second = mode.access_token(source)
     assert second != first.access_token
     for _ in range(1000):
-        source.get_access_token()
+        mode.access_token(source)
     assert provider.token_requests("short") == 2
 
 

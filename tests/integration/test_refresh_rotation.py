@@ -18,18 +18,18 @@ def refresh_source(provider, refresh_token, **kwargs):
                         **kwargs)
 
 
-def test_rotation_replaces_the_refresh_token(fresh_stats):
+def test_rotation_replaces_the_refresh_token(fresh_stats, mode):
     provider = fresh_stats
     initial = provider.mint_refresh_token("public")
     seen: list[str] = []
     source = refresh_source(provider, initial, on_refresh=lambda t: seen.append(t.refresh_token))
-    first = source.get_token()
+    first = mode.token(source)
     assert first.refresh_token and first.refresh_token != initial
     assert seen == [first.refresh_token]
     assert source.cache.store.load(source.cache.key).refresh_token == first.refresh_token
     # The old one is spent: the provider refuses it (and would revoke the grant).
     time.sleep(max(0.0, first.expires_at - time.time()) + 0.05)
-    second = source.get_token()
+    second = mode.token(source)
     assert second.refresh_token not in (initial, first.refresh_token)
     assert provider.token_requests("public", "refresh_token") == 2
 
@@ -89,21 +89,21 @@ def test_8_processes_share_one_rotating_token(fresh_stats, tmp_path):
     assert late.get_access_token() == results[0][1]
 
 
-def test_a_refused_refresh_token_is_invalid_grant(fresh_stats):
+def test_a_refused_refresh_token_is_invalid_grant(fresh_stats, mode):
     provider = fresh_stats
     source = refresh_source(provider, "not-a-real-refresh-token")
     with pytest.raises(InvalidGrant) as info:
-        source.get_access_token()
+        mode.access_token(source)
     assert "not-a-real-refresh-token" not in str(info.value)
     assert "log in again" in str(info.value)
 
 
-def test_refresh_only_source_without_refresh_token_needs_login(fresh_stats):
+def test_refresh_only_source_without_refresh_token_needs_login(fresh_stats, mode):
     provider = fresh_stats
     source = refresh_source(provider, provider.mint_refresh_token("public"))
-    source.logout()
+    mode.logout(source)
     with pytest.raises(LoginRequired):
-        source.get_access_token()
+        mode.access_token(source)
 
 
 def introspect(provider, token: str) -> bool:
@@ -115,64 +115,47 @@ def introspect(provider, token: str) -> bool:
     return bool(response.json()["active"])
 
 
-def test_logout_forgets_and_revokes(fresh_stats, tmp_path):
+def test_logout_forgets_and_revokes(fresh_stats, tmp_path, mode):
     provider = fresh_stats
     store = FileStore(tmp_path)
     source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
-    token = source.get_token()
+    token = mode.token(source)
     assert introspect(provider, token.access_token)
-    source.logout()
+    saved = source.saved_token()  # what the store holds, read as it is
+    assert saved is not None and saved.access_token == token.access_token
+    assert source.cache_key == source.cache.key
+    mode.invalidate(source, token.access_token)
+    assert source.saved_token().expires_at == 0.0  # kept, refresh token and all, but stale
+    refreshed = mode.token(source)
+    assert refreshed.access_token != token.access_token
+    mode.logout(source)
+    assert source.saved_token() is None
     assert store.load(source.cache.key) is None
     assert list(tmp_path.glob("*.json")) == []
-    assert not introspect(provider, token.access_token)
-    with pytest.raises(InvalidGrant):
-        RefreshToken(issuer=provider.issuer, client_id="public", refresh_token=token.refresh_token,
-                     store=None).get_access_token()
-
-
-def test_async_logout_and_the_saved_token(fresh_stats, tmp_path):
-    import asyncio
-
-    provider = fresh_stats
-    store = FileStore(tmp_path)
-    source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
-
-    async def main():
-        token = await source.aget_token()
-        saved = source.saved_token()  # what the store holds, read as it is
-        assert saved is not None and saved.access_token == token.access_token
-        assert source.cache_key == source.cache.key
-        await source.ainvalidate(token.access_token)
-        assert source.saved_token().expires_at == 0.0  # kept, refresh token and all, but stale
-        refreshed = await source.aget_token()
-        assert refreshed.access_token != token.access_token
-        await source.alogout()
-        return refreshed
-
-    refreshed = asyncio.run(main())
-    assert source.saved_token() is None
+    # Revoking the refresh token ends the whole grant: every access token of it.
     assert not introspect(provider, refreshed.access_token)
+    assert not introspect(provider, token.access_token)
     with pytest.raises(InvalidGrant):
         RefreshToken(issuer=provider.issuer, client_id="public",
                      refresh_token=refreshed.refresh_token, store=None).get_access_token()
 
 
-def test_invalid_grant_drops_the_refresh_token(fresh_stats, tmp_path):
+def test_invalid_grant_drops_the_refresh_token(fresh_stats, tmp_path, mode):
     import httpx
 
     provider = fresh_stats
     store = FileStore(tmp_path)
     source = refresh_source(provider, provider.mint_refresh_token("public"), store=store)
-    token = source.get_token()
+    token = mode.token(source)
     response = httpx.post(provider.revocation_endpoint, trust_env=False, data={
         "token": token.refresh_token, "token_type_hint": "refresh_token", "client_id": "public"})
     assert response.status_code == 200
     time.sleep(max(0.0, token.expires_at - time.time()) + 0.05)
     with pytest.raises(InvalidGrant):
-        source.get_access_token()
+        mode.access_token(source)
     stored = store.load(source.cache.key)
     assert stored is not None and stored.refresh_token is None  # dropped, never sent again
     provider.reset_stats()
     with pytest.raises(LoginRequired):
-        source.get_access_token()
+        mode.access_token(source)
     assert provider.token_requests("public") == 0

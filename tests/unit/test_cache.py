@@ -19,6 +19,7 @@ from keyturn.cache import TokenCache
 from keyturn.errors import InvalidClient, InvalidGrant, KeyturnError, TransportError
 from keyturn.stores.memory import MemoryStore
 from keyturn.token import Token
+from tests.support.mode import Mode
 
 WAIT = 10.0  # seconds: only a guard against a hang; a passing test never waits this long
 LIFETIME = 3600.0
@@ -188,38 +189,47 @@ def primed(clock: FakeClock, provider: FakeProvider, **kwargs: Any) -> TokenCach
     return cache
 
 
+def replace_fetch(cache: TokenCache, fetch: Callable[..., Token]) -> None:
+    """Answer the cache's refreshes with ``fetch``, in both drivers (the ``mode`` fixture uses either)."""
+
+    async def afetch(previous: Token | None, keeper: Any = None) -> Token:
+        return fetch(previous, keeper)
+
+    cache._fetch = fetch
+    cache._afetch = afetch
+
+
 # -- the fast path ----------------------------------------------------------------------------------
 
 
-def test_first_call_fetches_then_serves_from_memory(clock: FakeClock, provider: FakeProvider) -> None:
+def test_first_call_fetches_then_serves_from_memory(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     cache = make_cache(clock, provider)
     assert cache.current is None
-    assert [cache.access_token() for _ in range(100)] == ["AT1"] * 100
-    assert provider.count == 1
-    assert cache.token().refresh_token == "RT1"
+    assert [mode.access_token(cache) for _ in range(100)] == ["AT1"] * 100
+    assert provider.calls == [(mode.name, None)]
+    token = mode.token(cache)
+    assert token.access_token == "AT1" and token.refresh_token == "RT1"
     clock.advance(LIFETIME - LEEWAY - 1)
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     assert provider.count == 1
     clock.advance(1)
-    assert cache.access_token() == "AT2"
+    assert mode.access_token(cache) == "AT2"
     assert provider.count == 2
     # The refresh was given the previous token, so its refresh token.
     assert provider.calls[1][1] is not None and provider.calls[1][1].refresh_token == "RT1"
+    assert provider.calls[1][0] == mode.name
 
 
-async def test_async_fast_path(clock: FakeClock, provider: FakeProvider) -> None:
-    cache = make_cache(clock, provider)
-    assert [await cache.aaccess_token() for _ in range(20)] == ["AT1"] * 20
-    assert (await cache.atoken()).access_token == "AT1"
-    assert provider.calls == [("async", None)]
-
-
-def test_token_without_expiry_is_never_refreshed(clock: FakeClock, provider: FakeProvider) -> None:
+def test_token_without_expiry_is_never_refreshed(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     store = MemoryStore()
     store.save("k", Token(access_token="forever"))
     cache = make_cache(clock, provider, store=store)
     clock.advance(10 * 365 * 86400)
-    assert cache.access_token() == "forever"
+    assert mode.access_token(cache) == "forever"
     assert provider.count == 0
 
 
@@ -419,48 +429,50 @@ async def test_failed_async_refresh_raises_to_every_task(clock: FakeClock, provi
 
 
 def test_failed_refresh_of_a_still_valid_token_serves_it_and_backs_off(
-    clock: FakeClock, provider: FakeProvider, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, provider: FakeProvider, caplog: pytest.LogCaptureFixture, mode: Mode
 ) -> None:
     cache = primed(clock, provider)
     clock.advance(LIFETIME - LEEWAY / 2)
     provider.errors.append(TransportError("could not connect"))
     with caplog.at_level(logging.WARNING, logger="keyturn.cache"):
-        assert cache.access_token() == "AT1"
+        assert mode.access_token(cache) == "AT1"
     assert provider.count == 2
     warnings = [r for r in caplog.records if r.name == "keyturn.cache" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "AT1" not in caplog.text
     # Backing off: no request per call while the provider is unwell.
-    assert [cache.access_token() for _ in range(50)] == ["AT1"] * 50
+    assert [mode.access_token(cache) for _ in range(50)] == ["AT1"] * 50
     clock.advance(1.5)
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     assert provider.count == 2
     # A second failure doubles the pause.
     clock.advance(1)
     provider.errors.append(TransportError("could not connect"))
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     assert provider.count == 3
     clock.advance(3.5)
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     assert provider.count == 3
     clock.advance(1)
-    assert cache.access_token() == "AT4"
+    assert mode.access_token(cache) == "AT4"
     assert provider.count == 4
 
 
-def test_backoff_never_serves_a_token_past_its_expiry(clock: FakeClock, provider: FakeProvider) -> None:
+def test_backoff_never_serves_a_token_past_its_expiry(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     cache = primed(clock, provider)
     clock.advance(LIFETIME - 1)
     provider.errors.append(TransportError("down"))
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     clock.advance(1)  # expired now, although the 2 s backoff has not passed
     provider.errors.append(TransportError("still down"))
     with pytest.raises(TransportError):
-        cache.access_token()
+        mode.access_token(cache)
 
 
 def test_invalid_grant_recovers_a_refresh_token_rotated_by_another_process(
-    clock: FakeClock, provider: FakeProvider
+    clock: FakeClock, provider: FakeProvider, mode: Mode
 ) -> None:
     store = MemoryStore()
     cache = primed(clock, provider, store=store)
@@ -473,53 +485,57 @@ def test_invalid_grant_recovers_a_refresh_token_rotated_by_another_process(
         store.save("k", rotated)
         raise InvalidGrant("invalid_grant", "refresh token already used", status=400)
 
-    cache._fetch = fetch_that_loses_the_race
-    assert cache.access_token() == "OTHER"
+    replace_fetch(cache, fetch_that_loses_the_race)
+    assert mode.access_token(cache) == "OTHER"
     assert cache.current is rotated
 
 
 def test_invalid_grant_without_a_newer_refresh_token_is_raised(
-    clock: FakeClock, provider: FakeProvider
+    clock: FakeClock, provider: FakeProvider, mode: Mode
 ) -> None:
     store = MemoryStore()
     cache = primed(clock, provider, store=store)
     clock.advance(LIFETIME + 1)
     provider.errors.append(InvalidGrant("invalid_grant", "revoked"))
     with pytest.raises(InvalidGrant, match="revoked"):
-        cache.access_token()
+        mode.access_token(cache)
     assert provider.count == 2
     # The refused refresh token is dropped, so that nobody sends it again.
     stored = store.load("k")
     assert stored is not None and stored.refresh_token is None
 
 
-def test_kept_refresh_token_when_the_server_does_not_rotate(clock: FakeClock, provider: FakeProvider) -> None:
+def test_kept_refresh_token_when_the_server_does_not_rotate(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     cache = primed(clock, provider)
     clock.advance(LIFETIME + 1)
-    cache._fetch = lambda previous, keeper=None: Token(
-        access_token="AT-norotate", expires_at=clock.wall() + 60, issued_at=clock.wall())
-    assert cache.token().refresh_token == "RT1"
+    replace_fetch(cache, lambda previous, keeper=None: Token(
+        access_token="AT-norotate", expires_at=clock.wall() + 60, issued_at=clock.wall()))
+    assert mode.token(cache).refresh_token == "RT1"
 
 
 # -- short-lived tokens, no store --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("jitter", [0.0, 0.1])
-def test_short_lived_tokens_do_not_cause_a_fetch_per_call(clock: FakeClock, jitter: float) -> None:
+def test_short_lived_tokens_do_not_cause_a_fetch_per_call(
+    clock: FakeClock, jitter: float, mode: Mode
+) -> None:
     provider = FakeProvider(clock, lifetime=30)  # shorter than the 60 s leeway
     cache = make_cache(clock, provider, jitter=jitter)
-    assert {cache.access_token() for _ in range(100)} == {"AT1"}
+    assert {mode.access_token(cache) for _ in range(100)} == {"AT1"}
     clock.advance(13)  # the leeway is capped at 15 s, minus at most 10 % jitter
-    assert {cache.access_token() for _ in range(100)} == {"AT1"}
+    assert {mode.access_token(cache) for _ in range(100)} == {"AT1"}
     assert provider.count == 1
     clock.advance(2)
-    assert cache.access_token() == "AT2"
+    assert mode.access_token(cache) == "AT2"
     assert provider.count == 2
 
 
-def test_store_none_fetches_every_call(clock: FakeClock, provider: FakeProvider) -> None:
+def test_store_none_fetches_every_call(clock: FakeClock, provider: FakeProvider, mode: Mode) -> None:
     cache = make_cache(clock, provider, store=None, seed=Token.refresh_only("RT0"))
-    assert [cache.access_token() for _ in range(3)] == ["AT1", "AT2", "AT3"]
+    assert [mode.access_token(cache) for _ in range(3)] == ["AT1", "AT2", "AT3"]
     previous = [call[1] for call in provider.calls]
     assert [p.refresh_token if p else None for p in previous] == ["RT0", "RT1", "RT2"]
     assert cache.current is None
@@ -540,29 +556,33 @@ def test_store_none_still_single_flight(clock: FakeClock, provider: FakeProvider
 # -- invalidate -------------------------------------------------------------------------------------------
 
 
-def test_invalidate_with_a_stale_token_is_a_no_op(clock: FakeClock, provider: FakeProvider) -> None:
+def test_invalidate_with_a_stale_token_is_a_no_op(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     store = MemoryStore()
     cache = primed(clock, provider, store=store)
     stored = store.load("k")
-    cache.invalidate("AT0-some-older-token")
+    mode.invalidate(cache, "AT0-some-older-token")
     assert store.load("k") is stored
-    assert cache.access_token() == "AT1"
+    assert mode.access_token(cache) == "AT1"
     assert provider.count == 1
 
 
-def test_invalidate_the_current_token_forces_one_refresh(clock: FakeClock, provider: FakeProvider) -> None:
+def test_invalidate_the_current_token_forces_one_refresh(
+    clock: FakeClock, provider: FakeProvider, mode: Mode
+) -> None:
     store = MemoryStore()
     cache = primed(clock, provider, store=store)
     for _ in range(5):  # fifty 401s for the same token cause one refresh, not fifty
-        cache.invalidate("AT1")
+        mode.invalidate(cache, "AT1")
     stored = store.load("k")
     assert stored is not None and stored.refresh_token == "RT1"
     assert stored.expires_at is not None and stored.expires_at <= clock.wall()
-    assert [cache.access_token() for _ in range(5)] == ["AT2"] * 5
+    assert [mode.access_token(cache) for _ in range(5)] == ["AT2"] * 5
     assert provider.count == 2
     assert provider.calls[1][1] is not None and provider.calls[1][1].refresh_token == "RT1"
-    cache.invalidate("AT1")  # a late 401 for the old token
-    assert cache.access_token() == "AT2"
+    mode.invalidate(cache, "AT1")  # a late 401 for the old token
+    assert mode.access_token(cache) == "AT2"
     assert provider.count == 2
 
 
@@ -600,53 +620,43 @@ def test_a_token_invalidated_during_a_failed_refresh_is_not_served_again(
     assert provider.count == 3
 
 
-def test_invalidate_without_argument(clock: FakeClock, provider: FakeProvider) -> None:
+def test_invalidate_without_argument(clock: FakeClock, provider: FakeProvider, mode: Mode) -> None:
     cache = primed(clock, provider)
-    cache.invalidate()
-    assert cache.access_token() == "AT2"
+    mode.invalidate(cache)
+    assert mode.access_token(cache) == "AT2"
     assert provider.count == 2
 
 
-def test_forget_drops_everything(clock: FakeClock, provider: FakeProvider) -> None:
+def test_forget_drops_everything(clock: FakeClock, provider: FakeProvider, mode: Mode) -> None:
     store = MemoryStore()
     cache = primed(clock, provider, store=store)
-    forgotten = cache.forget()
+    forgotten = mode.forget(cache)
     assert forgotten is not None and forgotten.access_token == "AT1"
     assert store.load("k") is None
-    assert cache.access_token() == "AT2"
+    assert mode.access_token(cache) == "AT2"
     assert provider.calls[1][1] is None
 
 
 # -- sharing a store ----------------------------------------------------------------------------------
 
 
-def test_two_caches_sharing_a_store_adopt_each_others_token(clock: FakeClock) -> None:
+def test_two_caches_sharing_a_store_adopt_each_others_token(clock: FakeClock, mode: Mode) -> None:
     store = MemoryStore()
     one, two = FakeProvider(clock), FakeProvider(clock)
     first = make_cache(clock, one, store=store, key="shared")
     second = make_cache(clock, two, store=store, key="shared")
-    assert first.access_token() == "AT1"
-    assert second.access_token() == "AT1"
+    assert mode.access_token(first) == "AT1"
+    assert mode.access_token(second) == "AT1"
     assert (one.count, two.count) == (1, 0)
     clock.advance(LIFETIME - 10)
-    assert first.access_token() == "AT2"
-    assert second.access_token() == "AT2"
+    assert mode.access_token(first) == "AT2"
+    assert mode.access_token(second) == "AT2"
     assert (one.count, two.count) == (2, 0)
     # Another key is another token.
     third = make_cache(clock, FakeProvider(clock), store=store, key="other")
-    assert third.access_token() == "AT1"
+    assert mode.access_token(third) == "AT1"
     shared = store.load("shared")
     assert shared is not None and shared.access_token == "AT2"
-
-
-async def test_two_caches_sharing_a_store_async(clock: FakeClock) -> None:
-    store = MemoryStore()
-    one, two = FakeProvider(clock), FakeProvider(clock)
-    first = make_cache(clock, one, store=store, key="shared")
-    second = make_cache(clock, two, store=store, key="shared")
-    assert await first.aaccess_token() == "AT1"
-    assert await second.aaccess_token() == "AT1"
-    assert (one.count, two.count) == (1, 0)
 
 
 # -- cancellation --------------------------------------------------------------------------------------
@@ -696,18 +706,19 @@ def _other_cache(clock: FakeClock, provider: FakeProvider) -> TokenCache:
 
 
 @pytest.mark.parametrize("method", ["token", "access_token"])
-def test_refuses_to_wrap_a_token_cache_sync(clock: FakeClock, provider: FakeProvider, method: str) -> None:
+def test_refuses_to_wrap_a_token_cache(
+    clock: FakeClock, provider: FakeProvider, mode: Mode, method: str
+) -> None:
     inner = _other_cache(clock, provider)
+    # The other cache's token / access_token as fetch, or its atoken / aaccess_token as afetch.
+    fetch: Callable[..., Token] = provider.fetch
+    afetch: Callable[..., Awaitable[Token]] = provider.afetch
+    if mode.is_async:
+        afetch = getattr(inner, "a" + method)
+    else:
+        fetch = getattr(inner, method)
     with pytest.raises(TypeError, match="TokenCache"):
-        TokenCache(key="k", fetch=getattr(inner, method), afetch=provider.afetch, store=None)
-
-
-@pytest.mark.parametrize("method", ["atoken", "aaccess_token"])
-def test_refuses_to_wrap_a_token_cache_async(clock: FakeClock, provider: FakeProvider, method: str) -> None:
-    inner = _other_cache(clock, provider)
-    afetch: Callable[[Token | None], Awaitable[Token]] = getattr(inner, method)
-    with pytest.raises(TypeError, match="TokenCache"):
-        TokenCache(key="k", fetch=provider.fetch, afetch=afetch, store=None)
+        TokenCache(key="k", fetch=fetch, afetch=afetch, store=None)
 
 
 def test_refuses_to_wrap_itself_later(clock: FakeClock, provider: FakeProvider) -> None:

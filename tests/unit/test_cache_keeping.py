@@ -23,6 +23,7 @@ from keyturn.stores.base import LocalLock, LockLost, Store, StoreLock
 from keyturn.stores.file import FileStore
 from keyturn.stores.memory import MemoryStore
 from keyturn.token import Token
+from tests.support.mode import Mode
 
 WAIT = 10.0
 
@@ -63,7 +64,7 @@ def cache_for(server: Server, store: Store | None, **kwargs: Any) -> TokenCache:
 
 
 def test_a_failed_check_after_the_answer_leaves_the_new_refresh_token_in_the_store(
-        tmp_path: Path) -> None:
+        tmp_path: Path, mode: Mode) -> None:
     server = Server()
     store = FileStore(tmp_path)
     cache = cache_for(server, store)
@@ -73,14 +74,14 @@ def test_a_failed_check_after_the_answer_leaves_the_new_refresh_token_in_the_sto
 
     server.after_keep = jwks_unavailable
     with pytest.raises(InvalidIdToken):
-        cache.token()
+        mode.token(cache)
     kept = FileStore(tmp_path).load("k")  # what a fresh process finds
     assert kept is not None and kept.refresh_token == "RT-1"
     assert kept.access_token == "" and kept.expires_at == 0.0  # not usable before its checks
     # The next call (here or in a fresh process) refreshes with the new refresh token.
     server.after_keep = None
     fresh = cache_for(server, FileStore(tmp_path))
-    assert fresh.token().access_token == "AT-2"
+    assert mode.token(fresh).access_token == "AT-2"
     assert server.sent == ["RT-0", "RT-1"]
 
 
@@ -118,15 +119,15 @@ def test_on_refresh_runs_after_the_flight_and_may_ask_for_a_token() -> None:
     assert seen == ["AT-1"]
 
 
-def test_on_refresh_gets_the_refresh_token_the_server_did_not_rotate() -> None:
+def test_on_refresh_gets_the_refresh_token_the_server_did_not_rotate(mode: Mode) -> None:
     server = Server(rotate=False)
     seen: list[str | None] = []
     cache = cache_for(server, MemoryStore(), on_refresh=lambda t: seen.append(t.refresh_token))
-    cache.token()
+    mode.token(cache)
     assert seen == ["RT-0"]  # not None: the README's on_refresh saves what it is given
 
 
-def test_on_refresh_gets_the_kept_token_when_the_refresh_then_failed() -> None:
+def test_on_refresh_gets_the_kept_token_when_the_refresh_then_failed(mode: Mode) -> None:
     server = Server()
     seen: list[Token] = []
     cache = cache_for(server, MemoryStore(), on_refresh=seen.append)
@@ -136,7 +137,7 @@ def test_on_refresh_gets_the_kept_token_when_the_refresh_then_failed() -> None:
 
     server.after_keep = bad_signature
     with pytest.raises(InvalidIdToken):
-        cache.token()
+        mode.token(cache)
     assert [t.refresh_token for t in seen] == ["RT-1"]
 
 
@@ -163,11 +164,11 @@ class TakenOverStore(MemoryStore):
         return Lapsed(inner._lock)
 
 
-def test_a_lost_lock_sends_nothing_and_adopts_what_the_new_holder_stored() -> None:
+def test_a_lost_lock_sends_nothing_and_adopts_what_the_new_holder_stored(mode: Mode) -> None:
     server = Server()
     store = TakenOverStore(newer=answer(99))
     cache = cache_for(server, store)
-    assert cache.token().access_token == "AT-99"
+    assert mode.token(cache).access_token == "AT-99"
     assert server.sent == []  # the stalled holder never sent its spent refresh token
     assert store.confirms == 1
 
@@ -188,32 +189,32 @@ class FlakyStore(FileStore):
         super().save(key, token)
 
 
-def test_a_save_that_fails_once_is_tried_again(tmp_path: Path) -> None:
+def test_a_save_that_fails_once_is_tried_again(tmp_path: Path, mode: Mode) -> None:
     server = Server()
     store = FlakyStore(tmp_path, failures=1)
     cache = cache_for(server, store)
-    assert cache.token().access_token == "AT-1"
+    assert mode.token(cache).access_token == "AT-1"
     assert FileStore(tmp_path).load("k").access_token == "AT-1"  # type: ignore[union-attr]
 
 
 def test_a_store_that_stays_down_keeps_the_token_in_memory_and_saves_it_next_time(
-        tmp_path: Path) -> None:
+        tmp_path: Path, mode: Mode) -> None:
     server = Server()
     FileStore(tmp_path).save("k", Token.refresh_only("RT-0"))  # the login as stored
     store = FlakyStore(tmp_path, failures=100)
     cache = cache_for(server, store, leeway=0.0)
-    token = cache.token()
+    token = mode.token(cache)
     assert token.access_token == "AT-1"  # served from memory: the caller is not failed
     assert FileStore(tmp_path).load("k").refresh_token == "RT-0"  # type: ignore[union-attr]
     store.failures = 0
-    cache.invalidate()  # the next call refreshes
-    assert cache.token().access_token == "AT-2"
+    mode.invalidate(cache)  # the next call refreshes
+    assert mode.token(cache).access_token == "AT-2"
     # The refresh token that only this process held was used — never the spent RT-0 again.
     assert server.sent == ["RT-0", "RT-1"]
     assert FileStore(tmp_path).load("k").refresh_token == "RT-2"  # type: ignore[union-attr]
 
 
-def test_without_a_store_the_kept_refresh_token_is_what_the_next_call_uses() -> None:
+def test_without_a_store_the_kept_refresh_token_is_what_the_next_call_uses(mode: Mode) -> None:
     server = Server()
     cache = cache_for(server, None)
 
@@ -222,14 +223,14 @@ def test_without_a_store_the_kept_refresh_token_is_what_the_next_call_uses() -> 
 
     server.after_keep = bad_signature
     with pytest.raises(InvalidIdToken):
-        cache.token()
+        mode.token(cache)
     server.after_keep = None
-    cache.token()
+    mode.token(cache)
     assert server.sent == ["RT-0", "RT-1"]  # never the spent RT-0 twice
 
 
 def test_on_refresh_asking_for_a_token_after_a_failed_refresh_starts_no_refresh_loop(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, mode: Mode) -> None:
     server = Server()
     cache: TokenCache
     cache = cache_for(server, MemoryStore(), on_refresh=lambda t: cache.access_token())
@@ -239,43 +240,46 @@ def test_on_refresh_asking_for_a_token_after_a_failed_refresh_starts_no_refresh_
 
     server.after_keep = bad_signature
     with pytest.raises(InvalidIdToken):
-        cache.token()
+        mode.token(cache)
     assert server.sent == ["RT-0"]  # one refresh; before, each nested call refreshed again
     assert "on_refresh callback failed" in caplog.text
 
 
-def test_logout_forgets_and_returns_the_refresh_token_only_memory_held(tmp_path: Path) -> None:
+def test_logout_forgets_and_returns_the_refresh_token_only_memory_held(tmp_path: Path, mode: Mode) -> None:
     server = Server()
     FileStore(tmp_path).save("k", Token.refresh_only("RT-0"))
     store = FlakyStore(tmp_path, failures=100)
     cache = cache_for(server, store)
-    cache.token()
+    mode.token(cache)
     store.failures = 0
-    newest = cache.forget()
+    newest = mode.forget(cache)
     assert newest is not None and newest.refresh_token == "RT-1"  # what logout() revokes
     assert FileStore(tmp_path).load("k") is None
-    cache.token()
+    mode.token(cache)
     # The forgotten login does not come back from memory: the next fetch starts from nothing.
     assert server.sent == ["RT-0", None]
 
 
 def test_a_refused_refresh_token_that_only_memory_held_never_falls_back_to_the_spent_one(
-        tmp_path: Path) -> None:
+        tmp_path: Path, mode: Mode) -> None:
     server = Server()
     FileStore(tmp_path).save("k", Token.refresh_only("RT-0"))
     store = FlakyStore(tmp_path, failures=100)
     cache = cache_for(server, store, leeway=0.0)
-    cache.token()  # RT-1 lives only in memory; the store still says RT-0
+    mode.token(cache)  # RT-1 lives only in memory; the store still says RT-0
     store.failures = 0
-    cache.invalidate()
+    mode.invalidate(cache)
 
     def refuse(previous: Token | None, keeper: Keeper | None) -> Token:
         server.sent.append(previous.refresh_token if previous else None)
         raise InvalidGrant("refresh token revoked")
 
-    cache._fetch = refuse
+    async def arefuse(previous: Token | None, keeper: Keeper | None) -> Token:
+        return refuse(previous, keeper)
+
+    cache._fetch, cache._afetch = refuse, arefuse
     with pytest.raises(InvalidGrant):
-        cache.token()
+        mode.token(cache)
     assert server.sent == ["RT-0", "RT-1"]  # not RT-0 again after RT-1 was refused
 
 
