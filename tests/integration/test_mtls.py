@@ -52,17 +52,18 @@ def source(provider, pki, cert):
                              store=MemoryStore())
 
 
-def test_client_certificate_authenticates(mtls_provider, pki):
+def test_client_certificate_authenticates(mtls_provider, pki, mode):
     assert mtls_provider.issuer.startswith("https://")
+    mtls_provider.reset_stats()  # the provider is the module's: count this run's requests only
     mtls = source(mtls_provider, pki, pki["client"])
-    assert mtls.get_access_token()
-    assert mtls.get_access_token() == mtls.get_access_token()
+    assert mode.access_token(mtls)
+    assert mode.access_token(mtls) == mode.access_token(mtls)
     assert mtls_provider.token_requests("batch-mtls") == 1
 
 
-def test_certificate_from_another_ca_is_invalid_client(mtls_provider, pki):
+def test_certificate_from_another_ca_is_invalid_client(mtls_provider, pki, mode):
     with pytest.raises(InvalidClient):
-        source(mtls_provider, pki, pki["stranger"]).get_access_token()
+        mode.access_token(source(mtls_provider, pki, pki["stranger"]))
 
 
 def test_tls_client_auth_needs_a_certificate(mtls_provider, pki):
@@ -71,11 +72,11 @@ def test_tls_client_auth_needs_a_certificate(mtls_provider, pki):
                           auth_method="tls_client_auth", verify=pki["ca"])
 
 
-def test_an_unknown_server_ca_is_refused(mtls_provider, pki):
+def test_an_unknown_server_ca_is_refused(mtls_provider, pki, mode):
     from keyturn import TransportError
 
     stranger = ClientCredentials(issuer=mtls_provider.issuer, client_id="batch-mtls",
                                  auth_method="tls_client_auth", cert=pki["client"],
                                  store=MemoryStore())  # default CAs: the test CA is unknown
     with pytest.raises(TransportError, match=r"TLS|connect"):
-        stranger.get_access_token()
+        mode.access_token(stranger)
