@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
 from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
-from ..protocol.http import Flow
+from ..protocol.http import Flow, current_token, invalidate
 from ..protocol.idtoken import (
     DEFAULT_ALGORITHMS,
     DEFAULT_CLOCK_SKEW,
@@ -172,28 +172,32 @@ class OpenIDSource(Source):
         )
         return claims
 
+    def _userinfo_call_flow(self) -> Flow[dict[str, Any]]:
+        """The whole call: the current token, the endpoint asked with it, and after a 401 once
+        more with a fresh one. RFC 6750 §3.1: a token that "is expired, revoked, malformed, or
+        invalid for other reasons" gets a 401, and "The client MAY request a new access token and
+        retry the protected resource request"."""
+        token = yield from current_token(self)
+        try:
+            claims = yield from self._userinfo_flow(token)
+        except OAuthError as exc:
+            if exc.status != 401:
+                raise
+        else:
+            return claims
+        # Forgotten only if still current: calls refused together renew the token once.
+        yield from invalidate(self, token)
+        fresh = yield from current_token(self)
+        claims = yield from self._userinfo_flow(fresh)
+        return claims
+
     def userinfo(self) -> dict[str, Any]:
         """The claims of the UserInfo endpoint (OIDC Core §5.3) for the current access token.
 
         A 401 (the token was revoked early) invalidates it and retries once with a new one.
         """
-        for attempt in (1, 2):
-            token = self.get_token()
-            try:
-                return self._transport.run(self._userinfo_flow(token))
-            except OAuthError as exc:
-                if attempt == 2 or exc.status != 401:
-                    raise
-                self.invalidate(token.access_token)
-        raise AssertionError("unreachable")
+        return self._transport.run(self._userinfo_call_flow())
 
     async def auserinfo(self) -> dict[str, Any]:
-        for attempt in (1, 2):
-            token = await self.aget_token()
-            try:
-                return await self._transport.arun(self._userinfo_flow(token))
-            except OAuthError as exc:
-                if attempt == 2 or exc.status != 401:
-                    raise
-                self.invalidate(token.access_token)
-        raise AssertionError("unreachable")
+        """:meth:`userinfo` for async callers."""
+        return await self._transport.arun(self._userinfo_call_flow())

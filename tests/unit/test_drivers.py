@@ -1,0 +1,121 @@
+"""keyturn._drivers: the effects added for retries and the userinfo call — Pause, the whole current
+token of a source, and forgetting one — carried out by both drivers (and run_offline) alike; the
+async one awaits ``ainvalidate``, so no thread waits on the store's lock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from keyturn._drivers import adrive, drive
+from keyturn.protocol.http import (
+    Flow,
+    HttpRequest,
+    HttpResponse,
+    current_token,
+    invalidate,
+    pause,
+    run_offline,
+)
+from keyturn.token import Token
+
+OLD = Token(access_token="at-old", token_type="Bearer")
+NEW = Token(access_token="at-new", token_type="Bearer")
+
+
+class Source:
+    """A token source that renews its token once it is told to forget the current one."""
+
+    def __init__(self) -> None:
+        self.current = OLD
+        self.calls: list[str] = []
+
+    def get_access_token(self) -> str:
+        return self.get_token().access_token
+
+    async def aget_access_token(self) -> str:
+        return (await self.aget_token()).access_token
+
+    def get_token(self) -> Token:
+        self.calls.append("get_token")
+        return self.current
+
+    async def aget_token(self) -> Token:
+        self.calls.append("aget_token")
+        return self.current
+
+    def invalidate(self, access_token: str | None = None) -> None:
+        self.calls.append(f"invalidate {access_token}")
+        self._forget(access_token)
+
+    async def ainvalidate(self, access_token: str | None = None) -> None:
+        self.calls.append(f"ainvalidate {access_token}")
+        self._forget(access_token)
+
+    def _forget(self, access_token: str | None) -> None:
+        if access_token in (None, self.current.access_token):
+            self.current = NEW
+
+
+def renewed(source: Source) -> Flow[tuple[str, str]]:
+    first = yield from current_token(source)
+    yield from invalidate(source, first)
+    yield from invalidate(source, first)  # no longer current: nothing is forgotten
+    fresh = yield from current_token(source)
+    return first.access_token, fresh.access_token
+
+
+def never_sent(request: HttpRequest) -> HttpResponse:
+    raise AssertionError(f"nothing is sent in this test, yet {request.url} was")
+
+
+async def never_sent_async(request: HttpRequest) -> HttpResponse:
+    return never_sent(request)
+
+
+def _sync(flow: Flow[tuple[str, str]]) -> tuple[str, str]:
+    return drive(flow, never_sent)
+
+
+def _async(flow: Flow[tuple[str, str]]) -> tuple[str, str]:
+    return asyncio.run(adrive(flow, never_sent_async))
+
+
+def _offline(flow: Flow[tuple[str, str]]) -> tuple[str, str]:
+    return run_offline(flow, {})
+
+
+@pytest.mark.parametrize(("run", "asked", "told"), [
+    (_sync, "get_token", "invalidate"), (_async, "aget_token", "ainvalidate"),
+    (_offline, "get_token", "invalidate")], ids=["sync", "async", "offline"])
+def test_the_current_token_and_forgetting_it(run: Callable[[Flow[tuple[str, str]]],
+                                                           tuple[str, str]],
+                                             asked: str, told: str) -> None:
+    source = Source()
+    assert run(renewed(source)) == ("at-old", "at-new")
+    assert source.calls == [asked, f"{told} at-old", f"{told} at-old", asked]
+
+
+def _paused() -> Flow[str]:
+    yield from pause(2.5)
+    yield from pause(0.0)
+    return "resumed"
+
+
+def test_the_sync_driver_sleeps_exactly_the_pause() -> None:
+    slept: list[float] = []
+    assert drive(_paused(), never_sent, slept.append) == "resumed"
+    assert slept == [2.5, 0.0]
+
+
+def test_the_async_driver_sleeps_exactly_the_pause() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    recorder: Callable[[float], Awaitable[None]] = sleep
+    assert asyncio.run(adrive(_paused(), never_sent_async, recorder)) == "resumed"
+    assert slept == [2.5, 0.0]
