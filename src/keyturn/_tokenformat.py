@@ -19,10 +19,25 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["FORMATS", "render"]
+__all__ = ["FORMATS", "authorization", "render"]
 
 #: ``keyturn token`` option -> output format (the default is "plain": the access token alone).
 FORMATS = {"--header": "header", "--json": "json", "--exec-credential": "exec-credential"}
+
+
+def authorization(token_type: str, access_token: str) -> str:
+    """The ``Authorization`` request header value that presents ``access_token``
+    (:meth:`keyturn.token.Token.authorization`, and ``keyturn token --header``).
+
+    The scheme is the token type the server gave: RFC 6749 §5.1 says the ``token_type`` "value is
+    case insensitive", and RFC 6750 §2.1 spells the scheme ``Bearer``, so ``bearer`` (what many
+    servers answer) is sent as ``Bearer``, and no type at all too; any other type (``DPoP``,
+    ``MAC``) is sent as given.
+    """
+    scheme = token_type or "Bearer"
+    if scheme != "Bearer" and scheme.lower() == "bearer":
+        scheme = "Bearer"
+    return f"{scheme} {access_token}"
 
 
 def render(token: Mapping[str, Any], output: str, now: float) -> str:
@@ -30,9 +45,7 @@ def render(token: Mapping[str, Any], output: str, now: float) -> str:
     access = str(token["access_token"])
     expires_at = token.get("expires_at")
     if output == "header":
-        token_type = str(token.get("token_type") or "Bearer")
-        # RFC 6750 §2.1 spells the scheme "Bearer"; servers answer "bearer" too.
-        return f"Authorization: {'Bearer' if token_type.lower() == 'bearer' else token_type} {access}"
+        return f"Authorization: {authorization(str(token.get('token_type') or ''), access)}"
     if output == "json":
         import json
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._tokenformat import authorization
 from .errors import StoreError
 from .paths import refresh_margin  # the fast path's rule too; still keyturn.token.refresh_margin
 
@@ -50,6 +51,11 @@ class Token:
     id_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # authorization()'s value, rendered once: the adapters read it on every request.
+    _authorization: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_authorization", authorization(self.token_type, self.access_token))
 
     def __repr__(self) -> str:
         expiry = "never" if self.expires_at is None else f"{self.expires_at:.0f}"
@@ -78,15 +84,12 @@ class Token:
     def authorization(self) -> str:
         """The value of the ``Authorization`` request header that presents this token.
 
-        The scheme is the token type the server gave: RFC 6749 §5.1 says the ``token_type`` "value
-        is case insensitive", and RFC 6750 §2.1 spells the scheme ``Bearer``, so ``bearer`` (what
-        many servers answer) is sent as ``Bearer``; any other type (``DPoP``, ``MAC``) is sent as
-        given. Every adapter and ``keyturn token --header`` render the header this way.
+        The scheme is the token type the server gave (``bearer``, what many servers answer, is sent
+        as RFC 6750's ``Bearer``; ``DPoP`` or ``MAC`` as given): the rule of
+        :func:`keyturn._tokenformat.authorization`, by which ``keyturn token --header`` renders it
+        too. Rendered once, when the token is made: every adapter sends it on every request.
         """
-        scheme = self.token_type
-        if scheme != "Bearer" and (not scheme or scheme.lower() == "bearer"):
-            scheme = "Bearer"
-        return f"{scheme} {self.access_token}"
+        return self._authorization
 
     @property
     def claims(self) -> dict[str, Any]:

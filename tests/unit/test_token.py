@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import pickle
@@ -145,6 +146,18 @@ def test_with_refresh_token_keeps_everything_else() -> None:
     assert token.refresh_token == REFRESH
 
 
+def test_the_authorization_value_is_rendered_once_and_kept_out_of_repr_and_equality() -> None:
+    token = _full()
+    assert token.authorization() is token.authorization() == f"Bearer {ACCESS}"
+    assert ACCESS not in repr(token)
+    assert token == _full() and token.to_record() == _full().to_record()
+    # A token made from another renders its own.
+    assert dataclasses.replace(token, token_type="DPoP").authorization() == f"DPoP {ACCESS}"
+    assert token.with_refresh_token(None).authorization() == f"Bearer {ACCESS}"
+    assert Token.from_record(token.to_record() | {"token_type": "bearer"}).authorization() == (
+        f"Bearer {ACCESS}")
+
+
 def test_refresh_only_is_already_expired() -> None:
     token = Token.refresh_only("rt")
     assert token.access_token == ""
@@ -170,6 +183,13 @@ def test_refresh_margin_caps_the_leeway_at_half_the_lifetime(
     lifetime: float | None, leeway: float, margin: float
 ) -> None:
     assert refresh_margin(lifetime, leeway) == margin
+
+
+def test_refresh_margin_is_the_one_of_paths_the_fast_path_applies() -> None:
+    # keyturn.token.refresh_margin stays importable; the rule itself lives once, stdlib-only.
+    from keyturn import paths
+
+    assert refresh_margin is paths.refresh_margin
 
 
 # -- monotonic_deadlines ---------------------------------------------------------------------------------

@@ -34,7 +34,13 @@ class TokenSource(Protocol):
 
 
 class Adapter:
-    """Base of the adapters: the token source they authorize with."""
+    """Base of the adapters: the token source they authorize with.
+
+    The hooks take each request's token from ``self.get_token()`` (``self.aget_token()``): here they
+    forward to the source; in a keyturn source (:class:`keyturn.integrations.Adapters`), which is
+    its own adapter, they are the source's own methods, with no property in between on every
+    request. The rare 401 is answered with :attr:`token_source` itself.
+    """
 
     def __init__(self, source: TokenSource) -> None:
         self._token_source = source
@@ -42,6 +48,12 @@ class Adapter:
     @property
     def token_source(self) -> TokenSource:
         return self._token_source
+
+    def get_token(self) -> Token:
+        return self._token_source.get_token()
+
+    async def aget_token(self) -> Token:
+        return await self._token_source.aget_token()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.token_source!r})"

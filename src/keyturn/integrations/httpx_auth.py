@@ -21,16 +21,17 @@ class HttpxAuth(Adapter, httpx.Auth):
     requires_request_body = True
 
     # The retry flow is made only after a 401: every other request costs the token and its header,
-    # as a hand-written header would (its first step, FETCH, is what these drivers do first).
+    # as a hand-written header would (its first step, FETCH, is what these drivers do first). The
+    # header is Token.authorization(), read as the value it rendered when the token was made.
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        source = self.token_source
-        first = source.get_token()
-        request.headers["Authorization"] = first.authorization()
+        first = self.get_token()
+        request.headers["Authorization"] = first._authorization
         response = yield request
         if response.status_code != UNAUTHORIZED:
             return
         response.read()  # before the connection is used again for the retry
+        source = self.token_source
         flow = presented(first)
         token: Token | None = drive(flow, source, response.status_code)
         while token is not None:
@@ -43,13 +44,13 @@ class HttpxAuth(Adapter, httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        source = self.token_source
-        first = await source.aget_token()
-        request.headers["Authorization"] = first.authorization()
+        first = await self.aget_token()
+        request.headers["Authorization"] = first._authorization
         response = yield request
         if response.status_code != UNAUTHORIZED:
             return
         await response.aread()
+        source = self.token_source
         flow = presented(first)
         token: Token | None = await adrive(flow, source, response.status_code)
         while token is not None:

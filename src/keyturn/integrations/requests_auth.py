@@ -19,9 +19,9 @@ class RequestsAuth(Adapter):
     """``requests.get(url, auth=RequestsAuth(source))``; every keyturn source is one already."""
 
     def __call__(self, request: Any) -> Any:
-        source = self.token_source
-        token = source.get_token()  # the flow's first step; the flow itself is made after a 401
-        request.headers["Authorization"] = token.authorization()
+        source = self.token_source  # for the 401, in the hook
+        token = self.get_token()  # the flow's first step; the flow itself is made after a 401
+        request.headers["Authorization"] = token._authorization  # authorization(), rendered once
         body: Any = getattr(request, "body", None)
         position = body.tell() if hasattr(body, "tell") else None
 

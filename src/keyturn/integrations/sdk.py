@@ -3,31 +3,41 @@
 
 Both are duck-typed by their SDKs, so neither is imported here. globus-sdk sends the request and
 retries it itself, asking for the header before each attempt and calling
-``handle_missing_authorization()`` after a 401 (in the same thread): the adapter keeps the token it
-presented in a context variable, and on the 401 the 401-retry flow
-(:mod:`keyturn.integrations.retry`) decides, from that token, whether there is a fresh one to retry
-with. pyFirecREST never retries a 401, so it only gets the header.
+``handle_missing_authorization()`` after a 401, in the same thread, within one call of its own
+(globus-sdk is synchronous): the adapter keeps the token it presented in a thread-local, and on the
+401 the 401-retry flow (:mod:`keyturn.integrations.retry`) decides, from that token, whether there
+is a fresh one to retry with. pyFirecREST never retries a 401, so it only gets the header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
-from contextvars import ContextVar
+from typing import Any, TypeVar
 
-from ..token import Token
 from .base import Adapter
 from .retry import UNAUTHORIZED, drive, presented
 
 __all__ = ["SdkAuth"]
 
-#: The token the request globus-sdk is sending in this context went with: (id of its source, token).
-_PRESENTED: ContextVar[tuple[int, Token] | None] = ContextVar("keyturn_globus_presented", default=None)
+_A = TypeVar("_A", bound="SdkAuth")
 
 
 class SdkAuth(Adapter):
     """``Firecrest(authorization=SdkAuth(source))``, ``TransferClient(authorizer=SdkAuth(source))``;
     every keyturn source is one already."""
+
+    _presented: threading.local
+
+    def __new__(cls: type[_A], *args: Any, **kwargs: Any) -> _A:
+        self = super().__new__(cls)
+        # ``.token``: the token of the request globus-sdk is sending in this thread. A thread-local,
+        # not a context variable: setting one of those costs more than the rest of the hook, and
+        # what the header and the 401 have in common is the thread. Made here, not in __init__: a
+        # keyturn source is its own adapter and runs no adapter __init__.
+        self._presented = threading.local()
+        return self
 
     def auth_headers(self) -> dict[str, str] | Awaitable[dict[str, str]]:
         """``{"Authorization": token.authorization()}``.
@@ -37,38 +47,35 @@ class SdkAuth(Adapter):
         ``AsyncFirecrest``) never blocks its loop on a token request. Inside the refresh leeway the
         valid token is returned at once and the refresh runs in a task.
         """
-        source = self.token_source
-        # Only keyturn's sources can tell, without waiting, that a token request is due.
-        needs_wait = getattr(source, "_needs_wait", None)
-        if needs_wait is not None and needs_wait() and _on_event_loop():
-            return self.aauth_headers()
-        return {"Authorization": source.get_token().authorization()}
+        # Off an event loop (asyncio's C check: None, no exception raised) nothing can be blocked.
+        if _get_running_loop() is not None:
+            # Only keyturn's sources can tell, without waiting, that a token request is due.
+            needs_wait = getattr(self.token_source, "_needs_wait", None)
+            if needs_wait is not None and needs_wait():
+                return self.aauth_headers()
+        return {"Authorization": self.get_token()._authorization}  # authorization(), rendered once
 
     async def aauth_headers(self) -> dict[str, str]:
-        return {"Authorization": (await self.token_source.aget_token()).authorization()}
+        return {"Authorization": (await self.aget_token()).authorization()}
 
     # globus-sdk's GlobusAuthorizer protocol.
     def get_authorization_header(self) -> str:
         """The header value for the attempt globus-sdk is about to send: the current token's."""
-        source = self.token_source
-        token = source.get_token()
-        _PRESENTED.set((id(source), token))
-        return token.authorization()
+        token = self.get_token()
+        self._presented.token = token
+        return token._authorization  # authorization(), rendered when the token was made
 
     def handle_missing_authorization(self) -> bool:
         """After a 401: the flow invalidates the refused token and gets a fresh one; True when there
         is one, so globus-sdk retries (once: globus-sdk runs this once a request)."""
         source = self.token_source
-        sent = _PRESENTED.get()
-        _PRESENTED.set(None)
-        # Not after our get_authorization_header: the current token is the one refused.
-        token = sent[1] if sent is not None and sent[0] == id(source) else source.get_token()
+        presented_here = self._presented
+        token = getattr(presented_here, "token", None)
+        presented_here.token = None
+        if token is None:  # not after our get_authorization_header: the current token was refused
+            token = source.get_token()
         return drive(presented(token), source, UNAUTHORIZED) is not None
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+#: The running event loop or None (asyncio exports it for event loops; get_running_loop raises).
+_get_running_loop = asyncio._get_running_loop

@@ -193,7 +193,13 @@ class Source(Adapters):
         return await cache.aaccess_token()
 
     def get_token(self) -> Token:
-        return self.cache.token()
+        # The cache's fast path (TokenCache.token), here: every adapter hook asks this on every
+        # request, and a second call would cost as much again as the check.
+        cache = self.cache
+        entry = cache.entry
+        if entry is not None and cache.clock() < entry.refresh_at:
+            return entry.token
+        return cache.token()
 
     async def aget_token(self) -> Token:
         return await self.cache.atoken()

@@ -302,6 +302,41 @@ def test_globus_flows_of_two_threads_stay_apart():
     assert source.invalidated == ["first-token", "first-token"] and source.tokens == [T2]
 
 
+def test_globus_replays_what_each_thread_presented_after_another_refreshed():
+    # A thread sends T1; another, after a refresh, T2; both get a 401. Each refuses the token it
+    # sent, not the current one: the first's 401 must not refuse T3, which it never sent.
+    source = Rotating(T1, T2, Token(access_token="third-token", expires_at=2e9))
+    authorizer = SdkAuth(source)
+    assert authorizer.get_authorization_header() == "Bearer first-token"
+    source.tokens.pop(0)  # another process refreshed: T2 is current
+    second: list[object] = []
+
+    def other_thread() -> None:
+        second.append(authorizer.get_authorization_header())
+        second.append(authorizer.handle_missing_authorization())
+        second.append(authorizer.get_authorization_header())
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert second == ["Bearer second-token", True, "Bearer third-token"]
+    assert source.invalidated == ["second-token"]
+    assert authorizer.handle_missing_authorization() is True  # this thread: T1 refused, T3 fresh
+    assert source.invalidated == ["second-token", "first-token"]
+    assert source.tokens[0].access_token == "third-token"
+
+
+def test_every_source_records_what_it_presented_per_thread_without_an_adapter_init():
+    source = StaticToken("made-up")
+    assert source.get_authorization_header() == "Bearer made-up"
+    assert source._presented.token is source.get_token()
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(getattr(source._presented, "token", None)))
+    thread.start()
+    thread.join()
+    assert seen == [None]
+
+
 def test_firecrest_protocol_renders_the_header():
     source = Rotating(Token(access_token="abc", token_type="bearer"))
     assert SdkAuth(source).auth_headers() == {"Authorization": "Bearer abc"}
