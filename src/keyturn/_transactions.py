@@ -3,17 +3,20 @@
 Theory of operation
 -------------------
 A transaction is a generator of store operations and fetches (``(LOCK, None)``, ``(LOAD, None)``,
-``(FETCH, keeper)``, ``(SAVE, token)``, ``(DELETE, None)``); the cache's sync and async drivers
-(:meth:`keyturn.cache.TokenCache._drive_sync` and ``_drive_async``) carry them out and send back
-the outcome, or throw in the error, so the rules below exist once for both kinds of caller.
+``(FETCH, keeper)``, ``(SAVE, token)``, ``(DELETE, None)``, ``(UNLOCK, None)``); the cache's sync
+and async drivers (:meth:`keyturn.cache.TokenCache._drive_sync` and ``_drive_async``) carry them
+out and send back the outcome, or throw in the error, so the rules below exist once for both
+kinds of caller.
 
-* **The refresh** (:meth:`Transactions.refresh`), run by the one leader of a flight: under the
+* **The refresh** (:meth:`Transactions.refreshing`), run by the one leader of a flight: under the
   store's lock (a file lock, a Redis lock) re-read the store — another process may have refreshed
   meanwhile — and adopt that token if it is fresh; otherwise fetch with the newest refresh token,
   save, and adopt. So N processes make one request, and a rotated refresh token is never used
   twice. A refresh token only this process holds (:attr:`keyturn._keeping.Keeping.unsaved`) is
   used, and saved, when the store still holds the one it replaced; what a server answered is kept
-  by the fetch's keeper (:mod:`keyturn._keeping`) before anything else can fail.
+  by the fetch's keeper (:mod:`keyturn._keeping`) before anything else can fail. A leader that
+  lost the lock to another holder (it let a Redis or a lease lock lapse) lets go of it and starts
+  over, a few times: most likely it then adopts what that holder stored.
 * **The invalidation** marks the stored access token expired (the refresh token stays) unless the
   cache already holds another one: fifty requests that got a 401 together cause one refresh.
 * **The forgetting** deletes the stored token and returns the newest one forgotten, for a logout
@@ -38,7 +41,8 @@ from .token import Token, monotonic_deadlines
 if TYPE_CHECKING:
     from .cache import TokenCache
 
-__all__ = ["DELETE", "FETCH", "LOAD", "LOCK", "SAVE", "Entry", "Op", "Steps", "Transactions"]
+__all__ = ["DELETE", "FETCH", "LOAD", "LOCK", "SAVE", "UNLOCK", "Entry", "Op", "Steps",
+           "Transactions"]
 
 # The cache's logger: a refresh that could not save is the cache's to report.
 log = logging.getLogger("keyturn.cache")
@@ -49,10 +53,14 @@ LOAD: Final = "load"
 FETCH: Final = "fetch"
 SAVE: Final = "save"
 DELETE: Final = "delete"
+UNLOCK: Final = "unlock"  # release the lock the transaction holds, to start over
 Op = tuple[str, Any]
 R = TypeVar("R")
 #: A transaction's steps (store operations and fetches) and its result, run by either driver.
 Steps = Generator[Op, Any, R]
+
+#: How often a leader starts its refresh over after losing the lock to another holder.
+LOCK_LOST_RETRIES: Final = 3
 
 
 class Entry:
@@ -109,6 +117,19 @@ class Transactions:
         return entry
 
     # -- the refresh ---------------------------------------------------------------------------------
+
+    def refreshing(self, cache: TokenCache, entry: Entry | None, run: Run) -> Steps[Entry | None]:
+        """:meth:`refresh`, started over after a LockLost, up to :data:`LOCK_LOST_RETRIES` times."""
+        for attempt in range(LOCK_LOST_RETRIES):
+            try:
+                return (yield from self.refresh(cache, entry, run))
+            except LockLost:
+                # Another holder took over a lock this one let lapse: start over, and most
+                # likely adopt what it stored.
+                if attempt == LOCK_LOST_RETRIES - 1:
+                    raise
+            yield (UNLOCK, None)
+        raise AssertionError("unreachable")
 
     def refresh(self, cache: TokenCache, entry: Entry | None, run: Run) -> Steps[Entry | None]:
         """Adopt a fresh token another process stored, or, under the store's lock: re-read,

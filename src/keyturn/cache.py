@@ -41,11 +41,11 @@ from typing import Any, Final, TypeVar
 from ._keeping import Keeping, Run
 from ._keeping import pending as pending  # what a refresh keeps: importable from here, as before
 from ._keeping import successor as successor
-from ._transactions import DELETE, FETCH, LOAD, LOCK, Entry, Steps, Transactions
+from ._transactions import DELETE, FETCH, LOAD, LOCK, UNLOCK, Entry, Steps, Transactions
 from .errors import KeyturnError
 from .paths import DEFAULT_LEEWAY
 from .protocol.http import Keeper
-from .stores.base import LockLost, Store
+from .stores.base import Store
 from .token import Token, fingerprint
 
 __all__ = ["TokenCache"]
@@ -58,8 +58,6 @@ R = TypeVar("R")
 
 #: After a failed refresh while the old token is still valid, wait this long before trying again.
 FAILURE_BACKOFF: Final = (2.0, 60.0)
-#: How often a leader starts its transaction over after losing the lock to another holder.
-LOCK_LOST_RETRIES: Final = 3
 
 
 class _Flight:
@@ -165,15 +163,7 @@ class TokenCache:
             return entry.token
         run = Run()
         try:
-            for attempt in range(LOCK_LOST_RETRIES):
-                try:
-                    result = self._drive_sync(self._transactions.refresh(self, entry, run))
-                    break
-                except LockLost:
-                    # Another holder took over a lock this one let lapse: start over, and most
-                    # likely adopt what it stored.
-                    if attempt == LOCK_LOST_RETRIES - 1:
-                        raise
+            result = self._drive_sync(self._transactions.refreshing(self, entry, run))
         except BaseException as exc:
             return self._failed(flight, entry, exc, run)
         return self._succeeded(flight, result, run)
@@ -205,13 +195,7 @@ class TokenCache:
     async def _lead_async(self, flight: _Flight, entry: Entry | None) -> Token:
         run = Run()
         try:
-            for attempt in range(LOCK_LOST_RETRIES):
-                try:
-                    result = await self._drive_async(self._transactions.refresh(self, entry, run))
-                    break
-                except LockLost:
-                    if attempt == LOCK_LOST_RETRIES - 1:
-                        raise
+            result = await self._drive_async(self._transactions.refreshing(self, entry, run))
         except BaseException as exc:
             return self._failed(flight, entry, exc, run)
         return self._succeeded(flight, result, run)
@@ -282,6 +266,8 @@ class TokenCache:
                         reply = store.load(key) if durable else None
                     elif op == FETCH:
                         reply = self._fetch(arg.previous, arg)
+                    elif op == UNLOCK:
+                        held.close()
                     elif op == DELETE:
                         store.delete(key)
                     else:
@@ -309,6 +295,8 @@ class TokenCache:
                         reply = await store.aload(key) if durable else None
                     elif op == FETCH:
                         reply = await self._afetch(arg.previous, arg)
+                    elif op == UNLOCK:
+                        await held.aclose()
                     elif op == DELETE:
                         await store.adelete(key)
                     else:

@@ -173,6 +173,41 @@ def test_a_lost_lock_sends_nothing_and_adopts_what_the_new_holder_stored(mode: M
     assert store.confirms == 1
 
 
+class LapsingStore(MemoryStore):
+    """A real MemoryStore whose every lock is lost before its holder may send: a holder that
+    stalls past its lease each time it tries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.releases = 0
+
+    def lock(self, key: str) -> StoreLock:
+        store, inner = self, super().lock(key)
+        assert isinstance(inner, LocalLock)
+
+        class Lapsing(LocalLock):
+            def confirm(self) -> None:
+                raise LockLost("taken over")
+
+            def release(self) -> None:
+                store.releases += 1
+                super().release()
+
+        return Lapsing(inner._lock)
+
+
+def test_a_leader_that_loses_the_lock_each_time_lets_go_of_it_and_gives_up_after_three_tries(
+        mode: Mode) -> None:
+    server = Server()
+    store = LapsingStore()
+    cache = cache_for(server, store)
+    with pytest.raises(LockLost):
+        mode.token(cache)
+    assert server.sent == []
+    assert store.releases == 3  # each try took the lock anew, and let go of it before the next
+    assert store.lock("k").try_acquire()  # nothing left holding it
+
+
 class FlakyStore(FileStore):
     """A real FileStore whose next ``failures`` saves fail, as a Redis or NFS hiccup would."""
 
