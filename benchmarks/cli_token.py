@@ -9,7 +9,7 @@ each ``.pth`` file in site-packages adds the same milliseconds to ``python -c pa
 token``, which hides the ratio. Two floors that are not keyturn's: ``python -m __hello__`` (a frozen
 module that prints a line) is that of any ``python -m``, whose runpy and importlib machinery cost
 about 0.35x of ``python -c pass`` before keyturn runs; and the console script's wrapper is pip's, and
-the one pip 23.2.1 (what Python 3.11's venv installs) writes imports ``re``, about 0.4x more (pip
+the one pip 23.2.1 (what Python 3.11's venv installs) writes imports ``re``, about 0.5x more (pip
 26.3's imports nothing).
 
     python benchmarks/cli_token.py [--runs 30]
