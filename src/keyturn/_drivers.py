@@ -2,7 +2,9 @@
 ones. They carry out the effects of :mod:`keyturn.protocol.http` and differ only in ``await``;
 they decide nothing (a retry is an effect too: :mod:`keyturn._retry`). Neither knows HTTP: a
 request goes out through the ``send`` the transport (:mod:`keyturn.transport`) gives them. An
-effect that fails is thrown into the flow.
+effect that fails is thrown into the flow. Every effect but the request is carried out by
+:func:`carry_out` (sync) or :func:`acarry_out` (async), the one place per mode that does it, which
+the adapters' 401 retry (:mod:`keyturn.integrations.retry`) calls too.
 
 A non-idempotent request (a rotating refresh token, a code) is what the server acts on once: its
 answer is all there is. With a :class:`~keyturn.protocol.http.Keeper` (the cache gives one), the
@@ -42,7 +44,7 @@ from .protocol.http import (
 )
 from .secret import Secret
 
-__all__ = ["ASend", "Send", "adrive", "drive"]
+__all__ = ["ASend", "Send", "acarry_out", "adrive", "carry_out", "drive"]
 
 T = TypeVar("T")
 #: How a driver sends one request (once: no retries) and reads its answer.
@@ -111,6 +113,72 @@ def _start(flow: Flow[Any]) -> Effect | _Done:
         return _Done(stop.value)
 
 
+def _not_here(step: Effect) -> TypeError:
+    return TypeError(f"{type(step).__name__} is sent by a driver with a transport, not carried out "
+                     "alone: drive the flow with keyturn.transport.run/arun")
+
+
+def carry_out(step: Effect, sleep: Callable[[float], None] = time.sleep,
+              keeper: Keeper | None = None) -> Answer:
+    """Carry out one effect that is not an HTTP request, in this thread; what to send back."""
+    if isinstance(step, TokenOf):
+        # A Secret at once: the driver's frame never holds the token itself.
+        return (step.renewable().get_token() if step.whole
+                else Secret(step.provider().get_access_token()))
+    if isinstance(step, Invalidate):
+        step.source.invalidate(step.token.access_token)
+        return None
+    if isinstance(step, Wait):
+        sleep(max(0.0, step.until - time.time()))
+        return time.time()
+    if isinstance(step, Pause):
+        sleep(step.seconds)
+        return None
+    if isinstance(step, Received):
+        if keeper is not None:
+            keeper.keep(step)
+        return None
+    if isinstance(step, Blocking):
+        return step.call()
+    raise _not_here(step)
+
+
+async def acarry_out(step: Effect, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                     keeper: Keeper | None = None) -> Answer:
+    """:func:`carry_out` for async callers: the event loop is never blocked."""
+    if isinstance(step, TokenOf):
+        return (await step.renewable().aget_token() if step.whole
+                else Secret(await step.provider().aget_access_token()))
+    if isinstance(step, Invalidate):
+        # invalidate() writes the store (a file, Redis) under its lock: a keyturn source does it
+        # with ainvalidate, awaited, no thread waiting on the lock. A source without one (an
+        # adapter's TokenSource, an SDK author's) in a thread of its own, never the loop's default
+        # executor: fifty 401s could fill its few workers, each waiting for the store's lock,
+        # while the refresh holding that lock waits for a worker (keyturn._uninterrupted).
+        ainvalidate = getattr(step.source, "ainvalidate", None)
+        if ainvalidate is not None:
+            await ainvalidate(step.token.access_token)
+        else:
+            await thread_future(functools.partial(step.source.invalidate,
+                                                  step.token.access_token))
+        return None
+    if isinstance(step, Wait):
+        await sleep(max(0.0, step.until - time.time()))
+        return time.time()
+    if isinstance(step, Pause):
+        await sleep(step.seconds)
+        return None
+    if isinstance(step, Received):
+        if keeper is not None:
+            keeper.keep(step)
+        return None
+    if isinstance(step, Blocking):
+        # A thread of its own, not the loop's default executor: a login waits here under the
+        # store's lock, for minutes (see keyturn._uninterrupted.thread_future).
+        return await thread_future(step.call)
+    raise _not_here(step)
+
+
 def drive(flow: Flow[T], send: Send, sleep: Callable[[float], None] = time.sleep, *,
           keeper: Keeper | None = None) -> T:
     """Carry out ``flow`` to its result; with ``keeper``, each non-idempotent request is a
@@ -123,28 +191,8 @@ def drive(flow: Flow[T], send: Send, sleep: Callable[[float], None] = time.sleep
                 assert keeper is not None
                 step = to_the_end(functools.partial(_critical_step, flow, send, request, keeper))
                 continue
-            answer: Answer
-            if isinstance(step, Wait):
-                sleep(max(0.0, step.until - time.time()))
-                answer = time.time()
-            elif isinstance(step, Pause):
-                sleep(step.seconds)
-                answer = None
-            elif isinstance(step, Received):
-                if keeper is not None:
-                    keeper.keep(step)
-                answer = None
-            elif isinstance(step, Blocking):
-                answer = step.call()
-            elif isinstance(step, TokenOf):
-                # A Secret at once: the driver's frame never holds the token itself.
-                answer = (step.renewable().get_token() if step.whole
-                          else Secret(step.source.get_access_token()))
-            elif isinstance(step, Invalidate):
-                step.source.invalidate(step.token.access_token)
-                answer = None
-            else:
-                answer = send(step)
+            answer = (send(step) if isinstance(step, HttpRequest)
+                      else carry_out(step, sleep, keeper))
         except BaseException as exc:
             step = _thrown(flow, exc)
             continue
@@ -171,30 +219,8 @@ async def adrive(flow: Flow[T], send: ASend, sleep: Callable[[float], Awaitable[
                 step = await ato_the_end(
                     functools.partial(_critical_step, flow, send_critical, request, keeper))
                 continue
-            answer: Answer
-            if isinstance(step, Wait):
-                await pause(max(0.0, step.until - time.time()))
-                answer = time.time()
-            elif isinstance(step, Pause):
-                await pause(step.seconds)
-                answer = None
-            elif isinstance(step, Received):
-                if keeper is not None:
-                    keeper.keep(step)
-                answer = None
-            elif isinstance(step, Blocking):
-                # A thread of its own, not the loop's default executor: a login waits here
-                # under the store's lock, for minutes (see keyturn._uninterrupted.thread_future).
-                answer = await thread_future(step.call)
-            elif isinstance(step, TokenOf):
-                answer = (await step.renewable().aget_token() if step.whole
-                          else Secret(await step.source.aget_access_token()))
-            elif isinstance(step, Invalidate):
-                # The store is written under its lock: awaited, no thread waiting on it.
-                await step.source.ainvalidate(step.token.access_token)
-                answer = None
-            else:
-                answer = await send(step)
+            answer = (await send(step) if isinstance(step, HttpRequest)
+                      else await acarry_out(step, pause, keeper))
         except BaseException as exc:
             step = _thrown(flow, exc)
             continue

@@ -1,15 +1,17 @@
 """keyturn._drivers: the effects added for retries and the userinfo call — Pause, the whole current
 token of a source, and forgetting one — carried out by both drivers (and run_offline) alike; the
-async one awaits ``ainvalidate``, so no thread waits on the store's lock."""
+async one awaits ``ainvalidate``, so no thread waits on the store's lock, and forgets the token of a
+source without one (an adapter's foreign TokenSource) in a thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from keyturn._drivers import adrive, drive
+from keyturn._drivers import acarry_out, adrive, carry_out, drive
 from keyturn.protocol.http import (
     Flow,
     HttpRequest,
@@ -119,3 +121,53 @@ def test_the_async_driver_sleeps_exactly_the_pause() -> None:
     recorder: Callable[[float], Awaitable[None]] = sleep
     assert asyncio.run(adrive(_paused(), never_sent_async, recorder)) == "resumed"
     assert slept == [2.5, 0.0]
+
+
+class Foreign:
+    """A token source that is not keyturn's (``keyturn.integrations.TokenSource``): no
+    ``ainvalidate``. It records the thread each call ran in."""
+
+    def __init__(self) -> None:
+        self.current = OLD
+        self.threads: list[tuple[str, threading.Thread]] = []
+
+    def get_token(self) -> Token:
+        self.threads.append(("get_token", threading.current_thread()))
+        return self.current
+
+    async def aget_token(self) -> Token:
+        self.threads.append(("aget_token", threading.current_thread()))
+        return self.current
+
+    def invalidate(self, access_token: str | None = None) -> None:
+        self.threads.append((f"invalidate {access_token}", threading.current_thread()))
+        if access_token in (None, self.current.access_token):
+            self.current = NEW
+
+
+def test_the_async_driver_forgets_a_foreign_token_in_a_thread_of_its_own() -> None:
+    # Not on the loop (invalidate writes a store under its lock), and not in the loop's default
+    # executor (keyturn._uninterrupted.thread_future: its workers could all wait on that lock).
+    source = Foreign()
+
+    def flow() -> Flow[str]:
+        first = yield from current_token(source)
+        yield from invalidate(source, first)
+        return (yield from current_token(source)).access_token
+
+    async def main() -> tuple[str, threading.Thread]:
+        return await adrive(flow(), never_sent_async), threading.current_thread()
+
+    fresh, loop_thread = asyncio.run(main())
+    assert fresh == "at-new"
+    assert [call for call, _ in source.threads] == ["aget_token", "invalidate at-old", "aget_token"]
+    assert [thread is loop_thread for _, thread in source.threads] == [True, False, True]
+    assert source.threads[1][1].name == "keyturn-worker"
+
+
+def test_a_request_is_not_carried_out_without_a_transport() -> None:
+    request = HttpRequest("GET", "https://api.example/")
+    with pytest.raises(TypeError, match=r"keyturn\.transport\.run/arun"):
+        carry_out(request)
+    with pytest.raises(TypeError, match=r"keyturn\.transport\.run/arun"):
+        asyncio.run(acarry_out(request))

@@ -9,7 +9,7 @@ import httpx
 
 from ..token import Token
 from .base import Adapter
-from .retry import UNAUTHORIZED, adrive, drive, presented
+from .retry import UNAUTHORIZED, aresume, presented, resume
 
 __all__ = ["HttpxAuth"]
 
@@ -21,8 +21,9 @@ class HttpxAuth(Adapter, httpx.Auth):
     requires_request_body = True
 
     # The retry flow is made only after a 401: every other request costs the token and its header,
-    # as a hand-written header would (its first step, FETCH, is what these drivers do first). The
-    # header is Token.authorization(), read as the value it rendered when the token was made.
+    # as a hand-written header would (the flow's first step, the source's current token, is what
+    # these adapters take first). The header is Token.authorization(), read as the value it
+    # rendered when the token was made.
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         first = self.get_token()
@@ -31,15 +32,14 @@ class HttpxAuth(Adapter, httpx.Auth):
         if response.status_code != UNAUTHORIZED:
             return
         response.read()  # before the connection is used again for the retry
-        source = self.token_source
-        flow = presented(first)
-        token: Token | None = drive(flow, source, response.status_code)
+        flow = presented(self.token_source, first)
+        token: Token | None = resume(flow, response.status_code)
         while token is not None:
             request.headers["Authorization"] = token.authorization()
             response = yield request
             if response.status_code == UNAUTHORIZED:
                 response.read()
-            token = drive(flow, source, response.status_code)
+            token = resume(flow, response.status_code)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -50,12 +50,11 @@ class HttpxAuth(Adapter, httpx.Auth):
         if response.status_code != UNAUTHORIZED:
             return
         await response.aread()
-        source = self.token_source
-        flow = presented(first)
-        token: Token | None = await adrive(flow, source, response.status_code)
+        flow = presented(self.token_source, first)
+        token: Token | None = await aresume(flow, response.status_code)
         while token is not None:
             request.headers["Authorization"] = token.authorization()
             response = yield request
             if response.status_code == UNAUTHORIZED:
                 await response.aread()
-            token = await adrive(flow, source, response.status_code)
+            token = await aresume(flow, response.status_code)

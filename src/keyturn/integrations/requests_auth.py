@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Adapter
-from .retry import UNAUTHORIZED, drive, presented
+from .retry import UNAUTHORIZED, presented, resume
 
 __all__ = ["RequestsAuth"]
 
@@ -28,7 +28,7 @@ class RequestsAuth(Adapter):
         def answer(response: Any, **kwargs: Any) -> Any:
             if response.is_redirect or response.status_code != UNAUTHORIZED:
                 return response  # a redirect's last hop is the answer that counts
-            fresh = drive(presented(token), source, response.status_code)
+            fresh = resume(presented(source, token), response.status_code)
             if fresh is None:
                 return response
             if position is not None:

@@ -1,143 +1,99 @@
 """The one rule by which every adapter authorizes a request and answers a 401, as a generator that
-does no I/O (the shape of httpx's auth flows, and of keyturn's protocol flows).
+does no I/O, in the effects of the protocol flows (:mod:`keyturn.protocol.http`) plus one of its
+own: a :class:`~keyturn.token.Token` yielded means "present this token and send me the status".
 
 RFC 6750 §3.1: a resource server answers a token that "is expired, revoked, malformed, or invalid for
 other reasons" with 401 (``error="invalid_token"``), and "The client MAY request a new access token
-and retry the protected resource request." The flow, step by step (what it yields → what the driver
-sends back):
+and retry the protected resource request." The flow of :func:`authorize` ``(source)``, step by step
+(what it yields → what the driver sends back):
 
-1. :data:`FETCH` → the source's current :class:`~keyturn.token.Token`.
-2. that ``Token`` → the HTTP status of the response. The driver puts ``token.authorization()``
+1. ``TokenOf(source, whole=True)`` (:func:`~keyturn.protocol.http.current_token`) → the source's
+   current :class:`~keyturn.token.Token`.
+2. that ``Token`` → the HTTP status of the response. The adapter puts ``token.authorization()``
    into the request's ``Authorization`` header and sends the request.
 3. Not a 401: the flow ends, and that response is the answer.
-4. A 401: ``Invalidate(token)`` → None. The driver has the source forget that token only if it is
-   still the current one, so fifty requests refused together cause one refresh, not fifty.
-5. :data:`FETCH` → the current token. If it is the token just refused, the source cannot renew it
-   (a ``StaticToken``): the flow ends and the 401 is the answer.
+4. A 401: ``Invalidate(source, token)`` (:func:`~keyturn.protocol.http.invalidate`) → None. The
+   source forgets that token only if it is still the current one, so fifty requests refused
+   together cause one refresh, not fifty.
+5. ``TokenOf(source, whole=True)`` → the current token. If it is the token just refused, the
+   source cannot renew it (a ``StaticToken``): the flow ends and the 401 is the answer.
 6. the fresh ``Token`` → the status of the retry. The flow ends: a request is retried once.
 
-The drivers — :func:`drive` and :func:`adrive` here, and the adapters around them (httpx sync and
-async, requests, globus-sdk) — only carry out steps; no driver decides how to retry. The httpx and
-requests adapters take the first step themselves (the current token) and make the flow only once a
-401 came back (:func:`presented`): a request that is not refused costs no generator. The flow holds
-tokens only as :class:`Token` objects, whose repr shows a hash, so a traceback through it shows no
-token.
+The adapters (httpx sync and async, requests, globus-sdk) only present tokens and send requests;
+:func:`resume` and :func:`aresume` carry every other step out with the code the protocol flows'
+drivers use (:func:`keyturn._drivers.carry_out` / :func:`~keyturn._drivers.acarry_out`: the async
+one awaits ``ainvalidate``, or runs a foreign source's ``invalidate`` in a thread of its own). No
+driver decides how to retry. The httpx and requests adapters take step 1 themselves and make the
+flow only once a 401 came back (:func:`presented`): a request that is not refused costs no
+generator. The flow holds tokens only as :class:`Token` objects, whose repr shows a hash, so a
+traceback through it shows no token.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Final
+from typing import Final, TypeAlias
 
-from .._uninterrupted import thread_future
+from .._drivers import acarry_out, carry_out
+from ..protocol.http import Answer, Effect, RenewableSource, current_token, invalidate
 from ..token import Token
 
-if TYPE_CHECKING:
-    from .base import TokenSource
-
-__all__ = ["FETCH", "AuthFlow", "Fetch", "Invalidate", "Step", "adrive", "authorize", "drive",
-           "presented"]
+__all__ = ["UNAUTHORIZED", "AuthFlow", "aresume", "authorize", "presented", "resume"]
 
 #: RFC 9110 §15.5.2 "401 (Unauthorized)": the request lacks valid credentials.
 UNAUTHORIZED: Final = 401
 
-
-class Fetch:
-    """The step "send me the source's current token"."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "FETCH"
+#: Yields a protocol effect, or a :class:`Token` to present; is sent the effect's answer, or the
+#: HTTP status (an int) of the response to the token presented.
+AuthFlow: TypeAlias = Generator[Token | Effect, Answer | int, None]
 
 
-#: The one :class:`Fetch` step.
-FETCH: Final = Fetch()
+def authorize(source: RenewableSource) -> AuthFlow:
+    """One request's authorization with ``source``: present its current token; after a 401, once a
+    fresh one."""
+    token = yield from current_token(source)
+    yield from _presenting(source, token)
 
 
-class Invalidate:
-    """The step "have the source forget this token, if it is still the current one"."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: Token) -> None:
-        self.token = token
-
-    def __repr__(self) -> str:
-        return f"Invalidate({self.token!r})"
+def presented(source: RenewableSource, token: Token) -> AuthFlow:
+    """The flow of a request already sent with ``token`` (step 1 taken by the adapter), waiting for
+    its status: what the adapters make after a 401, and for an SDK that sends the request itself
+    and reports the 401 later."""
+    flow = _presenting(source, token)
+    next(flow)  # yields `token`: presented already
+    return flow
 
 
-#: What the flow yields: a :class:`Token` means "present it and send the request".
-Step = Token | Fetch | Invalidate
-#: What the driver sends back: a Token for FETCH, the status for a Token, None for Invalidate.
-AuthFlow = Generator[Step, Token | int | None, None]
-
-
-def authorize() -> AuthFlow:
-    """One request's authorization: present the current token; after a 401, once a fresh one."""
-    token = yield FETCH
-    if not isinstance(token, Token):
-        raise TypeError(f"the driver must answer FETCH with a Token, not {type(token).__name__}")
+def _presenting(source: RenewableSource, token: Token) -> AuthFlow:
     status = yield token
     if status != UNAUTHORIZED:
         return
-    yield Invalidate(token)
-    fresh = yield FETCH
-    if not isinstance(fresh, Token):
-        raise TypeError(f"the driver must answer FETCH with a Token, not {type(fresh).__name__}")
+    yield from invalidate(source, token)
+    fresh = yield from current_token(source)
     if fresh.access_token == token.access_token:
         return  # nothing fresher to offer: the 401 is the answer
     yield fresh
 
 
-def presented(token: Token) -> AuthFlow:
-    """The flow of a request already sent with ``token`` (FETCH answered, ``token`` presented),
-    waiting for its status: for an SDK that sends the request itself and reports a 401 later."""
-    flow = authorize()
-    next(flow)
-    flow.send(token)
-    return flow
-
-
-def drive(flow: AuthFlow, source: TokenSource, reply: int | None) -> Token | None:
-    """Send ``reply`` into ``flow`` (None to start it, else the status of the response to the token it
-    presented) and carry out its steps with ``source``: the token to present next, or None when the
-    flow has ended."""
+def resume(flow: AuthFlow, status: int | None) -> Token | None:
+    """Send ``status`` into ``flow`` (None to start it, else the status of the response to the
+    token it presented), carry out its effects in this thread: the token to present next, or None
+    when the flow has ended."""
     try:
-        step = flow.send(reply)
-        while step.__class__ is not Token:  # (not isinstance: this is every request's path)
-            if step is FETCH:
-                step = flow.send(source.get_token())
-            else:
-                assert isinstance(step, Invalidate)
-                source.invalidate(step.token.access_token)
-                step = flow.send(None)
+        step = flow.send(status)
+        while not isinstance(step, Token):
+            step = flow.send(carry_out(step))
         return step
     except StopIteration:
         return None
 
 
-async def adrive(flow: AuthFlow, source: TokenSource, reply: int | None) -> Token | None:
-    """:func:`drive` for async callers: the event loop is never blocked."""
+async def aresume(flow: AuthFlow, status: int | None) -> Token | None:
+    """:func:`resume` for async callers: the event loop is never blocked."""
     try:
-        step = flow.send(reply)
-        while step.__class__ is not Token:
-            if step is FETCH:
-                step = flow.send(await source.aget_token())
-            else:
-                assert isinstance(step, Invalidate)
-                # invalidate() writes the store (a file, Redis) under its lock: a keyturn source
-                # does it without a thread waiting on the lock; another source in a thread of its
-                # own (never the default executor, which fifty 401s could fill while a refresh
-                # holding that lock waits for it: keyturn._uninterrupted.thread_future).
-                ainvalidate = getattr(source, "ainvalidate", None)
-                if ainvalidate is not None:
-                    await ainvalidate(step.token.access_token)
-                else:
-                    await thread_future(functools.partial(source.invalidate,
-                                                          step.token.access_token))
-                step = flow.send(None)
+        step = flow.send(status)
+        while not isinstance(step, Token):
+            step = flow.send(await acarry_out(step))
         return step
     except StopIteration:
         return None

@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from .base import Adapter
-from .retry import UNAUTHORIZED, drive, presented
+from .retry import UNAUTHORIZED, presented, resume
 
 __all__ = ["SdkAuth"]
 
@@ -74,7 +74,7 @@ class SdkAuth(Adapter):
         presented_here.token = None
         if token is None:  # not after our get_authorization_header: the current token was refused
             token = source.get_token()
-        return drive(presented(token), source, UNAUTHORIZED) is not None
+        return resume(presented(source, token), UNAUTHORIZED) is not None
 
 
 #: The running event loop or None (asyncio exports it for event loops; get_running_loop raises).

@@ -18,7 +18,8 @@ effect                 what the driver does                                 sent
 :class:`TokenOf`       asks a source for its current access token           a ``Secret[str]``; with
                        (``whole=True``: its current :class:`Token`)         ``whole``, the Token
 :class:`Invalidate`    has the source forget ``token`` if it is still its   None
-                       current one (the async driver awaits ``ainvalidate``)
+                       current one (the async driver awaits ``ainvalidate``;
+                       a source without one, in a thread of its own)
 =====================  ===================================================  =====================
 
 An effect that fails (a :class:`~keyturn.errors.TransportError`, a login that timed out, an
@@ -197,16 +198,16 @@ class TokenProvider(Protocol):
     async def aget_access_token(self) -> str: ...
 
 
-class RenewableSource(TokenProvider, Protocol):
-    """What :class:`Invalidate` and ``TokenOf(whole=True)`` ask: a keyturn source."""
+class RenewableSource(Protocol):
+    """What :class:`Invalidate` and ``TokenOf(whole=True)`` ask: a keyturn source, or any token
+    source an adapter takes (``keyturn.integrations.TokenSource``, an SDK author's own). A keyturn
+    source also has ``async ainvalidate()``, which the async driver awaits when a source has it."""
 
     def get_token(self) -> Token: ...
 
     async def aget_token(self) -> Token: ...
 
     def invalidate(self, access_token: str | None = None) -> None: ...
-
-    async def ainvalidate(self, access_token: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -217,8 +218,13 @@ class TokenOf:
     :func:`current_token`, for a :class:`RenewableSource`), the source's current :class:`Token`
     (``get_token()`` / ``aget_token()``) is sent back: its repr shows a hash, not the token."""
 
-    source: TokenProvider = field(repr=False)
+    source: TokenProvider | RenewableSource = field(repr=False)
     whole: bool = False
+
+    def provider(self) -> TokenProvider:
+        """The source, asked for its access token: :func:`token_of` makes a TokenOf that is not
+        ``whole``, from a :class:`TokenProvider`."""
+        return cast(TokenProvider, self.source)
 
     def renewable(self) -> RenewableSource:
         """The source, asked for its whole token: only :func:`current_token` makes ``whole``,
@@ -230,7 +236,8 @@ class TokenOf:
 class Invalidate:
     """Have ``source`` forget ``token`` if it is still its current one, so that requests refused
     together cause one renewal (``source.invalidate``; the async driver awaits
-    ``source.ainvalidate``, so no thread waits on the store's lock). Sent back: None."""
+    ``source.ainvalidate``, so no thread waits on the store's lock, and calls the ``invalidate`` of
+    a source without one in a thread of its own). Sent back: None."""
 
     source: RenewableSource = field(repr=False)
     token: Token
@@ -342,7 +349,7 @@ def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
                 answer = step.call()
             elif isinstance(step, TokenOf):
                 answer = (step.renewable().get_token() if step.whole
-                          else Secret(step.source.get_access_token()))
+                          else Secret(step.provider().get_access_token()))
             elif isinstance(step, Invalidate):
                 step.source.invalidate(step.token.access_token)
                 answer = None

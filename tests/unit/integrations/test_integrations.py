@@ -1,6 +1,7 @@
 """The adapters' two shared pieces, offline: the ``Authorization`` value a token renders, and the
-401-retry flow, stepped with ``next()``/``send()`` as httpx's ``tests/test_auth.py`` steps its flows;
-then each adapter driving that flow for a token source that is not keyturn's (any object with
+401-retry flow, stepped with ``next()``/``send()`` as httpx's ``tests/test_auth.py`` steps its flows
+(it yields the protocol's effects, ``TokenOf`` and ``Invalidate``, and the Token to present); then
+each adapter driving that flow for a token source that is not keyturn's (any object with
 ``get_token``/``aget_token``/``invalidate`` will do), against in-process servers."""
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import requests
 from keyturn import ClientCredentials, KeyturnError, MemoryStore, StaticToken, Token
 from keyturn._tokenformat import render  # keyturn token --header: the CLI's stdlib-only rendering
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
-from keyturn.integrations.retry import FETCH, Invalidate, adrive, authorize, drive, presented
+from keyturn.integrations.retry import aresume, authorize, presented, resume
+from keyturn.protocol.http import Invalidate, TokenOf
 
 T1 = Token(access_token="first-token", expires_at=2e9)
 T2 = Token(access_token="second-token", expires_at=2e9)
@@ -47,39 +49,43 @@ def test_a_source_given_no_type_sends_bearer():
 
 # -- the flow, stepped -----------------------------------------------------------------------------
 
+SOURCE = StaticToken("unused")  # the source the effects name (stepping asks it nothing)
+FETCH = TokenOf(SOURCE, whole=True)  # "send me the source's current token"
+
+
 def test_a_request_that_is_not_refused_is_sent_once():
-    flow = authorize()
-    assert next(flow) is FETCH
+    flow = authorize(SOURCE)
+    assert next(flow) == FETCH
     assert flow.send(T1) is T1  # present T1
     with pytest.raises(StopIteration):
         flow.send(200)
 
 
 def test_a_401_invalidates_the_refused_token_and_retries_once_with_a_fresh_one():
-    flow = authorize()
-    assert next(flow) is FETCH
+    flow = authorize(SOURCE)
+    assert next(flow) == FETCH
     assert flow.send(T1) is T1
     step = flow.send(401)
-    assert isinstance(step, Invalidate) and step.token is T1
-    assert flow.send(None) is FETCH
+    assert isinstance(step, Invalidate) and step.token is T1 and step.source is SOURCE
+    assert flow.send(None) == FETCH
     assert flow.send(T2) is T2  # the retry
     with pytest.raises(StopIteration):
         flow.send(401)  # once: a second 401 is the answer
 
 
 def test_a_401_with_nothing_fresher_is_passed_back():
-    flow = authorize()
+    flow = authorize(SOURCE)
     next(flow)
     flow.send(T1)
     flow.send(401)
-    assert flow.send(None) is FETCH
+    assert flow.send(None) == FETCH
     with pytest.raises(StopIteration):
         flow.send(Token(access_token=T1.access_token))  # the same token again: StaticToken
 
 
 @pytest.mark.parametrize("status", [200, 204, 302, 403, 500])
 def test_only_a_401_is_retried(status):
-    flow = authorize()
+    flow = authorize(SOURCE)
     next(flow)
     flow.send(T1)
     with pytest.raises(StopIteration):
@@ -87,14 +93,14 @@ def test_only_a_401_is_retried(status):
 
 
 def test_a_driver_that_answers_fetch_wrongly_is_told():
-    flow = authorize()
+    flow = authorize(SOURCE)
     next(flow)
-    with pytest.raises(TypeError, match="answer FETCH with a Token"):
+    with pytest.raises(TypeError, match="answered int to TokenOf"):
         flow.send(401)
 
 
 def test_steps_show_no_token():
-    assert "first-token" not in repr(Invalidate(T1)) + repr(FETCH)
+    assert "first-token" not in repr(Invalidate(SOURCE, T1)) + repr(FETCH)
 
 
 # -- a token source that is not keyturn's ----------------------------------------------------------
@@ -119,42 +125,98 @@ class Rotating:
             self.tokens.pop(0)
 
 
-def test_drive_carries_out_the_steps_with_the_source():
+def test_resume_carries_out_the_steps_with_the_source():
     source = Rotating(T1, T2)
-    flow = authorize()
-    assert drive(flow, source, None) is T1
-    assert drive(flow, source, 401) is T2
+    flow = authorize(source)
+    assert resume(flow, None) is T1
+    assert resume(flow, 401) is T2
     assert source.invalidated == ["first-token"]
-    assert drive(flow, source, 200) is None
+    assert resume(flow, 200) is None
 
 
-def test_drive_leaves_a_token_that_was_already_replaced():
+def test_resume_leaves_a_token_that_was_already_replaced():
     source = Rotating(T1, T2)
-    stale, current = authorize(), authorize()
-    assert drive(stale, source, None) is T1
+    stale, current = authorize(source), authorize(source)
+    assert resume(stale, None) is T1
     source.tokens.pop(0)  # another request's 401 already got T2
-    assert drive(current, source, None) is T2
-    assert drive(stale, source, 401) is T2  # retried with T2; T2 stays
+    assert resume(current, None) is T2
+    assert resume(stale, 401) is T2  # retried with T2; T2 stays
     assert source.tokens == [T2]
 
 
 def test_a_flow_presented_waits_for_the_status_of_the_request_sent_with_its_token():
     source = Rotating(T1, T2)
-    assert drive(presented(T1), source, 200) is None
-    assert drive(presented(T1), source, 401) is T2
+    assert resume(presented(source, T1), 200) is None
+    assert resume(presented(source, T1), 401) is T2
     assert source.invalidated == ["first-token"]
 
 
-def test_adrive_is_the_same_for_async_callers():
+def test_aresume_is_the_same_for_async_callers():
     source = Rotating(T1, T2)
 
     async def main() -> list[Token | None]:
-        flow = authorize()
-        return [await adrive(flow, source, None), await adrive(flow, source, 401),
-                await adrive(flow, source, 401)]
+        flow = authorize(source)
+        return [await aresume(flow, None), await aresume(flow, 401),
+                await aresume(flow, 401)]
 
     assert asyncio.run(main()) == [T1, T2, None]
     assert source.invalidated == ["first-token"]
+
+
+class BlockingRotating(Rotating):
+    """A foreign source (no ``ainvalidate``) whose ``invalidate`` blocks until ``released`` is set,
+    as one writing its store under a lock does: it records the thread it ran in."""
+
+    def __init__(self, *tokens: Token) -> None:
+        super().__init__(*tokens)
+        self.released = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def invalidate(self, access_token: str | None = None) -> None:
+        self.threads.append(threading.current_thread())
+        if not self.released.wait(5):
+            raise AssertionError("invalidate was never released: it blocked the event loop")
+        super().invalidate(access_token)
+
+
+def test_a_foreign_source_is_invalidated_in_a_thread_of_its_own_through_the_async_adapter():
+    # No ainvalidate: its invalidate runs off the loop (the loop releases it meanwhile), and in a
+    # thread of keyturn's own, not the loop's default executor (keyturn._uninterrupted).
+    source = BlockingRotating(T1, T2)
+    assert not hasattr(source, "ainvalidate")
+    handler, seen = accepts("second-token")
+
+    async def main() -> tuple[httpx.Response, threading.Thread]:
+        loop_thread = threading.current_thread()
+
+        async def release_soon() -> None:
+            while not source.threads:
+                await asyncio.sleep(0.001)  # runs only while the loop is free
+            source.released.set()
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler),
+                                     auth=HttpxAuth(source)) as client:
+            response, _ = await asyncio.gather(client.get("https://api.example/"), release_soon())
+        return response, loop_thread
+
+    response, loop_thread = asyncio.run(main())
+    assert response.status_code == 200
+    assert seen == ["Bearer first-token", "Bearer second-token"]
+    assert source.invalidated == ["first-token"]
+    [thread] = source.threads
+    assert thread is not loop_thread and thread.name == "keyturn-worker"
+
+
+def test_aresume_runs_a_foreign_invalidate_that_fails_in_its_thread_and_raises_it_here():
+    class Broken(Rotating):
+        def invalidate(self, access_token: str | None = None) -> None:
+            raise KeyturnError("the store is read-only")
+
+    async def main() -> None:
+        await aresume(presented(Broken(T1, T2), T1), 401)
+
+    with pytest.raises(KeyturnError, match="read-only"):
+        asyncio.run(main())
 
 
 # -- the adapters ----------------------------------------------------------------------------------
