@@ -9,7 +9,9 @@ as their token source (:class:`keyturn.integrations.Adapters`), so a source is d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
+
+from ..protocol.http import RenewableSource
 
 if TYPE_CHECKING:
     from ..token import Token
@@ -17,20 +19,10 @@ if TYPE_CHECKING:
 __all__ = ["Adapter", "TokenSource"]
 
 
-class TokenSource(Protocol):
-    """What an adapter needs of a token source."""
-
-    def get_token(self) -> Token:
-        """The current token, refreshed if due."""
-        ...
-
-    async def aget_token(self) -> Token:
-        """:meth:`get_token` without blocking the event loop."""
-        ...
-
-    def invalidate(self, access_token: str | None = None) -> None:
-        """Forget the access token; with ``access_token``, only if it is still the current one."""
-        ...
+#: What an adapter needs of a token source: ``get_token``, ``aget_token`` and ``invalidate`` (the
+#: protocol the 401-retry flow's effects ask, :class:`keyturn.protocol.http.RenewableSource`; a
+#: source that also has ``async ainvalidate`` is invalidated without a thread).
+TokenSource = RenewableSource
 
 
 class Adapter:

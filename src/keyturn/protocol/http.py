@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias, TypeVar, cast
+from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
 from ..errors import InvalidResponse
 from ..secret import Secret
@@ -190,8 +190,10 @@ class Blocking:
     what: str = "a blocking call"
 
 
+@runtime_checkable
 class TokenProvider(Protocol):
-    """What :class:`TokenOf` asks: any keyturn source, or StaticToken."""
+    """What :class:`TokenOf` asks: any keyturn source, or StaticToken (token exchange's
+    ``AccessTokenSource``)."""
 
     def get_access_token(self) -> str: ...
 
@@ -200,7 +202,8 @@ class TokenProvider(Protocol):
 
 class RenewableSource(Protocol):
     """What :class:`Invalidate` and ``TokenOf(whole=True)`` ask: a keyturn source, or any token
-    source an adapter takes (``keyturn.integrations.TokenSource``, an SDK author's own). A keyturn
+    source an adapter takes (an SDK author's own; ``keyturn.integrations.TokenSource`` is this
+    protocol). A keyturn
     source also has ``async ainvalidate()``, which the async driver awaits when a source has it."""
 
     def get_token(self) -> Token: ...

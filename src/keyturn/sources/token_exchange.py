@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.grants import token_flow
-from ..protocol.http import Flow, token_of
+from ..protocol.http import Flow, TokenProvider, token_of
 from ..secret import Secret, conceal_arguments
 from ..token import Token, fingerprint
 from .base import Grant, Source
@@ -22,13 +22,9 @@ __all__ = ["ACCESS_TOKEN_TYPE", "AccessTokenSource", "TokenExchange"]
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
-@runtime_checkable
-class AccessTokenSource(Protocol):
-    """Any keyturn source (or StaticToken): what the exchange asks for a current access token."""
-
-    def get_access_token(self) -> str: ...
-
-    async def aget_access_token(self) -> str: ...
+#: Any keyturn source (or StaticToken): what the exchange asks for a current access token (the
+#: protocol :class:`~keyturn.protocol.http.TokenOf` asks of it).
+AccessTokenSource = TokenProvider
 
 
 #: A subject or actor token: a string, or a keyturn source whose access token is used.
