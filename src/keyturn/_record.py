@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Final
 
-__all__ = ["FORMAT", "GENERATION", "KEY", "TOKEN", "WRITTEN_AT", "key_of", "make", "token_fields"]
+__all__ = ["FORMAT", "FORMAT_FIELD", "GENERATION", "KEY", "TOKEN", "WRITTEN_AT", "key_of", "make",
+           "token_fields"]
 
 #: The format number a record carries; a record of another (or none) is not a keyturn token file.
 FORMAT: Final = 1

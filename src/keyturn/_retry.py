@@ -26,6 +26,7 @@ from .protocol.http import Answer, Flow, HttpRequest, HttpResponse, pause, send
 __all__ = ["NOT_PROCESSED_STATUS", "RETRY_STATUS", "RetryPolicy", "retry_after", "retrying"]
 
 T = TypeVar("T")
+# The transport's logger, as before retries moved here: a "retrying" line is about a request.
 log = logging.getLogger("keyturn.transport")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})

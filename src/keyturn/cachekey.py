@@ -58,14 +58,15 @@ def cache_key(
     client_id: str | None,
     auth_method: str,
     grant: str,
-    subject: str | None = None,
-    scope: str | Iterable[str] | None = None,
-    default_scope: Iterable[str] = (),
-    audience: str | None = None,
-    resource: str | Iterable[str] | None = None,
-    extra: Mapping[str, str] | None = None,
+    subject: str | None,
+    scope: str | Iterable[str] | None,
+    default_scope: Iterable[str],
+    audience: str | None,
+    resource: str | Iterable[str] | None,
+    extra: Mapping[str, str] | None,
 ) -> str:
-    """Everything that changes the token, so two configurations never share one.
+    """Everything that changes the token, so two configurations never share one. Every argument
+    is required: a caller that left one out would derive another key and lose its saved tokens.
 
     ``auth_method`` is the chosen one (:func:`auth_method_for`); ``scope`` as given (a string or
     strings, space-separated), ``default_scope`` standing in for None; order and repeats of the

@@ -12,6 +12,7 @@ from keyturn.cachekey import auth_method_for, cache_key, refresh_subject
 from keyturn.config import Profile
 from keyturn.secret import Secret
 from keyturn.sources.jwt_bearer import JwtBearer
+from keyturn.sources.refresh_token import RefreshToken
 from keyturn.sources.token_exchange import TokenExchange
 
 # Computed with keyturn at 386abce, before the key's derivation moved into keyturn.cachekey.
@@ -57,12 +58,24 @@ def test_the_key_of_the_sources_no_profile_names_is_todays() -> None:
 
 def test_order_repeats_and_the_default_scope_do_not_change_the_key() -> None:
     base: dict[str, Any] = {"issuer": "https://id.example.org", "token_endpoint": None,
-                            "client_id": "c", "auth_method": "none", "grant": "g"}
-    one = cache_key(**base, scope="b a", resource=["https://r/2", "https://r/1"])
-    assert one == cache_key(**base, scope=["a", "b a"], resource=["https://r/1", "https://r/2"])
-    assert cache_key(**base, default_scope=("x",)) == cache_key(**base, scope="x")
-    assert cache_key(**base, scope="", default_scope=("x",)) != cache_key(**base, scope="x")
-    assert cache_key(**{**base, "issuer": "https://id.example.org/"}) == cache_key(**base)
+                            "client_id": "c", "auth_method": "none", "grant": "g",
+                            "subject": None, "audience": None, "extra": None}
+    plain = {**base, "scope": None, "default_scope": (), "resource": None}
+    one = cache_key(**base, scope="b a", default_scope=(), resource=["https://r/2", "https://r/1"])
+    assert one == cache_key(**base, scope=["a", "b a"], default_scope=(),
+                            resource=["https://r/1", "https://r/2"])
+    assert cache_key(**{**plain, "default_scope": ("x",)}) == cache_key(**{**plain, "scope": "x"})
+    assert cache_key(**{**plain, "scope": "", "default_scope": ("x",)}) != cache_key(
+        **{**plain, "scope": "x"})
+    assert cache_key(**{**plain, "issuer": "https://id.example.org/"}) == cache_key(**plain)
+
+
+def test_every_argument_of_the_key_is_required() -> None:
+    # A caller that left one out would derive another key and lose its saved tokens.
+    with pytest.raises(TypeError, match="default_scope"):
+        cache_key(issuer=None, token_endpoint="https://t", client_id="c",  # type: ignore[call-arg]
+                  auth_method="none", grant="g", subject=None, scope=None, audience=None,
+                  resource=None, extra=None)
 
 
 @pytest.mark.parametrize(("given", "secret", "key", "cert", "chosen"), [
@@ -81,3 +94,16 @@ def test_the_default_client_auth_method(given: str | None, secret: object, key: 
 def test_the_refresh_subject_is_a_tag_of_the_token() -> None:
     assert refresh_subject("rt-value-1") == "rt:" + hashlib.sha256(b"rt-value-1").hexdigest()[:8]
     assert "rt-value-1" not in refresh_subject("rt-value-1")
+
+
+def test_a_refresh_token_source_may_name_its_record() -> None:
+    # The initial refresh token names the record, unless subject= does: a program restarted with
+    # another initial token then still finds the rotated one it saved.
+    common: dict[str, Any] = {"token_endpoint": "https://id.example.org/token", "client_id": "c",
+                              "store": None}
+    first = RefreshToken(refresh_token="rt-1", **common)
+    assert first.cache_key != RefreshToken(refresh_token="rt-2", **common).cache_key
+    named = RefreshToken(refresh_token="rt-1", subject="batch-job", **common)
+    assert named.cache_key == RefreshToken(refresh_token="rt-2", subject="batch-job",
+                                           **common).cache_key
+    assert named.cache_key != first.cache_key

@@ -11,13 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .. import registry, transport
 from ..cache import TokenCache
 from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
 from ..integrations import Adapters
+from ..paths import DEFAULT_LEEWAY
 from ..protocol.client_auth import ClientAuth
 from ..protocol.endpoints import check_endpoint_url
 from ..protocol.grants import normalize_scope, token_flow
@@ -28,9 +29,6 @@ from ..secret import Secret, SecretFields
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from ..token import Token, fingerprint
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["DEFAULT", "Grant", "Source"]
 
@@ -105,7 +103,7 @@ class Source(Adapters):
         resource: str | Iterable[str] | None = None,
         extra_params: Mapping[str, str] | None = None,
         store: Store | None = DEFAULT,
-        leeway: float = 60.0,
+        leeway: float = DEFAULT_LEEWAY,
         verify: Any = True,
         cert: Any = None,
         timeout: float = 30.0,
@@ -160,8 +158,9 @@ class Source(Adapters):
         return cache_key(
             issuer=self.issuer, token_endpoint=self._token_endpoint,
             client_id=self.client_auth.client_id, auth_method=self.client_auth.method,
-            grant=self.grant_type, subject=subject, scope=self.scope, audience=self.audience,
-            resource=self.resource, extra=self.extra_params,
+            grant=self.grant_type, subject=subject, scope=self.scope,
+            default_scope=(),  # self.scope already is the default when scope= was not given
+            audience=self.audience, resource=self.resource, extra=self.extra_params,
         )
 
     def __repr__(self) -> str:
@@ -339,12 +338,9 @@ class Source(Adapters):
         )
         return token
 
-    def _sync_client(self) -> httpx.Client:
-        return self._transport.client()
-
     # The only drivers of a source's grant, sync and async: each grant is one flow (``_flow``),
     # carried out by the source's Transport. ``keeper`` keeps what a token endpoint answered to a
-    # request that cannot be sent again (see keyturn.transport).
+    # request that cannot be sent again (see keyturn._drivers).
 
     def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
         token = self._transport.run(self._flow(previous), keeper=keeper)

@@ -32,16 +32,17 @@ class RefreshToken(Source):
 
     grant_name = "refresh_token"
 
-    def __init__(self, *, refresh_token: str | Secret[str], **options: Unpack[SourceOptions]
-                 ) -> None:
+    def __init__(self, *, refresh_token: str | Secret[str], subject: str | None = None,
+                 **options: Unpack[SourceOptions]) -> None:
         # First: a ConfigError from here or from Source shows these frames' locals.
         refresh_token = Secret.wrap(refresh_token)
         conceal_arguments(options)
         if not refresh_token or not isinstance(refresh_token.reveal(), str):
             raise ConfigError("refresh_token= must be a non-empty string")
         # The initial refresh token identifies the grant: processes started with the same one
-        # share one store record, and find its rotated successor there.
-        super().__init__(subject=refresh_subject(refresh_token.reveal()),
+        # share one store record, and find its rotated successor there. ``subject=`` names the
+        # record instead, so a program restarted with another initial token still finds it.
+        super().__init__(subject=subject or refresh_subject(refresh_token.reveal()),
                          seed=Token.refresh_only(refresh_token.reveal()), **options)
 
     def _grant(self, previous: Token | None) -> Grant:

@@ -20,9 +20,8 @@ from ..cachekey import file_name
 from ..errors import StoreError
 from ..token import Token
 
-__all__ = ["FORMAT", "Damaged", "Record", "decode", "encode"]
+__all__ = ["Damaged", "Record", "decode", "encode"]
 
-FORMAT = _record.FORMAT
 
 
 class Damaged(ValueError):
