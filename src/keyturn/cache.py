@@ -100,7 +100,10 @@ class TokenCache:
         self.store: Store = keeping.store
         self._transactions = Transactions(keeping, leeway=leeway, jitter=jitter, wall=wall)
         #: The monotonic clock, and the token in memory with its deadlines: read by the fast paths
-        #: (here and in :meth:`keyturn.sources.base.Source.aget_access_token`) without a call.
+        #: without a call, here and in :meth:`keyturn.sources.base.Source.aget_access_token` and
+        #: :meth:`~keyturn.sources.base.Source.get_token`, which inline the one test
+        #: ``entry is not None and clock() < entry.refresh_at`` (tests/unit/test_fast_paths.py
+        #: holds them to the same boundary).
         self.clock = clock
         self.entry: Entry | None = None
         self._mutex = threading.Lock()

@@ -51,7 +51,9 @@ class Token:
     id_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    # authorization()'s value, rendered once: the adapters read it on every request.
+    # authorization()'s value, rendered once. keyturn's own adapters read it directly on every
+    # request (a method call would be a third of their hook's cost); everyone else calls
+    # authorization().
     _authorization: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
