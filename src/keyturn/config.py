@@ -33,10 +33,11 @@ import stat
 import sys
 
 from . import registry
-from .cachekey import auth_method_for, cache_key, refresh_subject
+from .cachekey import cache_key, refresh_subject
 from .interactive.browser import can_open_browser
 from .paths import cache_dir as default_cache_dir
 from .paths import config_file
+from .protocol.wire import auth_method_for
 from .secret import Secret
 
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.

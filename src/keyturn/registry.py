@@ -3,7 +3,8 @@
 
 A row says what the rest of keyturn needs to know about a grant without importing it: the name a
 profile gives it (``grant = "device_code"``), the module and class of its source, the wire grant
-type (what the token request sends and what the cache key holds), the scope asked for when
+type (what the token request sends and what the cache key holds; its RFC's value is in
+:mod:`keyturn.protocol.wire`), the scope asked for when
 ``scope=`` is not given, whether it may start a login a person has to finish, whether a profile
 may name it, and the settings of its own that a profile may hold. A source class names its row
 (``grant_name = "device_code"``) and takes its ``grant_type`` and ``default_scope`` from it
@@ -16,7 +17,8 @@ subclass with ``grant_name`` set, its request in ``_grant`` or ``_flow``, its co
 ``--flow``, and ``settings`` names its own keywords a config file may set. With
 ``interactive=True`` the command line treats it as a login: it is given ``interactive=`` (and
 ``keyturn login``'s prompt, when its source takes one: cli/login.py), so its source takes
-``interactive=`` and raises ``LoginRequired`` to a silent caller. tests/unit/test_registry.py
+``interactive=`` and raises ``LoginRequired`` to a silent caller; only the two logins of
+:data:`LOGIN_PAIR` stand in for each other. tests/unit/test_registry.py
 checks each row against its source: module, class, grant type, default scope, keywords.
 
 Adding a store: write it in ``src/keyturn/stores/`` (a :class:`~keyturn.stores.base.Store`), and add
@@ -30,6 +32,16 @@ Standard library only, and not even that: the fast path imports this module (see
 
 from __future__ import annotations
 
+# The wire grant types (with their RFCs' words): protocol/ holds every RFC fact.
+from .protocol.wire import (
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_DEVICE_CODE,
+    GRANT_JWT_BEARER,
+    GRANT_REFRESH_TOKEN,
+    GRANT_TOKEN_EXCHANGE,
+)
+
 # Not ``typing``: importing it costs the fast path milliseconds; mypy reads this name too.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,31 +52,17 @@ __all__ = [
     "FILE_STORE",
     "FLOW_ALIASES",
     "GRANT_ROWS",
+    "LOGIN_PAIR",
     "SHARED_SETTINGS",
     "STORE_ROWS",
     "GrantRow",
     "StoreRow",
     "grant",
     "grants",
+    "paired_login",
     "store_choices",
     "store_for",
 ]
-
-# -- the wire grant types: what the token request's grant_type says -------------------------------
-
-#: RFC 6749 §4.1.3: grant_type "REQUIRED. Value MUST be set to "authorization_code"."
-AUTHORIZATION_CODE: Final = "authorization_code"
-#: RFC 6749 §4.4.2: grant_type "REQUIRED. Value MUST be set to "client_credentials"."
-CLIENT_CREDENTIALS: Final = "client_credentials"
-#: RFC 6749 §6: grant_type "REQUIRED. Value MUST be set to "refresh_token"."
-REFRESH_TOKEN: Final = "refresh_token"
-#: RFC 8628 §3.4: grant_type "Value MUST be set to "urn:ietf:params:oauth:grant-type:device_code"."
-DEVICE_CODE: Final = "urn:ietf:params:oauth:grant-type:device_code"
-#: RFC 7523 §2.1: "The value of the "grant_type" is "urn:ietf:params:oauth:grant-type:jwt-bearer"."
-JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-#: RFC 8693 §2.1: "The value "urn:ietf:params:oauth:grant-type:token-exchange" indicates that a
-#: token exchange is being performed."
-TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 #: An identity (``openid``) and a refresh token that outlives the session (``offline_access``):
 #: the point of a person logging in once.
@@ -115,28 +113,42 @@ class GrantRow:
 GRANT_ROWS = (
     GrantRow("static", "keyturn.sources.static", "StaticToken", None),
     GrantRow("client_credentials", "keyturn.sources.client_credentials", "ClientCredentials",
-             CLIENT_CREDENTIALS, profile=True),
-    GrantRow("refresh_token", "keyturn.sources.refresh_token", "RefreshToken", REFRESH_TOKEN,
+             GRANT_CLIENT_CREDENTIALS, profile=True),
+    GrantRow("refresh_token", "keyturn.sources.refresh_token", "RefreshToken", GRANT_REFRESH_TOKEN,
              profile=True, settings=("refresh_token",)),
-    GrantRow("device_code", "keyturn.sources.device_code", "DeviceCode", DEVICE_CODE,
+    GrantRow("device_code", "keyturn.sources.device_code", "DeviceCode", GRANT_DEVICE_CODE,
              default_scope=LOGIN_SCOPE, interactive=True, profile=True,
              settings=("device_authorization_endpoint", *_OPENID_SETTINGS)),
     GrantRow("authorization_code", "keyturn.sources.authorization_code", "AuthorizationCode",
-             AUTHORIZATION_CODE, default_scope=LOGIN_SCOPE, interactive=True, profile=True,
+             GRANT_AUTHORIZATION_CODE, default_scope=LOGIN_SCOPE, interactive=True, profile=True,
              settings=("authorization_endpoint", *_OPENID_SETTINGS, "landing_page",
                        "login_timeout", "redirect_port")),
-    GrantRow("jwt_bearer", "keyturn.sources.jwt_bearer", "JwtBearer", JWT_BEARER),
-    GrantRow("token_exchange", "keyturn.sources.token_exchange", "TokenExchange", TOKEN_EXCHANGE),
+    GrantRow("jwt_bearer", "keyturn.sources.jwt_bearer", "JwtBearer", GRANT_JWT_BEARER),
+    GrantRow("token_exchange", "keyturn.sources.token_exchange", "TokenExchange", GRANT_TOKEN_EXCHANGE),
 )
 _BY_NAME = {row.name: row for row in GRANT_ROWS}
 
 #: What ``--flow`` (and ``grant =``) accept besides the grant names.
 FLOW_ALIASES = {"device": "device_code", "browser": "authorization_code"}
 
+#: The two ways one person logs in to one account, in a browser or with a device code: when a
+#: command does not name the grant, a saved login of either answers for the other
+#: (``keyturn.cli.common.other_login``). Another interactive grant (a login of another kind)
+#: stands in for none.
+LOGIN_PAIR: Final = (FLOW_ALIASES["browser"], FLOW_ALIASES["device"])
+
 
 def grant(name: str) -> GrantRow:
     """The row of grant ``name`` (KeyError for a name no row has)."""
     return _BY_NAME[name]
+
+
+def paired_login(name: str) -> str | None:
+    """The other login of :data:`LOGIN_PAIR` when ``name`` is one of them, else None."""
+    if name not in LOGIN_PAIR:
+        return None
+    first, second = LOGIN_PAIR
+    return second if name == first else first
 
 
 def grants(*, profile: bool | None = None, interactive: bool | None = None) -> Iterator[GrantRow]:

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from keyturn.cachekey import auth_method_for, cache_key, refresh_subject
+from keyturn.cachekey import cache_key, refresh_subject
 from keyturn.config import Profile
-from keyturn.secret import Secret
 from keyturn.sources.jwt_bearer import JwtBearer
 from keyturn.sources.refresh_token import RefreshToken
 from keyturn.sources.token_exchange import TokenExchange
@@ -76,19 +75,6 @@ def test_every_argument_of_the_key_is_required() -> None:
         cache_key(issuer=None, token_endpoint="https://t", client_id="c",  # type: ignore[call-arg]
                   auth_method="none", grant="g", subject=None, scope=None, audience=None,
                   resource=None, extra=None)
-
-
-@pytest.mark.parametrize(("given", "secret", "key", "cert", "chosen"), [
-    ("client_secret_post", "s", None, False, "client_secret_post"),
-    (None, "s", "pem", True, "private_key_jwt"),
-    (None, Secret("s"), None, True, "client_secret_basic"),
-    (None, Secret(""), None, True, "tls_client_auth"),
-    (None, None, None, False, "none"),
-])
-def test_the_default_client_auth_method(given: str | None, secret: object, key: object,
-                                        cert: bool, chosen: str) -> None:
-    assert auth_method_for(given, client_secret=secret, private_key=key,
-                           has_client_cert=cert) == chosen
 
 
 def test_the_refresh_subject_is_a_tag_of_the_token() -> None:

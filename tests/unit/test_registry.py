@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 import keyturn.sources
 from keyturn import config, registry
 from keyturn.config import Profile
+from keyturn.protocol import wire
 from keyturn.sources.authorization_code import DEFAULT_SCOPE as BROWSER_SCOPE
 from keyturn.sources.base import Source
 from keyturn.sources.device_code import DEFAULT_SCOPE as DEVICE_SCOPE
@@ -90,7 +93,7 @@ def test_the_profile_settings_are_the_typed_options_and_the_grants_own() -> None
 def test_the_config_names_are_views_of_the_registry() -> None:
     assert set(config.GRANTS) == {r.name for r in registry.GRANT_ROWS if r.profile}
     assert config.GRANTS["device_code"] == (
-        "keyturn.sources.device_code", "DeviceCode", registry.DEVICE_CODE, ("openid", "offline_access"))
+        "keyturn.sources.device_code", "DeviceCode", wire.GRANT_DEVICE_CODE, ("openid", "offline_access"))
     assert {"device_code", "authorization_code"} == config.INTERACTIVE_GRANTS
     assert config.FLOW_ALIASES == {"device": "device_code", "browser": "authorization_code"}
 
@@ -135,3 +138,50 @@ def test_a_profile_keeps_the_other_logins_settings_for_with_grant() -> None:
     assert browser.kwargs["login_timeout"] == 42
     assert "device_authorization_endpoint" not in browser.kwargs
     assert browser.build().login_timeout == 42.0  # type: ignore[attr-defined]
+
+
+def test_a_source_whose_grant_has_no_row_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"UserLogin\.grant_name 'user_login' has no row in "
+                                        r"keyturn\.registry\.GRANT_ROWS"):
+        type("UserLogin", (Source,), {"grant_name": "user_login"})
+
+
+#: Run in a process of its own: the registry grows a third interactive (and profile) row before
+#: the profiles and the command line read it, as a new login source's row would.
+THIRD_LOGIN = """
+import sys, time
+from keyturn import registry
+from keyturn.protocol import wire
+third = registry.GrantRow("user_login", "keyturn.sources.device_code", "DeviceCode",
+                          wire.GRANT_DEVICE_CODE, interactive=True, profile=True)
+registry.GRANT_ROWS += (third,)
+registry._BY_NAME[third.name] = third
+from keyturn import config
+from keyturn.cli.common import other_login
+from keyturn.stores.file import FileStore
+from keyturn.token import Token
+assert config.INTERACTIVE_GRANTS == {"device_code", "authorization_code", "user_login"}
+settings = {"issuer": "https://id.example.org", "client_id": "c", "cache_dir": sys.argv[1]}
+for grant in registry.LOGIN_PAIR:  # each one's saved login answers for the other
+    prof = config.Profile("p", settings)
+    prof.grant = grant  # as the automatic choice would have made it (prof.chosen stays True)
+    other = prof.with_grant(registry.paired_login(grant))
+    FileStore(sys.argv[1]).save(other.cache_key(), Token(access_token="AT-" + other.grant,
+                                                         expires_at=time.time() + 3600))
+    found = other_login(prof)
+    assert found is not None, grant
+    print(found[0].grant, found[2].access_token)
+assert other_login(config.Profile("p", {**settings, "grant": "user_login"})) is None
+"""
+
+
+def test_the_login_pair_answers_for_each_other_beside_a_third_interactive_grant(
+        tmp_path: Path) -> None:
+    assert registry.LOGIN_PAIR == ("authorization_code", "device_code")
+    assert registry.paired_login("device_code") == "authorization_code"
+    assert registry.paired_login("client_credentials") is None
+    out = subprocess.run([sys.executable, "-c", THIRD_LOGIN, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["device_code AT-device_code",
+                                          "authorization_code AT-authorization_code"]

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import click
 
 from .._fastindex import remember as remember_in_index
-from ..config import INTERACTIVE_GRANTS, Profile, load_profile
+from ..config import Profile, load_profile
 from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
 from ..paths import DEFAULT_LEEWAY
+from ..registry import paired_login
 from ..sources.base import Source
 from ..token import Token
 from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
@@ -105,10 +106,11 @@ def remember(prof: Profile, name: str | None, settings: Given, source: Source) -
 
 
 def other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
-    """The saved login of the other interactive grant, when the grant was not named."""
-    if not prof.chosen or prof.grant not in INTERACTIVE_GRANTS:
+    """The saved login of the other grant of the registry's browser/device pair, when the grant
+    was not named (an interactive grant outside the pair has none)."""
+    grant = paired_login(prof.grant)
+    if not prof.chosen or grant is None:
         return None
-    (grant,) = INTERACTIVE_GRANTS - {prof.grant}
     other = prof.with_grant(grant)
     source = other.build(interactive=False)
     try:

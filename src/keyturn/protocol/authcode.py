@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .. import registry
 from ..errors import ConfigError, InvalidResponse, oauth_error, safe_url
 from ..secret import Secret, SecretFields
 from ..token import Token
@@ -41,6 +40,7 @@ from .grants import token_flow
 from .http import Flow
 from .metadata import ServerMetadata
 from .pkce import Pkce
+from .wire import GRANT_AUTHORIZATION_CODE  # RFC 6749 §4.1.3's value, with the other grants'
 
 __all__ = [
     "GRANT_AUTHORIZATION_CODE",
@@ -49,8 +49,6 @@ __all__ = [
     "default_prompt",
     "iss_required",
 ]
-
-GRANT_AUTHORIZATION_CODE: Final = registry.AUTHORIZATION_CODE
 
 #: Parameters keyturn sets itself; ``params=`` must not name them (RFC 6749 §3.1: "Request and
 #: response parameters MUST NOT be included more than once").

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..cachekey import auth_method_for
 from ..errors import ConfigError
 from ..secret import Secret
 from .jwt import SigningKey, build_assertion, load_secret_key, secret_signing_key
+from .wire import auth_method_for
 
 __all__ = ["AUTH_METHODS", "ClientAuth", "basic_credentials"]
 

@@ -14,13 +14,21 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from .. import registry
 from ..errors import InvalidResponse, oauth_error
 from ..secret import SecretFields
 from ..strictjson import loads
 from ..token import Token
 from .client_auth import ClientAuth
 from .http import Flow, HttpRequest, HttpResponse, Received, send
+
+# The wire grant types, with their RFCs' words, live in .wire (the registry reads them too).
+from .wire import (
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_DEVICE_CODE,
+    GRANT_JWT_BEARER,
+    GRANT_REFRESH_TOKEN,
+    GRANT_TOKEN_EXCHANGE,
+)
 
 __all__ = [
     "GRANT_CLIENT_CREDENTIALS",
@@ -34,13 +42,6 @@ __all__ = [
     "scope_param",
     "token_flow",
 ]
-
-# The wire grant types, from the registry of grants (where the sources and the profiles read them).
-GRANT_CLIENT_CREDENTIALS: Final = registry.CLIENT_CREDENTIALS
-GRANT_REFRESH_TOKEN: Final = registry.REFRESH_TOKEN
-GRANT_DEVICE_CODE: Final = registry.DEVICE_CODE
-GRANT_JWT_BEARER: Final = registry.JWT_BEARER
-GRANT_TOKEN_EXCHANGE: Final = registry.TOKEN_EXCHANGE
 
 #: What an access token (VSCHAR) and a token type (no space) may be made of: printable ASCII.
 _VSCHARS: Final = re.compile(r"[\x20-\x7e]+")

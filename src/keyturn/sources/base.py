@@ -84,7 +84,11 @@ class Source(Adapters):
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("grant_name")
         if name is not None:
-            row = registry.grant(name)
+            try:
+                row = registry.grant(name)
+            except KeyError:
+                raise TypeError(f"{cls.__name__}.grant_name {name!r} has no row in "
+                                "keyturn.registry.GRANT_ROWS: add its GrantRow there") from None
             cls.grant_type = row.grant_type or ""
             cls.default_scope = row.default_scope
 
