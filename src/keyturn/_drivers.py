@@ -31,6 +31,7 @@ from ._uninterrupted import ato_the_end, thread_future, to_the_end
 from .protocol.http import (
     Answer,
     Blocking,
+    CurrentToken,
     Effect,
     Flow,
     HttpRequest,
@@ -121,10 +122,11 @@ def _not_here(step: Effect) -> TypeError:
 def carry_out(step: Effect, sleep: Callable[[float], None] = time.sleep,
               keeper: Keeper | None = None) -> Answer:
     """Carry out one effect that is not an HTTP request, in this thread; what to send back."""
+    if isinstance(step, CurrentToken):
+        return step.source.get_token()  # a Token: its repr shows a hash
     if isinstance(step, TokenOf):
         # A Secret at once: the driver's frame never holds the token itself.
-        return (step.renewable().get_token() if step.whole
-                else Secret(step.provider().get_access_token()))
+        return Secret(step.source.get_access_token())
     if isinstance(step, Invalidate):
         step.source.invalidate(step.token.access_token)
         return None
@@ -146,9 +148,10 @@ def carry_out(step: Effect, sleep: Callable[[float], None] = time.sleep,
 async def acarry_out(step: Effect, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                      keeper: Keeper | None = None) -> Answer:
     """:func:`carry_out` for async callers: the event loop is never blocked."""
+    if isinstance(step, CurrentToken):
+        return await step.source.aget_token()
     if isinstance(step, TokenOf):
-        return (await step.renewable().aget_token() if step.whole
-                else Secret(await step.provider().aget_access_token()))
+        return Secret(await step.source.aget_access_token())
     if isinstance(step, Invalidate):
         # invalidate() writes the store (a file, Redis) under its lock: a keyturn source does it
         # with ainvalidate, awaited, no thread waiting on the lock. A source without one (an

@@ -1,5 +1,5 @@
-"""keyturn._drivers: the effects added for retries and the userinfo call — Pause, the whole current
-token of a source, and forgetting one — carried out by both drivers (and run_offline) alike; the
+"""keyturn._drivers: the effects added for retries and the userinfo call — Pause, a source's current
+Token (CurrentToken), and forgetting one — carried out by both drivers (and run_offline) alike; the
 async one awaits ``ainvalidate``, so no thread waits on the store's lock, and forgets the token of a
 source without one (an adapter's foreign TokenSource) in a thread of its own."""
 
@@ -13,14 +13,19 @@ import pytest
 
 from keyturn._drivers import acarry_out, adrive, carry_out, drive
 from keyturn.protocol.http import (
+    Answer,
+    CurrentToken,
+    Effect,
     Flow,
     HttpRequest,
     HttpResponse,
+    TokenOf,
     current_token,
     invalidate,
     pause,
     run_offline,
 )
+from keyturn.secret import Secret
 from keyturn.token import Token
 
 OLD = Token(access_token="at-old", token_type="Bearer")
@@ -98,6 +103,38 @@ def test_the_current_token_and_forgetting_it(run: Callable[[Flow[tuple[str, str]
     source = Source()
     assert run(renewed(source)) == ("at-old", "at-new")
     assert source.calls == [asked, f"{told} at-old", f"{told} at-old", asked]
+
+
+def _asked(effect: Effect) -> Flow[Answer]:
+    """What the driver answered to ``effect``, as it is (no typed helper checks it here)."""
+    answer = yield effect
+    return answer
+
+
+def _sync_answer(effect: Effect) -> Answer:
+    return drive(_asked(effect), never_sent)
+
+
+def _async_answer(effect: Effect) -> Answer:
+    return asyncio.run(adrive(_asked(effect), never_sent_async))
+
+
+@pytest.mark.parametrize(("answer", "asked"), [(_sync_answer, "get_token"),
+                                               (_async_answer, "aget_token")], ids=["sync", "async"])
+def test_both_drivers_answer_current_token_with_the_token_and_token_of_with_a_secret(
+        answer: Callable[[Effect], Answer], asked: str) -> None:
+    source = Source()
+    assert answer(CurrentToken(source)) is OLD  # the Token itself, not a Secret of it
+    assert answer(TokenOf(source)) == Secret("at-old")  # the access token only, as a Secret
+    assert source.calls == [asked, asked]  # (Source's aget_access_token asks aget_token)
+
+
+def test_carry_out_answers_current_token_with_the_token_in_both_modes() -> None:
+    # What the adapters' 401 retry (keyturn.integrations.retry.resume/aresume) calls.
+    source = Source()
+    assert carry_out(CurrentToken(source)) is OLD
+    assert asyncio.run(acarry_out(CurrentToken(source))) is OLD
+    assert source.calls == ["get_token", "aget_token"]
 
 
 def _paused() -> Flow[str]:

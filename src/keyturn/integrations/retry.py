@@ -7,7 +7,7 @@ other reasons" with 401 (``error="invalid_token"``), and "The client MAY request
 and retry the protected resource request." The flow of :func:`authorize` ``(source)``, step by step
 (what it yields → what the driver sends back):
 
-1. ``TokenOf(source, whole=True)`` (:func:`~keyturn.protocol.http.current_token`) → the source's
+1. ``CurrentToken(source)`` (:func:`~keyturn.protocol.http.current_token`) → the source's
    current :class:`~keyturn.token.Token`.
 2. that ``Token`` → the HTTP status of the response. The adapter puts ``token.authorization()``
    into the request's ``Authorization`` header and sends the request.
@@ -15,7 +15,7 @@ and retry the protected resource request." The flow of :func:`authorize` ``(sour
 4. A 401: ``Invalidate(source, token)`` (:func:`~keyturn.protocol.http.invalidate`) → None. The
    source forgets that token only if it is still the current one, so fifty requests refused
    together cause one refresh, not fifty.
-5. ``TokenOf(source, whole=True)`` → the current token. If it is the token just refused, the
+5. ``CurrentToken(source)`` → the current token. If it is the token just refused, the
    source cannot renew it (a ``StaticToken``): the flow ends and the 401 is the answer.
 6. the fresh ``Token`` → the status of the retry. The flow ends: a request is retried once.
 

@@ -3,7 +3,9 @@
 A flow is a generator that yields *effects* and is sent their outcome; its return value is the
 result (a token, a metadata document). It never touches a socket, a clock, a sleep, a terminal or
 another source: ``transport.run`` and ``transport.arun`` carry out the same flow for sync and async
-callers, so no grant is written twice (httpx's ``auth_flow`` is the model).
+callers, so no grant is written twice (httpx's ``auth_flow`` is the model). Every effect but the
+request is carried out by ``keyturn._drivers.carry_out`` / ``acarry_out``, which those drivers and the
+adapters' 401 retry (``keyturn.integrations.retry``) share; ``run_offline`` drives a flow in tests.
 
 =====================  ===================================================  =====================
 effect                 what the driver does                                 sent back
@@ -15,8 +17,12 @@ effect                 what the driver does                                 sent
 :class:`Received`      keeps the token (the cache's :class:`Keeper`)        None
 :class:`Blocking`      calls ``call()``; the async driver in a worker       what ``call`` returned
                        thread, so a prompt or a browser never blocks a loop
-:class:`TokenOf`       asks a source for its current access token           a ``Secret[str]``; with
-                       (``whole=True``: its current :class:`Token`)         ``whole``, the Token
+:class:`TokenOf`       asks a :class:`TokenProvider` for its current        a ``Secret[str]``
+                       access token (the async driver awaits
+                       ``aget_access_token``)
+:class:`CurrentToken`  asks a :class:`RenewableSource` for its current      the :class:`Token`
+                       :class:`Token` (the async driver awaits
+                       ``aget_token``)
 :class:`Invalidate`    has the source forget ``token`` if it is still its   None
                        current one (the async driver awaits ``ainvalidate``;
                        a source without one, in a thread of its own)
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from ..errors import InvalidResponse
 from ..secret import Secret
@@ -48,6 +54,7 @@ from ..token import Token
 __all__ = [
     "Answer",
     "Blocking",
+    "CurrentToken",
     "Effect",
     "Flow",
     "HttpRequest",
@@ -201,10 +208,10 @@ class TokenProvider(Protocol):
 
 
 class RenewableSource(Protocol):
-    """What :class:`Invalidate` and ``TokenOf(whole=True)`` ask: a keyturn source, or any token
+    """What :class:`CurrentToken` and :class:`Invalidate` ask: a keyturn source, or any token
     source an adapter takes (an SDK author's own; ``keyturn.integrations.TokenSource`` is this
-    protocol). A keyturn
-    source also has ``async ainvalidate()``, which the async driver awaits when a source has it."""
+    protocol). A keyturn source also has ``async ainvalidate()``, which the async driver awaits
+    when a source has it."""
 
     def get_token(self) -> Token: ...
 
@@ -217,22 +224,21 @@ class RenewableSource(Protocol):
 class TokenOf:
     """The current access token of a source (token exchange's subject or actor token): the sync
     driver asks ``source.get_access_token()``, the async one awaits ``source.aget_access_token()``;
-    it is sent back as a :class:`~keyturn.secret.Secret`. With ``whole`` (made by
-    :func:`current_token`, for a :class:`RenewableSource`), the source's current :class:`Token`
-    (``get_token()`` / ``aget_token()``) is sent back: its repr shows a hash, not the token."""
+    it is sent back as a :class:`~keyturn.secret.Secret`, so a driver's frame holds only a tag."""
 
-    source: TokenProvider | RenewableSource = field(repr=False)
-    whole: bool = False
+    source: TokenProvider = field(repr=False)
 
-    def provider(self) -> TokenProvider:
-        """The source, asked for its access token: :func:`token_of` makes a TokenOf that is not
-        ``whole``, from a :class:`TokenProvider`."""
-        return cast(TokenProvider, self.source)
 
-    def renewable(self) -> RenewableSource:
-        """The source, asked for its whole token: only :func:`current_token` makes ``whole``,
-        from a :class:`RenewableSource`."""
-        return cast(RenewableSource, self.source)
+@dataclass(frozen=True)
+class CurrentToken:
+    """The current :class:`Token` of a source, renewed by it if it had to be (what the userinfo
+    call and the adapters' 401 retry present): the sync driver asks ``source.get_token()``, the
+    async one awaits ``source.aget_token()``; the Token is sent back (its repr shows a hash, not
+    the token). An effect of its own, not a flag on :class:`TokenOf`: the answer's type and what
+    the source must have follow from the effect's class, so mypy refuses a source without
+    ``get_token`` here."""
+
+    source: RenewableSource = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -258,26 +264,32 @@ class Keeper(Protocol):
 
 
 #: What a flow yields.
-Effect: TypeAlias = HttpRequest | Wait | Pause | Received | Blocking | TokenOf | Invalidate
+Effect: TypeAlias = (HttpRequest | Wait | Pause | Received | Blocking | TokenOf | CurrentToken
+                     | Invalidate)
 #: What a driver sends back: :class:`HttpResponse` for a request, the time (a float) after a wait,
 #: None after :class:`Pause`, :class:`Received` and :class:`Invalidate`, what a :class:`Blocking`
-#: call returned, a ``Secret[str]`` for :class:`TokenOf` (a :class:`Token` when ``whole``).
+#: call returned, a ``Secret[str]`` for :class:`TokenOf`, a :class:`Token` for :class:`CurrentToken`.
 Answer: TypeAlias = HttpResponse | float | Secret[str] | Token | None
 
 Flow: TypeAlias = Generator[Effect, Answer, T]
 """A protocol flow that returns a ``T``: see the module's docstring."""
 
 
-def _wrong_answer(effect: Effect, answer: Answer) -> TypeError:
-    return TypeError(f"a flow driver answered {type(answer).__name__} to {type(effect).__name__}: "
-                     "drive flows with keyturn.transport.run/arun (or run_offline)")
+def _wrong_answer(effect: Effect, answer: Answer, expected: str) -> TypeError:
+    # Who answered wrongly is code driving a flow by hand (the drivers and the adapters' 401 retry
+    # answer every effect through keyturn._drivers.carry_out/acarry_out): say what was due and where
+    # the effect is carried out.
+    return TypeError(f"a flow driver answered {type(answer).__name__} to {type(effect).__name__}, "
+                     f"which is answered with {expected}: carry the effects out with "
+                     "keyturn._drivers.carry_out/acarry_out (as keyturn.transport.run/arun and the "
+                     "adapters' 401 retry do) or, in tests, run_offline")
 
 
 def send(request: HttpRequest) -> Flow[HttpResponse]:
     """Have ``request`` sent; its response."""
     answer = yield request
     if not isinstance(answer, HttpResponse):
-        raise _wrong_answer(request, answer)
+        raise _wrong_answer(request, answer, "an HttpResponse")
     return answer
 
 
@@ -285,7 +297,7 @@ def sleep_until(wait: Wait) -> Flow[float]:
     """Resume at ``wait.until``; the wall-clock time then (``Wait(0.0)``: the time now)."""
     answer = yield wait
     if not isinstance(answer, (int, float)):
-        raise _wrong_answer(wait, answer)
+        raise _wrong_answer(wait, answer, "the time (a float)")
     return float(answer)
 
 
@@ -294,14 +306,14 @@ def pause(seconds: float) -> Flow[None]:
     effect = Pause(seconds)
     answer = yield effect
     if answer is not None:
-        raise _wrong_answer(effect, answer)
+        raise _wrong_answer(effect, answer, "None")
 
 
 def call(effect: Blocking) -> Flow[Secret[str] | None]:
     """Have the blocking call run; what it returned."""
     answer = yield effect
     if answer is not None and not isinstance(answer, Secret):
-        raise _wrong_answer(effect, answer)
+        raise _wrong_answer(effect, answer, "None or a Secret")
     return answer
 
 
@@ -310,16 +322,16 @@ def token_of(source: TokenProvider) -> Flow[Secret[str]]:
     effect = TokenOf(source)
     answer = yield effect
     if not isinstance(answer, Secret):
-        raise _wrong_answer(effect, answer)
+        raise _wrong_answer(effect, answer, "a Secret[str]")
     return answer
 
 
 def current_token(source: RenewableSource) -> Flow[Token]:
     """The current :class:`Token` of ``source`` (renewed by it if it had to be)."""
-    effect = TokenOf(source, whole=True)
+    effect = CurrentToken(source)
     answer = yield effect
     if not isinstance(answer, Token):
-        raise _wrong_answer(effect, answer)
+        raise _wrong_answer(effect, answer, "a Token")
     return answer
 
 
@@ -328,7 +340,7 @@ def invalidate(source: RenewableSource, token: Token) -> Flow[None]:
     effect = Invalidate(source, token)
     answer = yield effect
     if answer is not None:
-        raise _wrong_answer(effect, answer)
+        raise _wrong_answer(effect, answer, "None")
 
 
 def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
@@ -350,9 +362,10 @@ def run_offline(flow: Flow[T], responses: Mapping[str, HttpResponse]) -> T:
                 answer = None
             elif isinstance(step, Blocking):
                 answer = step.call()
+            elif isinstance(step, CurrentToken):
+                answer = step.source.get_token()
             elif isinstance(step, TokenOf):
-                answer = (step.renewable().get_token() if step.whole
-                          else Secret(step.provider().get_access_token()))
+                answer = Secret(step.source.get_access_token())
             elif isinstance(step, Invalidate):
                 step.source.invalidate(step.token.access_token)
                 answer = None

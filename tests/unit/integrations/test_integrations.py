@@ -1,6 +1,6 @@
 """The adapters' two shared pieces, offline: the ``Authorization`` value a token renders, and the
 401-retry flow, stepped with ``next()``/``send()`` as httpx's ``tests/test_auth.py`` steps its flows
-(it yields the protocol's effects, ``TokenOf`` and ``Invalidate``, and the Token to present); then
+(it yields the protocol's effects, ``CurrentToken`` and ``Invalidate``, and the Token to present); then
 each adapter driving that flow for a token source that is not keyturn's (any object with
 ``get_token``/``aget_token``/``invalidate`` will do), against in-process servers."""
 
@@ -20,7 +20,7 @@ from keyturn import ClientCredentials, KeyturnError, MemoryStore, StaticToken, T
 from keyturn._tokenformat import render  # keyturn token --header: the CLI's stdlib-only rendering
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
 from keyturn.integrations.retry import aresume, authorize, presented, resume
-from keyturn.protocol.http import Invalidate, TokenOf
+from keyturn.protocol.http import CurrentToken, Invalidate
 
 T1 = Token(access_token="first-token", expires_at=2e9)
 T2 = Token(access_token="second-token", expires_at=2e9)
@@ -50,7 +50,7 @@ def test_a_source_given_no_type_sends_bearer():
 # -- the flow, stepped -----------------------------------------------------------------------------
 
 SOURCE = StaticToken("unused")  # the source the effects name (stepping asks it nothing)
-FETCH = TokenOf(SOURCE, whole=True)  # "send me the source's current token"
+FETCH = CurrentToken(SOURCE)  # "send me the source's current token"
 
 
 def test_a_request_that_is_not_refused_is_sent_once():
@@ -95,7 +95,7 @@ def test_only_a_401_is_retried(status):
 def test_a_driver_that_answers_fetch_wrongly_is_told():
     flow = authorize(SOURCE)
     next(flow)
-    with pytest.raises(TypeError, match="answered int to TokenOf"):
+    with pytest.raises(TypeError, match="answered int to CurrentToken, which is answered with a Token"):
         flow.send(401)
 
 

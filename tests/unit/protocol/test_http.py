@@ -1,11 +1,25 @@
-"""keyturn.protocol.http: request and response values, and the offline driver."""
+"""keyturn.protocol.http: request and response values, the offline driver, and the effects'
+types: a source that cannot give what an effect asks is a mypy error, and a driver that answers an
+effect wrongly is told what was due."""
 
 from __future__ import annotations
 
-import pytest
+import re
+from pathlib import Path
 
+import pytest
+from mypy import api
+
+from keyturn import StaticToken
 from keyturn.errors import InvalidResponse
-from keyturn.protocol.http import HttpRequest, HttpResponse, Wait, run_offline
+from keyturn.protocol.http import (
+    CurrentToken,
+    HttpRequest,
+    HttpResponse,
+    Wait,
+    current_token,
+    run_offline,
+)
 
 
 def test_form_items_repeat_list_values_in_order() -> None:
@@ -65,3 +79,57 @@ def test_run_offline_unknown_url_is_a_key_error() -> None:
 
     with pytest.raises(KeyError):
         run_offline(flow(), {})
+
+
+#: Each line of a user's code, and the mypy error code it must get (None: none at all).
+USES = [
+    ("CurrentToken(StaticToken('t'))", None),  # a keyturn source has get_token
+    ("current_token(StaticToken('t'))", None),
+    ("TokenOf(StaticToken('t'))", None),
+    ("TokenOf(Provider())", None),  # token exchange's subject: its access token is enough
+    ("CurrentToken(Provider())", "arg-type"),  # no get_token: not a RenewableSource
+    ("current_token(Provider())", "arg-type"),
+    ("TokenOf(Provider(), whole=True)", "call-arg"),  # the old flag: one effect, one answer type
+]
+
+
+def test_an_effect_given_a_source_that_cannot_answer_it_is_a_type_error(tmp_path: Path) -> None:
+    lines = [
+        "from keyturn import StaticToken",
+        "from keyturn.protocol.http import CurrentToken, TokenOf, current_token",
+        "",
+        "class Provider:  # a TokenProvider only",
+        "    def get_access_token(self) -> str:",
+        "        return 't'",
+        "",
+        "    async def aget_access_token(self) -> str:",
+        "        return 't'",
+        "",
+    ]
+    expect: dict[int, str | None] = {}
+    for use, code in USES:
+        lines.append(use)
+        expect[len(lines)] = code
+    user = tmp_path / "user_code.py"
+    user.write_text("\n".join(lines) + "\n")
+    stdout, stderr, _ = api.run(["--strict", "--no-incremental", "--no-error-summary",
+                                 "--hide-error-context", str(user)])
+    errors: dict[int, set[str]] = {}
+    for match in re.finditer(r"user_code\.py:(\d+): error: .*\[([a-z-]+)\]", stdout):
+        errors.setdefault(int(match.group(1)), set()).add(match.group(2))
+    assert not stderr
+    assert set(errors) == {line for line, code in expect.items() if code}, stdout
+    for line, code in expect.items():
+        if code:
+            assert code in errors[line], f"line {line}: {errors[line]} ({stdout})"
+
+
+def test_a_wrong_answer_says_what_was_due_and_what_carries_effects_out() -> None:
+    flow = current_token(StaticToken("t"))
+    assert isinstance(next(flow), CurrentToken)
+    with pytest.raises(TypeError) as info:
+        flow.send(401)  # an adapter's loop sending a status where the token was due
+    message = str(info.value)
+    assert "answered int to CurrentToken, which is answered with a Token" in message
+    # The adapters' loop carries effects out with keyturn._drivers too, not with transport.run.
+    assert "keyturn._drivers.carry_out/acarry_out" in message

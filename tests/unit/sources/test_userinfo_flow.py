@@ -11,7 +11,7 @@ import pytest
 
 from keyturn import DeviceCode
 from keyturn.errors import OAuthError
-from keyturn.protocol.http import Flow, HttpRequest, HttpResponse, Invalidate, TokenOf
+from keyturn.protocol.http import CurrentToken, Flow, HttpRequest, HttpResponse, Invalidate
 from keyturn.token import Token
 
 JSON = {"content-type": "application/json"}
@@ -39,7 +39,7 @@ def _to_userinfo(flow: Flow[dict[str, Any]], source: DeviceCode, issuer: str,
                  token: Token) -> HttpRequest:
     """Step the call to its request to the userinfo endpoint, presenting ``token``."""
     ask = next(flow)
-    assert isinstance(ask, TokenOf) and ask.whole and ask.source is source
+    assert isinstance(ask, CurrentToken) and ask.source is source
     discovery = flow.send(token)
     assert isinstance(discovery, HttpRequest)
     assert discovery.url == issuer + "/.well-known/openid-configuration"
@@ -73,7 +73,7 @@ def test_a_401_forgets_the_token_and_asks_once_more_with_a_fresh_one() -> None:
     # Forgotten only if still current: the driver has the source compare (source.invalidate).
     assert isinstance(forget, Invalidate) and forget.source is source and forget.token is OLD
     ask = flow.send(None)
-    assert isinstance(ask, TokenOf) and ask.whole
+    assert isinstance(ask, CurrentToken) and ask.source is source
     again = flow.send(NEW)  # the metadata is known now: straight to the endpoint
     assert isinstance(again, HttpRequest) and again.url == issuer + "/me"
     assert again.headers["Authorization"] == "Bearer at-new"
