@@ -9,9 +9,9 @@ repr shows only the method and client id. What it adds goes into the request's
 from __future__ import annotations
 
 import base64
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import quote
 
 from ..errors import ConfigError
@@ -19,7 +19,19 @@ from ..secret import Secret
 from .jwt import SigningKey, build_assertion, load_secret_key, secret_signing_key
 from .wire import auth_method_for
 
-__all__ = ["AUTH_METHODS", "ClientAuth", "basic_credentials"]
+if TYPE_CHECKING:
+    from joserfc.jwk import Key as JoseKey
+else:
+    # joserfc is imported only to sign (protocol/jwt.py), never to read an annotation: at run
+    # time (typing.get_type_hints) a joserfc key object is spelled Any.
+    JoseKey = Any
+
+__all__ = ["AUTH_METHODS", "ClientAuth", "PrivateKey", "basic_credentials"]
+
+#: What ``private_key=`` (and JwtBearer's ``assertion_key=``) may be: a PEM (str or bytes), a JWK
+#: (a dict, or its JSON as a str), a joserfc key object, or a Secret holding one of these
+#: (:func:`keyturn.protocol.jwt.load_signing_key` reads each).
+PrivateKey: TypeAlias = str | bytes | Mapping[str, Any] | JoseKey | Secret[Any]
 
 AUTH_METHODS: Final = (
     "none",
@@ -66,7 +78,7 @@ class ClientAuth:
         *,
         client_id: str | None,
         client_secret: str | Secret[str] | None = None,
-        private_key: Any = None,
+        private_key: PrivateKey | None = None,
         auth_method: str | None = None,
         signing_alg: str | None = None,
         has_client_cert: bool = False,

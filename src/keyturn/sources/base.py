@@ -29,6 +29,7 @@ from ..secret import Secret, SecretFields
 from ..stores.base import Store
 from ..stores.memory import MemoryStore
 from ..token import Token, fingerprint
+from .options import ClientCert, PrivateKey, TlsVerify
 
 __all__ = ["DEFAULT", "Grant", "Source"]
 
@@ -99,7 +100,7 @@ class Source(Adapters):
         token_endpoint: str | None = None,
         client_id: str | None = None,
         client_secret: str | Secret[str] | None = None,
-        private_key: Any = None,
+        private_key: PrivateKey | None = None,
         auth_method: str | None = None,
         signing_alg: str | None = None,
         scope: str | Iterable[str] | None = None,
@@ -108,8 +109,8 @@ class Source(Adapters):
         extra_params: Mapping[str, str] | None = None,
         store: Store | None = DEFAULT,
         leeway: float = DEFAULT_LEEWAY,
-        verify: Any = True,
-        cert: Any = None,
+        verify: TlsVerify = True,
+        cert: ClientCert | None = None,
         timeout: float = 30.0,
         allow_insecure_http: bool = False,
         on_refresh: Callable[[Token], None] | None = None,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..protocol.client_auth import PrivateKey
 from ..protocol.grants import token_flow
 from ..protocol.http import Flow
 from ..protocol.jwt import ASSERTION_LIFETIME, SigningKey, build_assertion, load_secret_key
@@ -39,7 +40,7 @@ class JwtBearer(Source):
         self,
         *,
         assertion: str | Secret[str] | Callable[[], str] | None = None,
-        assertion_key: Any = None,
+        assertion_key: PrivateKey | None = None,
         assertion_issuer: str | None = None,
         assertion_audience: str | None = None,
         assertion_alg: str | None = None,

@@ -11,14 +11,24 @@ source sets them itself (its identity, its first token).
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, TypedDict
+from typing import TypeAlias, TypedDict
 
+from ..protocol.client_auth import PrivateKey
 from ..secret import Secret
 from ..stores.base import Store
 from ..token import Token
 
-__all__ = ["OpenIDOptions", "SourceOptions"]
+__all__ = ["ClientCert", "OpenIDOptions", "PrivateKey", "SourceOptions", "TlsVerify"]
+
+#: ``verify=``: True (certifi's CAs), False (no check), a CA file or directory, or a ready
+#: SSLContext: what :func:`keyturn._tls.build_tls_context` takes.
+TlsVerify: TypeAlias = bool | str | os.PathLike[str] | ssl.SSLContext
+#: ``cert=``, a client certificate for mutual TLS (RFC 8705): one PEM file holding certificate
+#: and key, or (certificate file, key file[, key password]).
+ClientCert: TypeAlias = str | os.PathLike[str] | tuple[str, str] | tuple[str, str, str]
 
 
 class SourceOptions(TypedDict, total=False):
@@ -28,7 +38,7 @@ class SourceOptions(TypedDict, total=False):
     token_endpoint: str | None
     client_id: str | None
     client_secret: str | Secret[str] | None
-    private_key: Any
+    private_key: PrivateKey | None
     auth_method: str | None
     signing_alg: str | None
     scope: str | Iterable[str] | None
@@ -37,8 +47,8 @@ class SourceOptions(TypedDict, total=False):
     extra_params: Mapping[str, str] | None
     store: Store | None
     leeway: float
-    verify: Any
-    cert: Any
+    verify: TlsVerify
+    cert: ClientCert | None
     timeout: float
     allow_insecure_http: bool
     on_refresh: Callable[[Token], None] | None

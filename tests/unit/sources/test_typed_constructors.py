@@ -20,10 +20,26 @@ CALLS = {
 }
 MISSPELT = {name: "clientid" for name in CALLS} | {"StaticToken": "tokentype"}
 WRONG = {name: ("scope", "42") for name in CALLS} | {"StaticToken": ("token_type", "42")}
+#: The TLS settings and the keys have real types too (what keyturn._tls and the key loader take).
+WRONG_SETTINGS = [("ClientCredentials", "verify", "42"), ("ClientCredentials", "cert", "42"),
+                  ("ClientCredentials", "private_key", "42"), ("DeviceCode", "verify", "42"),
+                  ("JwtBearer", "assertion_key", "42")]
+#: ... which every form they accept satisfies.
+RIGHT_SETTINGS = {
+    "ClientCredentials": ['verify=False', 'verify="/etc/ssl/certs"', "verify=Path('/etc/ssl/certs')",
+                          "verify=ssl.create_default_context()", 'cert="client.pem"',
+                          'cert=("client.pem", "client.key")', 'cert=("c.pem", "c.key", "pw")',
+                          'private_key="-----BEGIN PRIVATE KEY-----"', 'private_key=b"pem"',
+                          'private_key={"kty": "EC"}', 'private_key=Secret("pem")',
+                          'private_key=ECKey.generate_key("P-256")'],
+    "JwtBearer": ['assertion_key=Secret(b"pem")'],
+}
 
 
 def test_misspelt_keywords_and_wrong_types_are_type_errors(tmp_path: Path) -> None:
-    lines = [f"from keyturn import {', '.join(sorted(CALLS))}", ""]
+    lines = [f"from keyturn import {', '.join(sorted(CALLS))}", "import ssl",
+             "from pathlib import Path", "from joserfc.jwk import ECKey",
+             "from keyturn.secret import Secret", ""]
     expect: dict[int, tuple[str, str]] = {}
     for name, args in CALLS.items():
         lines.append(f"{name}({args})")
@@ -32,6 +48,11 @@ def test_misspelt_keywords_and_wrong_types_are_type_errors(tmp_path: Path) -> No
         keyword, value = WRONG[name]
         lines.append(f"{name}({args}, {keyword}={value})")
         expect[len(lines)] = (name, "arg-type")
+    for name, keyword, value in WRONG_SETTINGS:
+        lines.append(f"{name}({CALLS[name]}, {keyword}={value})")
+        expect[len(lines)] = (name, "arg-type")
+    for name, settings in RIGHT_SETTINGS.items():
+        lines.extend(f"{name}({CALLS[name]}, {setting})" for setting in settings)
     user = tmp_path / "user_code.py"
     user.write_text("\n".join(lines) + "\n")
     stdout, stderr, _ = api.run(["--strict", "--no-incremental", "--no-error-summary",
