@@ -4,18 +4,22 @@ Shell scripts (and pyFirecREST's ``TokenCommandAuth``) run ``keyturn token`` bef
 so answering it must cost little more than starting Python. This module finds the command line's
 token file and cache key in the index the full command line keeps (:mod:`keyturn._fastindex`), or
 else from the profile (:mod:`keyturn.config`, standard library only; the cache key is the
-source's, :mod:`keyturn.cachekey`), reads the token file's record (:mod:`keyturn._record`, the
-format FileStore writes) without importing json (:mod:`keyturn._fastjson`), and prints the token
+source's, :mod:`keyturn.cachekey`), reads the token file's record without importing json
+(:mod:`keyturn._fastjson`) and checks it as FileStore does (:mod:`keyturn._record`), and prints the token
 (:mod:`keyturn._tokenformat`) when it is valid for longer than the cache's refresh margin
 (:func:`keyturn.paths.refresh_margin`). Anything else — another command, an option it does not know, no valid
 token, a refresh, an error — goes to the full command line (:mod:`keyturn.cli`), which imports
 httpx, click and rich. Only :func:`main` imports :mod:`keyturn.cli`, when it falls through; the CLI
 imports nothing from here (what both need lives in the modules named above).
 
-It trusts what FileStore trusts (:mod:`keyturn._filecheck`): a token file and its directory of the
+It may refuse more than FileStore, never less: what FileStore would not load is no answer. It
+trusts what FileStore trusts (:mod:`keyturn._filecheck`): a token file and its directory of the
 user's own that no other user can write, the file private (0600); and an index file of the user's
-that no other user can write. A file it does not trust, or cannot parse (deeply nested JSON raises
-RecursionError), is no answer: the full command line then says what is wrong.
+that no other user can write. It answers from a record FileStore would load
+(:func:`keyturn._record.token_fields`: the fields a Token has, nested no deeper than strictjson
+allows), and only with a non-empty access token. A file it does not trust, cannot parse (deeply
+nested JSON raises RecursionError) or finds damaged is no answer: the full command line then moves
+a damaged file aside, says so and fetches a token again.
 """
 
 from __future__ import annotations
@@ -101,13 +105,11 @@ def cached_answer(argv: Sequence[str]) -> str | None:
         if where is None:
             return None
         path, key, leeway = where
-        # The same checks as FileStore, on the index's path as on the config's.
+        # The same checks as FileStore, on the index's path as on the config's: a private file of
+        # the user's, and a valid record of the key (the fields are what Token.to_record writes).
         with os.fdopen(open_checked(path), "rb") as handle:
             token = token_fields(loads(handle.read()), key)
-        if token is None:
-            return None
-        access = token.get("access_token")
-        if not isinstance(access, str) or not access:
+        if token is None or not token["access_token"]:  # an empty one: the CLI refreshes
             return None
         now = time.time()
         expires_at = token.get("expires_at")
@@ -115,7 +117,9 @@ def cached_answer(argv: Sequence[str]) -> str | None:
             lifetime = max(0.0, float(expires_at) - float(token.get("issued_at") or 0.0))
             # A token the cache would refresh now is not printed: the full command line refreshes.
             margin = max(min_valid, refresh_margin(lifetime, leeway))
-            if float(expires_at) - now <= margin:
+            # "not >", not "<=": a NaN (json.dumps writes one, a damaged file may hold one) is no
+            # expiry the fast path can vouch for.
+            if not float(expires_at) - now > margin:
                 return None
         return render(token, output, now)
     except Exception:

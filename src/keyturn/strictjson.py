@@ -20,17 +20,16 @@ import json
 import math
 import re
 
+# The depth limit, and its walk, in the one place the token file check (keyturn._record) uses too.
+from ._jsondepth import MAX_DEPTH
+from ._jsondepth import depth_exceeds as _depth_exceeds
+
 # Not ``typing``: importing it costs the fast path milliseconds (see cachekey.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 __all__ = ["MAX_DEPTH", "JsonError", "loads"]
-
-#: Arrays and objects nested deeper than this are refused. OAuth and OpenID documents nest a few
-#: levels (a JWKS is three); Python's own parser gives up near 1,000, and so can anything that
-#: walks a document nested close to that.
-MAX_DEPTH = 64
 
 # A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape: the text was decoded as UTF-8,
 # which has none. Only when one appears are the strings checked one by one.
@@ -62,18 +61,6 @@ def _finite_float(text: str) -> float:
         # precision of numbers accepted." A number beyond a double is no count of seconds.
         raise JsonError("it holds a number beyond the range of a double (RFC 8259 §6)")
     return value
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True if ``value`` nests arrays/objects deeper than ``limit``; a loop, never recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -146,7 +146,10 @@ class Token:
                 refresh_expires_at=_opt_float(record.get("refresh_expires_at")),
                 extra=dict(record.get("extra") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        # OverflowError: an integer beyond a double in a number field (float() of it). A token file
+        # is checked before (keyturn._record.token_fault, which this never refuses after); another
+        # store's record may be as damaged.
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise StoreError(f"stored token record is malformed ({exc.__class__.__name__})") from None
 
     @classmethod

@@ -1,6 +1,7 @@
 """The command line on a token file (and a fast-path index, and a config) that holds deeply nested
 JSON or TOML: a one-line message and an exit status, never a traceback; a damaged token file is
-moved aside and the login reported as missing."""
+moved aside and the login reported as missing, or the token fetched again; the fast path answers
+from none of them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from keyturn.config import load_profile
 from keyturn.stores.file import FileStore, file_name
 from keyturn.token import Token
 from tests.support.clihelper import Cli
+from tests.support.providerfixture import Provider
 
 SECRET = "AT-secret-cli-hostile-31337"
 REFRESH = "RT-secret-cli-hostile-27182"
@@ -92,3 +94,42 @@ def test_a_deeply_nested_config_is_a_config_error(cli: Cli) -> None:
         clean(result)
         assert result.returncode != 0
         assert "nested too deeply" in result.stderr, result.stderr
+
+
+def _nested(depth: int) -> object:
+    value: object = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (_nested(70), "it nests arrays or objects deeper than 64 levels"),
+    ("x", "the token object is malformed: its extra is neither an object nor null"),
+])
+def test_a_token_file_filestore_moves_aside_is_refetched(cli: Cli, fresh_stats: Provider,
+                                                         extra: object, why: str) -> None:
+    # Report V, item 1: the fast path printed the token of such a record (found through its
+    # index) until it expired; FileStore moves it aside. Now the full command line runs: it moves
+    # the file aside, says why, and fetches a token again.
+    info = fresh_stats.clients["basic"]
+    cli.write_config(f'[profiles.p]\ngrant = "client_credentials"\nissuer = "{fresh_stats.issuer}"\n'
+                     'client_id = "basic"\nclient_secret_env = "CC_SECRET"\n')
+    cli.env["CC_SECRET"] = str(info.client_secret)
+    first = cli.run("token", "--profile", "p")
+    assert first.returncode == 0, first.stderr
+    old = first.stdout.strip()
+    assert cli.run("token", "--profile", "p").stdout.strip() == old  # the fast path, by its index
+    assert (cli.cache_home / "keyturn" / "fastpath.json").exists()
+    (path,) = [p for p in (cli.cache_home / "keyturn").glob("*.json") if p.name != "fastpath.json"]
+    record = json.loads(path.read_bytes())
+    record["token"]["extra"] = extra
+    path.write_text(json.dumps(record))  # the file stays private (0600)
+    again = cli.run("token", "--profile", "p")
+    assert again.returncode == 0, again.stderr
+    new = again.stdout.strip()
+    assert new and new != old and old not in again.stderr
+    assert f"was damaged ({why})" in again.stderr
+    assert len(quarantined(path)) == 1 and path.exists()
+    assert fresh_stats.token_requests("basic") == 2
+    assert cli.run("token", "--profile", "p").stdout.strip() == new  # the fast path again

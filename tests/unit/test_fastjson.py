@@ -1,5 +1,6 @@
-"""keyturn._fastjson: the fast path's json.loads/json.dumps read and write exactly what json does,
-and importing it imports no json, re or typing (what it is for)."""
+"""keyturn._fastjson: the fast path's json.loads/json.dumps read and write what json does (bytes as
+strictjson reads a token file: UTF-8, after an optional byte order mark), and importing it imports
+no json, re or typing (what it is for)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyturn import _fastjson
+from keyturn import _fastjson, strictjson
 from keyturn._fastindex import index_key
 
 json_values = st.recursive(
@@ -84,3 +85,36 @@ def test_importing_it_imports_neither_json_nor_re_nor_typing() -> None:
                           timeout=60, env={"PYTHONPATH": ":".join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"]))
+def test_bytes_read_as_strictjson_reads_a_token_file(value: Any, encoding: str) -> None:
+    # The fast path must parse no token file FileStore refuses: UTF-8 after an optional byte order
+    # mark (RFC 8259 §8.1), which json.loads of bytes reads too; UTF-16 and UTF-32, which it also
+    # reads, neither does.
+    data = json.dumps(value).encode(encoding)
+    try:
+        expected = strictjson.loads(data, as_written=True)
+    except strictjson.JsonError:
+        with pytest.raises(ValueError):
+            _fastjson.loads(data)
+    else:
+        assert _fastjson.loads(data) == expected
+
+
+def test_a_byte_order_mark_is_read_once() -> None:
+    assert _fastjson.loads(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
+    for data in (b"\xef\xbb\xbf\xef\xbb\xbf{}", "\ufeff{}"):
+        with pytest.raises(strictjson.JsonError):
+            strictjson.loads(data, as_written=True)
+        with pytest.raises(ValueError):
+            _fastjson.loads(data)
+
+
+def test_no_depth_limit_here_the_fast_path_checks_it() -> None:
+    # strictjson refuses 65 levels; _fastjson parses them, and keyturn._record.fault refuses them.
+    text = "[" * 65 + "]" * 65
+    with pytest.raises(strictjson.JsonError):
+        strictjson.loads(text, as_written=True)
+    assert _fastjson.loads(text) == json.loads(text)

@@ -1,7 +1,8 @@
 """The record of a FileStore token file as bytes and back: what a save writes, and what a load and
 the adoption of a killed writer's leftover (:mod:`._tempfiles`) accept back. The format itself (its
-number, its fields, the token fields of a record of one key) is :mod:`keyturn._record`'s, which the
-``keyturn token`` fast path reads token files with too.
+number, its fields, which records are valid and their token fields) is :mod:`keyturn._record`'s,
+which the ``keyturn token`` fast path reads token files with too: it answers from no record that
+:func:`decode` refuses.
 
 ``generation`` is one more than that of the record the save replaced (1 when there was none, or
 it had none): it orders two records of one key written under its lock without comparing the wall
@@ -21,7 +22,6 @@ from ..errors import StoreError
 from ..token import Token
 
 __all__ = ["Damaged", "Record", "decode", "encode"]
-
 
 
 class Damaged(ValueError):
@@ -67,10 +67,12 @@ def decode(data: bytes, main: str) -> Record:
             raise Damaged("not a keyturn token file")
         if f"{file_name(key)}.json" != main:
             raise Damaged("the record of another key")
-        fields = _record.token_fields(record, key)
-        if fields is None:
-            raise Damaged("the record holds no token object")
-        token = Token.from_record(fields)
+        # The check the fast path makes too (keyturn._record): it answers from no record this
+        # refuses. Token.from_record refuses none of the fields it lets through.
+        why = _record.fault(record, key)
+        if why is not None:
+            raise Damaged(why)
+        token = Token.from_record(record[_record.TOKEN])
         written = record.get(_record.WRITTEN_AT)
         generation = record.get(_record.GENERATION)
     except Damaged:
