@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any
+from typing import TypeAlias
 
 from .errors import ConfigError
 
-__all__ = ["build_tls_context", "shared_tls_context"]
+__all__ = ["ClientCert", "TlsVerify", "build_tls_context", "shared_tls_context"]
 
-_TLS_CONTEXTS: dict[tuple[Any, Any], ssl.SSLContext] = {}
+#: ``verify=``: True (certifi's CAs), False (no check), a CA file or directory, or a ready
+#: SSLContext.
+TlsVerify: TypeAlias = bool | str | os.PathLike[str] | ssl.SSLContext
+#: ``cert=``, a client certificate for mutual TLS (RFC 8705): one PEM file holding certificate
+#: and key, or (certificate file, key file[, key password]).
+ClientCert: TypeAlias = str | os.PathLike[str] | tuple[str, str] | tuple[str, str, str]
+
+_TLS_CONTEXTS: dict[tuple[TlsVerify, ClientCert | None], ssl.SSLContext] = {}
 
 
-def shared_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
+def shared_tls_context(verify: TlsVerify, cert: ClientCert | None) -> ssl.SSLContext:
     """One context per process for each (verify, cert): every source of a process pays the CA
     bundle load once. A context given by the caller is used as it is."""
     if isinstance(verify, ssl.SSLContext):
@@ -32,7 +39,7 @@ def shared_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
     return context
 
 
-def build_tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
+def build_tls_context(verify: TlsVerify, cert: ClientCert | None) -> ssl.SSLContext:
     """``verify``: True (certifi's CAs, as httpx), False, a CA file or directory, or a ready
     SSLContext. ``cert``: a client certificate (RFC 8705 mutual TLS) as a path to a PEM holding
     certificate and key, or a tuple (certificate, key[, password])."""

@@ -18,13 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from ._drivers import adrive, drive
 from ._retry import RetryPolicy, retrying
-from ._tls import shared_tls_context
+from ._tls import ClientCert, TlsVerify, shared_tls_context
 from ._uninterrupted import thread_future
 from .errors import InvalidResponse, TransportError, safe_url
 from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper
@@ -43,8 +43,8 @@ DEFAULT_RETRY = RetryPolicy()
 class HttpSettings:
     """TLS and timeout settings shared by the sync and async clients of one source."""
 
-    verify: Any = True
-    cert: Any = None
+    verify: TlsVerify = True
+    cert: ClientCert | None = None
     timeout: float = 30.0
     retry: RetryPolicy = DEFAULT_RETRY
     _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)

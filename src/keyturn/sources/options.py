@@ -11,25 +11,16 @@ source sets them itself (its identity, its first token).
 
 from __future__ import annotations
 
-import os
-import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TypeAlias, TypedDict
+from typing import TypedDict
 
+from .._tls import ClientCert, TlsVerify
 from ..protocol.client_auth import PrivateKey
 from ..secret import Secret
 from ..stores.base import Store
 from ..token import Token
 
 __all__ = ["ClientCert", "OpenIDOptions", "PrivateKey", "SourceOptions", "TlsVerify"]
-
-#: ``verify=``: True (certifi's CAs), False (no check), a CA file or directory, or a ready
-#: SSLContext: what :func:`keyturn._tls.build_tls_context` takes.
-TlsVerify: TypeAlias = bool | str | os.PathLike[str] | ssl.SSLContext
-#: ``cert=``, a client certificate for mutual TLS (RFC 8705): one PEM file holding certificate
-#: and key, or (certificate file, key file[, key password]).
-ClientCert: TypeAlias = str | os.PathLike[str] | tuple[str, str] | tuple[str, str, str]
-
 
 class SourceOptions(TypedDict, total=False):
     """The shared options (design.md §2, "Common keyword arguments")."""
