@@ -85,7 +85,8 @@ def record_in(directory: Path, name: str, main: str) -> tokenfile.Record | None:
 
 def write_reserved(prepared: Path, path: Path, payload: bytes, fence: Callable[[], None]) -> bool:
     """Write ``payload`` into the reserved file ``prepared`` and rename it over ``path``; False
-    when that file cannot be used (the caller then writes a new one)."""
+    when that file cannot be used (the caller then writes a new one). Either way ``prepared`` is
+    gone after this, and released (it was claimed when it was reserved, :mod:`._reservations`)."""
     try:
         tmpfiles.write_into(str(prepared), payload)
         fence()
@@ -100,6 +101,8 @@ def write_reserved(prepared: Path, path: Path, payload: bytes, fence: Callable[[
         with contextlib.suppress(OSError):
             prepared.unlink()
         raise
+    finally:
+        tmpfiles.release(prepared.name)
     fsync_dir(path.parent)
     return True
 
@@ -107,6 +110,13 @@ def write_reserved(prepared: Path, path: Path, payload: bytes, fence: Callable[[
 def write_new(path: Path, payload: bytes, fence: Callable[[], None]) -> None:
     """Write ``payload`` to a new temporary file (0600) and rename it over ``path``."""
     tmp = path.with_name(tmpfiles.tmp_name(path.name))
+    # Claimed before it exists, so that no sweep of this process renames it from under the
+    # os.replace below (a save without the lock, among other threads' saves).
+    with tmpfiles.writing(tmp.name):
+        _write_new(tmp, path, payload, fence)
+
+
+def _write_new(tmp: Path, path: Path, payload: bytes, fence: Callable[[], None]) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)

@@ -7,6 +7,10 @@
 * :meth:`Leftovers.settle` runs under the lock on one key, each time it is taken: it adopts the
   newest complete leftover of the key's token file if it is newer than the file, and removes the
   stale others.
+* Neither touches a temporary file that a live writer may still rename (this process's saves in
+  flight, a live process of this node within ``grace``: :func:`._tempfiles.may_rename`): that
+  writer's rename would fail. One that vanishes meanwhile was renamed by its writer, or adopted
+  or removed by another process.
 """
 
 from __future__ import annotations
@@ -40,10 +44,20 @@ class Leftovers:
         self.grace = grace
 
     def _found(self) -> list[tmpfiles.Leftover]:
+        """The leftovers in the directory, but those that a live writer may still rename."""
         try:
-            return tmpfiles.leftovers(os.listdir(self.directory))
+            found = tmpfiles.leftovers(os.listdir(self.directory))
         except OSError:
             return []
+        return [left for left in found if not self._in_use(left)]
+
+    def _in_use(self, left: tmpfiles.Leftover) -> bool:
+        """Whether a live writer may still rename ``left`` (or it is gone already)."""
+        try:
+            age = time.time() - (self.directory / left.name).lstat().st_mtime
+        except OSError:
+            return True  # gone meanwhile: nothing to do
+        return tmpfiles.may_rename(left, age, self.grace)
 
     def sweep(self, lock: Callable[[str], StoreLock], forget: str | None = None) -> None:
         """Remove the stale leftovers of every key; have complete ones adopted under their key's
@@ -94,13 +108,18 @@ class Leftovers:
         if newest is not None:
             try:
                 os.replace(directory / newest.name, directory / main)
+            except FileNotFoundError:
+                # Renamed meanwhile by its writer (a save without the lock), or removed by a
+                # logout elsewhere: nothing to recover.
+                newest = None
             except OSError as exc:
                 # Refreshing now would spend the older refresh token that the server retired.
                 raise StoreError(f"cannot recover the token file {directory / main} from "
                                  f"{newest.name}: {exc.strerror}") from None
-            fsync_dir(directory)
-            log.warning("recovered the token file %s from %s, which a writer stopped before its "
-                        "rename left", main, newest.name)
+            else:
+                fsync_dir(directory)
+                log.warning("recovered the token file %s from %s, which a writer stopped before "
+                            "its rename left", main, newest.name)
         for left in lefts:
             if left is not newest:
                 self._remove_if_stale(left)

@@ -50,11 +50,15 @@ class Reservations:
             if key in self._prepared:
                 return
         tmp = path.with_name(tmpfiles.tmp_name(path.name))
+        # Claimed until the save renames it, or the release drops it (_fileio.write_reserved,
+        # drop): no sweep of this process takes it meanwhile (._tempfiles.may_rename).
+        tmpfiles.claim(tmp.name)
         try:
             tmpfiles.reserve(str(tmp), self.size)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            tmpfiles.release(tmp.name)
             if not required:
                 return
             if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
@@ -67,11 +71,15 @@ class Reservations:
             if key not in self._prepared:
                 self._prepared[key] = tmp
                 return
-        tmp.unlink()  # another thread prepared it meanwhile
+        try:
+            tmp.unlink()  # another thread prepared it meanwhile
+        finally:
+            tmpfiles.release(tmp.name)
 
     def take(self, key: str) -> tuple[Path | None, bool]:
         """The file reserved for this save of ``key`` (None: there is none), and whether the
-        save is to leave a spare one for the save that follows."""
+        save is to leave a spare one for the save that follows. The file is still claimed
+        (:func:`._tempfiles.claim`): :func:`._fileio.write_reserved` releases it."""
         with self._guard:
             prepared = self._prepared.pop(key, None)
             again = prepared is not None and key in self._spare
@@ -86,3 +94,4 @@ class Reservations:
         if prepared is not None:
             with contextlib.suppress(OSError):
                 prepared.unlink()
+            tmpfiles.release(prepared.name)

@@ -20,6 +20,14 @@ The rules FileStore applies to these *leftovers*:
 * **Removed.** Every other stale leftover is removed: on the store's first use in a process, when
   a key's lock is taken, and on ``delete`` (logout), where the key's complete ones go at any age
   (a logged-out login must not be adopted back).
+* **Its writer's** (:func:`may_rename`): a temporary file that a live writer may still rename is
+  neither adopted nor removed, whatever the lock: renamed from under it, that writer's own rename
+  would fail, and its save with it (a ``Store.save`` without the lock, from another thread or
+  process). Those are this process's saves in flight (each of its temporary files is
+  :func:`claim`-ed from before it exists until it is renamed or removed) and the files of a live
+  process of this node younger than ``grace``. A writer on another node cannot be known alive:
+  its complete files are adopted under the lock as above (a writer that saves under the lock
+  holds it), since waiting out the grace could spend the retired refresh token.
 
 A *reservation* (:func:`reserve`) is a temporary file whose blocks are allocated before a token
 request is sent; the save of the answer overwrites it (:func:`write_into`), so that a disk that
@@ -28,17 +36,20 @@ filled up meanwhile cannot lose the answer.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from . import _owner
 
-__all__ = ["Leftover", "leftovers", "mount_point", "reserve", "stale", "tmp_name", "write_into"]
+__all__ = ["Leftover", "claim", "leftovers", "may_rename", "mount_point", "release", "reserve",
+           "stale", "tmp_name", "write_into", "writing"]
 
 #: A leftover of a live process of this node is stale after this long (pids are reused).
 _SAME_NODE_LIMIT: Final = 86400.0
@@ -84,6 +95,58 @@ def stale(left: Leftover, age: float, grace: float) -> bool:
     if left.node == _owner.node() and left.pid is not None:
         return not _owner.alive(left.pid) or age > _SAME_NODE_LIMIT
     return age > grace
+
+
+#: The names of this process's temporary files whose writer is still to rename or remove them.
+_in_flight: set[str] = set()
+_in_flight_guard = threading.Lock()
+
+
+def _forget_in_flight() -> None:  # pragma: no cover - runs in a forked child
+    # A forked child's temporary files carry its own pid: its parent's are another process's.
+    global _in_flight_guard
+    _in_flight_guard = threading.Lock()  # a thread of the parent may have held it at the fork
+    _in_flight.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_flight)
+
+
+def claim(name: str) -> None:
+    """Before this process creates the temporary file ``name``: until :func:`release`, no sweep
+    of this process adopts or removes it (:func:`may_rename`)."""
+    with _in_flight_guard:
+        _in_flight.add(name)
+
+
+def release(name: str) -> None:
+    """Once the temporary file ``name`` is renamed or removed."""
+    with _in_flight_guard:
+        _in_flight.discard(name)
+
+
+@contextlib.contextmanager
+def writing(name: str) -> Iterator[None]:
+    """:func:`claim` and :func:`release` around the whole life of the temporary file ``name``."""
+    claim(name)
+    try:
+        yield
+    finally:
+        release(name)
+
+
+def may_rename(left: Leftover, age: float, grace: float) -> bool:
+    """Whether a live writer may still rename ``left`` (modified ``age`` seconds ago): one of this
+    process's saves in flight, or a live process of this node that wrote it within ``grace``."""
+    if left.node != _owner.node() or left.pid is None:
+        return False  # another node's writer, or an older name: the lock and the grace decide
+    if left.pid == os.getpid():
+        # Exact: a file of this pid that no save here has in flight is a dead writer's (a
+        # process before this one with the same pid, or a save that could not remove it).
+        with _in_flight_guard:
+            return left.name in _in_flight
+    return age <= grace and _owner.alive(left.pid)
 
 
 def reserve(path: str, size: int) -> None:

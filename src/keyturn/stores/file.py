@@ -80,7 +80,8 @@ class FileStore(Store):
     clocks of the hosts sharing the directory may differ. A holder that died on another host
     blocks the others for ``lease + skew`` seconds. ``grace``: seconds after which a temporary file
     of a writer on another host counts as abandoned. ``reserve``: bytes :meth:`prepare_save`
-    allocates for the next save (a token file takes a few KiB).
+    allocates for the next save (a token file takes a few KiB). All but ``path`` may be set
+    later, and take effect from then on.
     """
 
     shared = True
@@ -97,16 +98,15 @@ class FileStore(Store):
         if not lease > 0 or not skew >= 0 or not grace >= 0 or reserve < 0:
             raise ConfigError("FileStore: lease must be positive; skew, grace and reserve zero "
                               "or more")
-        self.path = Path(path) if path is not None else default_cache_dir()
+        self._path = Path(path) if path is not None else default_cache_dir()
         self.lease = lease
         self.skew = skew
-        self.grace = grace
-        self.reserve = reserve
         #: True once ``flock`` failed here: the store's locks are lease lock files from then on.
         self.lease_locks = False
         self._locks: dict[str, threading.Lock] = {}
-        self._reservations = Reservations(self.path, reserve)
-        self._leftovers = Leftovers(self.path, grace)
+        # Each holds its value, which the properties below read and set: one place per fact.
+        self._reservations = Reservations(self._path, reserve)
+        self._leftovers = Leftovers(self._path, grace)
         self._held: dict[str, LeaseLock] = {}  # key -> its lease lock, while this store holds it
         self._guard = threading.Lock()
         self._ready = False
@@ -114,6 +114,33 @@ class FileStore(Store):
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.path)!r})"
+
+    @property
+    def path(self) -> Path:
+        """The token directory (fixed: the helpers, the locks and the first-use sweep are its)."""
+        return self._path
+
+    @property
+    def grace(self) -> float:
+        """Seconds after which a temporary file of a writer on another host counts as abandoned."""
+        return self._leftovers.grace
+
+    @grace.setter
+    def grace(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ConfigError(f"FileStore.grace must be zero or more seconds, not {seconds!r}")
+        self._leftovers.grace = seconds
+
+    @property
+    def reserve(self) -> int:
+        """Bytes :meth:`prepare_save` allocates for the next save."""
+        return self._reservations.size
+
+    @reserve.setter
+    def reserve(self, size: int) -> None:
+        if not size >= 0:
+            raise ConfigError(f"FileStore.reserve must be zero or more bytes, not {size!r}")
+        self._reservations.size = size
 
     # -- directory ---------------------------------------------------------------------------------
 
