@@ -4,11 +4,9 @@ effect wrongly is told what was due."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from mypy import api
 
 from keyturn import StaticToken
 from keyturn.errors import InvalidResponse
@@ -20,6 +18,7 @@ from keyturn.protocol.http import (
     current_token,
     run_offline,
 )
+from tests.support.mypycheck import mypy_errors
 
 
 def test_form_items_repeat_list_values_in_order() -> None:
@@ -110,14 +109,7 @@ def test_an_effect_given_a_source_that_cannot_answer_it_is_a_type_error(tmp_path
     for use, code in USES:
         lines.append(use)
         expect[len(lines)] = code
-    user = tmp_path / "user_code.py"
-    user.write_text("\n".join(lines) + "\n")
-    stdout, stderr, _ = api.run(["--strict", "--no-incremental", "--no-error-summary",
-                                 "--hide-error-context", str(user)])
-    errors: dict[int, set[str]] = {}
-    for match in re.finditer(r"user_code\.py:(\d+): error: .*\[([a-z-]+)\]", stdout):
-        errors.setdefault(int(match.group(1)), set()).add(match.group(2))
-    assert not stderr
+    errors, stdout = mypy_errors(tmp_path, lines)
     assert set(errors) == {line for line, code in expect.items() if code}, stdout
     for line, code in expect.items():
         if code:

@@ -3,10 +3,9 @@ misspelt keyword and a wrong type are mypy errors for every source, and a correc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from mypy import api
+from tests.support.mypycheck import mypy_errors
 
 #: One correct call per source, then the same call with a misspelt keyword and with a wrong type.
 CALLS = {
@@ -53,14 +52,7 @@ def test_misspelt_keywords_and_wrong_types_are_type_errors(tmp_path: Path) -> No
         expect[len(lines)] = (name, "arg-type")
     for name, settings in RIGHT_SETTINGS.items():
         lines.extend(f"{name}({CALLS[name]}, {setting})" for setting in settings)
-    user = tmp_path / "user_code.py"
-    user.write_text("\n".join(lines) + "\n")
-    stdout, stderr, _ = api.run(["--strict", "--no-incremental", "--no-error-summary",
-                                 "--hide-error-context", str(user)])
-    errors: dict[int, set[str]] = {}
-    for match in re.finditer(r"user_code\.py:(\d+): error: .*\[([a-z-]+)\]", stdout):
-        errors.setdefault(int(match.group(1)), set()).add(match.group(2))
-    assert not stderr
+    errors, stdout = mypy_errors(tmp_path, lines)
     assert set(errors) == set(expect), stdout
     for line, (name, code) in expect.items():
         assert code in errors[line], f"{name}, line {line}: {errors[line]} ({stdout})"
