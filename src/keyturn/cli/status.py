@@ -1,19 +1,29 @@
-"""``keyturn status``: each profile's saved login, and those of the ad-hoc command lines run here."""
+"""``keyturn status``: each profile's saved login, and those of the ad-hoc command lines run here.
+
+A profile that does not resolve (its secret's variable is unset, its secret file unreadable, any
+:class:`~keyturn.errors.ConfigError` of that profile) is a row of its own with the error's message
+as its ``problem``; the others are shown as usual and the command exits 0. ``--profile NAME`` for
+one such profile fails with the error's exit code. At a terminal the rows are a rich table; off a
+terminal (a pipe, a file) plain aligned text, one line per profile, nothing cut."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 
 from .._fastindex import remembered_ad_hoc
-from ..config import Profile, load_profile, profile_names
-from ..errors import KeyturnError
-from .common import when
+from ..config import Profile, _read_config, load_profile, profile_names
+from ..errors import ConfigError, KeyturnError
+from .common import one_line, when
 
 __all__ = ["command"]
+
+_COLUMNS = ("profile", "grant", "issuer", "client id", "access token", "refresh token",
+            "re-login due")
 
 
 def _row(prof: Profile, now: float) -> dict[str, Any]:
@@ -24,7 +34,7 @@ def _row(prof: Profile, now: float) -> dict[str, Any]:
         "issuer": prof.kwargs.get("issuer") or prof.kwargs.get("token_endpoint"),
         "client_id": prof.kwargs.get("client_id"), "logged_in": saved is not None,
         "access_token_valid": False, "expires_at": None, "refresh_token": False,
-        "relogin_due_at": None, "scope": None,
+        "relogin_due_at": None, "scope": None, "problem": None,
     }
     if saved is not None:
         row.update(
@@ -35,6 +45,33 @@ def _row(prof: Profile, now: float) -> dict[str, Any]:
             scope=" ".join(saved.scope) if saved.scope is not None else None,
         )
     return row
+
+
+def _problem_row(name: str, exc: ConfigError) -> dict[str, Any]:
+    """The row of a profile that does not resolve: what its config table says, and the error."""
+    try:
+        table = _read_config()[1].get("profiles", {}).get(name, {})
+    except ConfigError:
+        table = {}
+    grant, issuer, client_id = (table.get(key) for key in ("grant", "issuer", "client_id"))
+    issuer = issuer or table.get("token_endpoint")
+    return {
+        "profile": name, "grant": grant if isinstance(grant, str) else None,
+        "issuer": issuer if isinstance(issuer, str) else None,
+        "client_id": client_id if isinstance(client_id, str) else None, "logged_in": False,
+        "access_token_valid": False, "expires_at": None, "refresh_token": False,
+        "relogin_due_at": None, "scope": None, "problem": one_line(str(exc)),
+    }
+
+
+def _profile_rows(names: list[str], now: float) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            rows.append(_row(load_profile(name), now))
+        except ConfigError as exc:
+            rows.append(_problem_row(name, exc))
+    return rows
 
 
 def _ad_hoc_rows(now: float) -> list[dict[str, Any]]:
@@ -58,14 +95,11 @@ def _ad_hoc_rows(now: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]], now: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="keyturn profiles")
-    for column in ("profile", "grant", "issuer", "access token", "refresh token", "re-login due"):
-        table.add_column(column)
-    for row in rows:
+def _cells(row: dict[str, Any], now: float) -> list[str]:
+    """The row's cells under :data:`_COLUMNS`."""
+    if row["problem"]:
+        access = due = "-"
+    else:
         if not row["logged_in"]:
             access = "none (log in)"
         elif row["access_token_valid"]:
@@ -74,8 +108,35 @@ def _table(rows: list[dict[str, Any]], now: float) -> None:
             access = "expired (refreshed on next use)" if row["refresh_token"] else "expired"
         due = when(row["relogin_due_at"], now) if row["relogin_due_at"] else (
             "unknown" if row["refresh_token"] else "-")
-        table.add_row(row["profile"], row["grant"], str(row["issuer"] or ""), access,
-                      "yes" if row["refresh_token"] else "no", due)
+    return [row["profile"], row["grant"] or "-", str(row["issuer"] or "-"),
+            str(row["client_id"] or "-"), access,
+            "-" if row["problem"] else "yes" if row["refresh_token"] else "no", due]
+
+
+def _lines(rows: list[dict[str, Any]], now: float) -> list[str]:
+    """Plain aligned text: a header and one line per row, nothing cut (the last column, the
+    problem when any row has one, is not padded)."""
+    problems = any(row["problem"] for row in rows)
+    header = [*_COLUMNS, "problem"] if problems else list(_COLUMNS)
+    body = [[*_cells(row, now), row["problem"] or "-"] if problems else _cells(row, now)
+            for row in rows]
+    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+            .rstrip() for line in (header, *body)]
+
+
+def _table(rows: list[dict[str, Any]], now: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    problems = any(row["problem"] for row in rows)
+    table = Table(title="keyturn profiles")
+    for column in (*_COLUMNS, "problem") if problems else _COLUMNS:
+        # The issuer and the problem fold onto more lines in a narrow terminal, never cut.
+        table.add_column(column, overflow="fold" if column in ("issuer", "problem") else "ellipsis")
+    for row in rows:
+        cells = _cells(row, now)
+        table.add_row(*cells, *([row["problem"] or "-"] if problems else []))
     Console(soft_wrap=True).print(table)
 
 
@@ -83,11 +144,15 @@ def _table(rows: list[dict[str, Any]], now: float) -> None:
 @click.option("--profile", "-p", metavar="NAME", help="Only this profile (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def command(profile: str | None, as_json: bool) -> None:
-    """Show each profile's saved login: token validity, refresh token, when a re-login is due."""
-    names = [profile] if profile else profile_names()
+    """Show each profile's saved login: token validity, refresh token, when a re-login is due.
+
+    A profile with a configuration problem is shown with it (exit status 0); with --profile NAME
+    that problem is the command's error."""
     now = time.time()
-    rows = [_row(load_profile(name), now) for name in names]
-    if not profile:
+    if profile:
+        rows = [_row(load_profile(profile), now)]  # its ConfigError is the command's error
+    else:
+        rows = _profile_rows(profile_names(), now)
         rows.extend(_ad_hoc_rows(now))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -96,4 +161,7 @@ def command(profile: str | None, as_json: bool) -> None:
         click.echo("No profiles and no saved logins: see `keyturn --help` and docs/cli.md.",
                    err=True)
         return
-    _table(rows, now)
+    if sys.stdout.isatty():
+        _table(rows, now)
+    else:
+        click.echo("\n".join(_lines(rows, now)))
