@@ -232,13 +232,20 @@ def test_device_login_then_silent_token_whoami_and_status(cli: Cli, provider: Pr
         _out, err = login.communicate(timeout=60)
         worker.join(timeout=30)
         assert login.returncode == 0, err
-        assert approved and "Logged in as" in err
+        assert approved and "Logged in as alice (profile dev); access token valid until " in err
     finally:
         provider.set_device_knobs(interval=None, slow_down_times=0)
     token = cli.run("token", "--profile", "dev")
     assert token.returncode == 0, token.stderr
     who = json.loads(cli.run("whoami", "--profile", "dev", "--json").stdout)
     assert who["claims"]["sub"] == "alice"
+    assert isinstance(who["claims"]["exp"], int)  # --json keeps epoch seconds, for programs
+    # For a person: local times and how far away they are, no raw epoch seconds.
+    shown = cli.run("whoami", "--profile", "dev")
+    assert shown.returncode == 0, shown.stderr
+    assert "sub: alice" in shown.stdout and "access token expires " in shown.stdout
+    assert re.search(r"^exp: \d\d:\d\d:\d\d \(in \d", shown.stdout, re.M), shown.stdout
+    assert "(in " in shown.stdout and not re.search(r"(?<![\w-])\d{10}(?![\w-])", shown.stdout)
     rows = json.loads(cli.run("status", "--json").stdout)
     assert rows[0]["refresh_token"] is True
 

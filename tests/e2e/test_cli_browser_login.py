@@ -95,7 +95,9 @@ def test_login_opens_the_browser_then_token_is_silent(cli: Cli, idp: Provider, b
     [url] = browser.lines(browser.opened)
     assert f"Opened a browser to sign in; if none appeared, open {url}\n" in login.stderr
     assert "Waiting for the browser sign-in...\n" in login.stderr
-    assert "Logged in as alice (profile (ad hoc))" in login.stderr
+    # An ad-hoc login says where it is, not a "(profile (ad hoc))", and until when (no epoch).
+    assert f"Logged in as alice at {idp.issuer} (client " in login.stderr
+    assert "(ad hoc)" not in login.stderr and re.search(r"valid until \S+ \(in \d", login.stderr)
     assert "enter the code" not in login.stderr
     # What the browser was shown: keyturn's landing page, after the code exchange.
     [landed] = browser.lines(browser.landed)

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import subprocess
 import threading
 import time
@@ -52,8 +53,10 @@ class _Shown:
     user_code: str
 
 
-def _login_and_approve(cli: Cli, server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    login = cli.popen("login", "--issuer", server.issuer, "--client-id", "demo", *args)
+def _login_and_approve(cli: Cli, server: RunningServer, *args: str,
+                       line: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``keyturn login --issuer ... --client-id demo *args`` (or the command ``line``), approved."""
+    login = cli.popen(*(line or ["login", "--issuer", server.issuer, "--client-id", "demo", *args]))
     assert login.stderr is not None
     page = code = None
     seen: list[str] = []
@@ -73,7 +76,8 @@ def test_serve_login_token_curl(cli: Cli, demo_server: RunningServer) -> None:
     issuer = demo_server.issuer
     login = _login_and_approve(cli, demo_server, "--flow", "device")
     assert login.returncode == 0, login.stderr
-    assert "Logged in as demo" in login.stderr
+    assert f"Logged in as demo at {issuer} (client demo); access token valid until " in login.stderr
+    assert "(ad hoc)" not in login.stderr
 
     # No --flow and no display here: the device flow's saved login answers, silently.
     token = cli.run("token", "--issuer", issuer, "--client-id", "demo")
@@ -106,6 +110,17 @@ def test_serve_login_token_curl(cli: Cli, demo_server: RunningServer) -> None:
     after = cli.run("token", "--issuer", issuer, "--client-id", "demo")
     assert after.returncode == 4 and len(after.stderr.strip().splitlines()) == 1, after.stderr
 
+    # Both say which `keyturn login` logs in again, with the ad-hoc login's own settings; run as
+    # printed, it logs in (a bare `keyturn login` would exit 3: no profile).
+    hints = [re.findall(r"`(keyturn login[^`]*)`", done.stderr) for done in (logout, after)]
+    assert len(hints[0]) == len(hints[1]) == 1, (logout.stderr, after.stderr)
+    assert hints[0][0] == f"{hints[1][0]} --flow device_code"  # logout was given --flow device
+    words = shlex.split(hints[0][0])
+    assert words[:2] == ["keyturn", "login"] and "--issuer" in words and "--client-id" in words
+    relogin = _login_and_approve(cli, demo_server, line=words[1:])
+    assert relogin.returncode == 0, relogin.stderr
+    assert cli.run("token", "--issuer", issuer, "--client-id", "demo").returncode == 0
+
 
 def test_demo_with_nobody_at_a_terminal(cli: Cli) -> None:
     demo = cli.run("demo", timeout=90)  # stdin is /dev/null: keyturn approves in the page itself
@@ -115,6 +130,9 @@ def test_demo_with_nobody_at_a_terminal(cli: Cli) -> None:
     assert "keyturn signs in and approves in the page itself" in out
     assert "Step 2 - approved" in out and re.search(r"sub\s+demo", out)
     assert "Step 3 - a silent refresh" in out
+    # Times are local times and how far away they are, not epoch seconds.
+    assert re.search(r"exp\s+\d\d:\d\d:\d\d \(in \d", out) and "expires " in out, out
+    assert not re.search(r"(?<![\w-])\d{10}(?![\w-])", out), out
 
 
 def test_demo_at_a_terminal_approves_on_enter(cli: Cli) -> None:

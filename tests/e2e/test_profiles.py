@@ -78,4 +78,4 @@ def test_status_shows_when_a_relogin_is_due(cli: Cli, bare_env: pytest.MonkeyPat
     rows = json.loads(cli.run("status", "--json").stdout)
     assert rows[0]["relogin_due_at"] == pytest.approx(now + 14 * 86400)
     table = cli.run("status", env={"COLUMNS": "200"}).stdout
-    assert "in 14.0 days" in table and "valid until" in table
+    assert "(in 14 days)" in table and "valid until" in table

@@ -1,5 +1,6 @@
 """What the commands share: the exit code of an error, the source options and the profile they resolve to,
-the "login required" failure, the fast path's index entry, and the time format.
+the "login required" failure and the ``keyturn login`` command a hint gives, the fast path's index
+entry, and the time format (:mod:`.timefmt`).
 
 A command fails by raising :class:`CommandFailed` (or letting a :class:`~keyturn.KeyturnError`
 through); :func:`keyturn.cli.run` prints it as one ``keyturn: ...`` line on stderr and exits with
@@ -9,7 +10,7 @@ the status :func:`exit_code` gives (:mod:`.exitcodes`). No secret is ever printe
 
 from __future__ import annotations
 
-import time
+import shlex
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -23,11 +24,15 @@ from ..registry import paired_login
 from ..sources.base import Source
 from ..token import Token
 from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
+from .timefmt import when
 
 __all__ = [
     "CommandFailed",
     "exit_code",
     "given",
+    "login_command",
+    "login_label",
+    "login_name",
     "login_required",
     "one_line",
     "other_login",
@@ -119,10 +124,49 @@ def other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
         return None
 
 
+#: The name :func:`keyturn.config.load_profile` gives the settings of a command line alone.
+AD_HOC = "(ad hoc)"
+
+
+def login_name(prof: Profile) -> str:
+    """Which login a message is about: ``profile hpc``, or for the settings of a command line
+    alone (the profile :data:`AD_HOC`) ``https://issuer (client demo)``."""
+    if prof.name != AD_HOC:
+        return f"profile {prof.name}"
+    where = prof.settings.get("issuer") or prof.settings.get("token_endpoint") or "?"
+    return f"{where} (client {prof.settings.get('client_id') or '?'})"
+
+
+def login_label(prof: Profile) -> str:
+    """:func:`login_name` to follow a verb: `` (profile hpc)``, `` at https://issuer (client demo)``."""
+    return f" ({login_name(prof)})" if prof.name != AD_HOC else f" at {login_name(prof)}"
+
+
+def login_command(prof: Profile) -> str:
+    """The ``keyturn login`` command line that logs in to ``prof`` again, shell-quoted: the
+    ``--profile`` of a named profile, the ``--issuer``/``--client-id`` (and ``--scope``,
+    ``--flow``) of an ad-hoc one."""
+    words = ["keyturn", "login"]
+    if prof.name != AD_HOC:
+        words += ["--profile", prof.name]
+    else:
+        settings = prof.settings
+        if settings.get("issuer"):
+            words += ["--issuer", str(settings["issuer"])]
+        if settings.get("client_id"):
+            words += ["--client-id", str(settings["client_id"])]
+        scope = settings.get("scope")
+        if scope:
+            words += ["--scope", scope if isinstance(scope, str) else " ".join(scope)]
+        if not prof.chosen:
+            words += ["--flow", prof.grant]
+    return shlex.join(words)
+
+
 def login_required(prof: Profile) -> CommandFailed:
     """What a silent command says when only a login can get a token."""
-    hint = "keyturn login" + ("" if prof.name == "(ad hoc)" else f" --profile {prof.name}")
-    return CommandFailed(f"login required for profile {prof.name}: run `{hint}`", LOGIN_REQUIRED)
+    return CommandFailed(f"login required for {login_name(prof)}: run `{login_command(prof)}`",
+                         LOGIN_REQUIRED)
 
 
 def require_server_extra() -> None:
@@ -140,18 +184,3 @@ def require_server_extra() -> None:
 def one_line(message: str) -> str:
     """``message`` on one line (an error's text may hold newlines; stderr gets one line)."""
     return " ".join(message.split())
-
-
-def when(timestamp: float | None, now: float) -> str:
-    """A local time, and how far away it is."""
-    if timestamp is None:
-        return "-"
-    left = timestamp - now
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-    if left <= 0:
-        return f"{stamp} (passed)"
-    if left < 3600:
-        return f"{stamp} (in {int(left // 60)} min {int(left % 60)} s)"
-    if left < 2 * 86400:
-        return f"{stamp} (in {left / 3600:.1f} h)"
-    return f"{stamp} (in {left / 86400:.1f} days)"

@@ -24,7 +24,8 @@ EXIT_CODES = {
     FAILED: "any other keyturn error (store, invalid response, id_token validation)",
     USAGE: "usage error: unknown command or option",
     CONFIG: "configuration error: profile, config file, arguments",
-    LOGIN_REQUIRED: "login required: run `keyturn login` (never prompted by `keyturn token`)",
+    LOGIN_REQUIRED: "login required: run the `keyturn login` the message gives, with the same "
+                    "--profile NAME or --issuer URL --client-id ID (never prompted by `keyturn token`)",
     REFUSED: "the authorization server refused (OAuth error: access_denied, invalid_client, ...)",
     NETWORK: "network or discovery failure: the server could not be reached or described itself "
              "wrongly",

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..protocol.device import DeviceVerification
-from .common import given, remember, resolve, source_options, when
+from .common import given, login_label, remember, resolve, source_options, when
 
 __all__ = ["command"]
 
@@ -96,5 +96,5 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
         wait.done()
     remember(prof, profile, settings, source)
     who = got.claims.get("preferred_username") or got.claims.get("email") or got.claims.get("sub")
-    click.echo(f"Logged in{f' as {who}' if who else ''} (profile {prof.name}); "
+    click.echo(f"Logged in{f' as {who}' if who else ''}{login_label(prof)}; "
                f"access token valid until {when(got.expires_at, time.time())}.", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import given, resolve, source_options
+from .common import given, login_command, login_label, resolve, source_options
 
 __all__ = ["command"]
 
@@ -18,5 +18,6 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
     source = prof.build(interactive=False)
     had = source.saved_token() is not None
     source.logout()
-    click.echo(f"Logged out (profile {prof.name})." if had else
-               f"No saved tokens for profile {prof.name}.", err=True)
+    again = f"`{login_command(prof)}` logs in again"
+    click.echo(f"Logged out{login_label(prof)}; {again}." if had else
+               f"No saved tokens{login_label(prof)}; {again}.", err=True)

@@ -22,6 +22,7 @@ from ..errors import KeyturnError
 from ..protocol.device import DeviceVerification
 from ..server.config import demo_config
 from ..server.runner import ServerThread
+from .timefmt import when
 
 __all__ = ["demo"]
 
@@ -149,7 +150,10 @@ def demo(
             claims = _jwt_claims(token.access_token)
             for name in ("iss", "sub", "aud", "client_id", "scope", "exp", "jti"):
                 if name in claims:
-                    say(f"  {name:10} {claims[name]}")
+                    value = claims[name]
+                    is_time = name == "exp" and isinstance(value, (int, float))
+                    shown = when(value, _now()) if is_time else value
+                    say(f"  {name:10} {shown}")
             if token.claims:
                 say(f"  id_token:  sub={token.claims.get('sub')} name={token.claims.get('name')!r}")
             say()
@@ -159,7 +163,7 @@ def demo(
             if refreshed.access_token == first:
                 raise KeyturnError("the refresh returned the old access token")
             say("Step 3 - a silent refresh: a new access token from the (rotated) refresh token,")
-            say(f"  no prompt. New token expires in {int(refreshed.expires_in(_now()) or 0)} s.")
+            say(f"  no prompt. The new token expires {when(refreshed.expires_at, _now())}.")
             say()
             say("That is the whole device flow. In your own code:")
             say(f'    DeviceCode(issuer="{running.issuer}", client_id="demo").get_access_token()')

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 import click
 
 from ..errors import KeyturnError, LoginRequired
-from .common import given, login_required, resolve, source_options
+from .common import given, login_label, login_required, resolve, source_options, when
 
 __all__ = ["command"]
+
+#: The claims that are times (epoch seconds), shown as local times.
+_TIMES = frozenset({"exp", "iat", "nbf", "auth_time", "updated_at"})
 
 
 @click.command("whoami")
@@ -35,12 +39,16 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
     info: dict[str, Any] = {"profile": prof.name, "claims": claims,
                             "scope": " ".join(got.scope) if got.scope is not None else None,
                             "expires_at": got.expires_at}
-    if as_json:
+    if as_json:  # epoch seconds, for programs
         click.echo(json.dumps(info, indent=2, default=str))
         return
+    now = time.time()
     if not claims:
-        click.echo(f"profile {prof.name}: a token without identity claims (grant {prof.grant}); "
-                   f"scope: {info['scope']}")
+        click.echo(f"A token without identity claims{login_label(prof)}, grant {prof.grant}; "
+                   f"scope: {info['scope']}; expires {when(got.expires_at, now)}")
         return
     for name in sorted(claims):
-        click.echo(f"{name}: {claims[name]}")
+        value = claims[name]
+        shown = when(value, now) if name in _TIMES and isinstance(value, (int, float)) else value
+        click.echo(f"{name}: {shown}")
+    click.echo(f"access token expires {when(got.expires_at, now)}")
