@@ -57,6 +57,7 @@ __all__ = [
     "from_profile",
     "load_profile",
     "profile_names",
+    "profile_settings",
 ]
 
 #: ``grant =`` name -> (module, class, wire grant type used in the cache key, default scope): a
@@ -147,6 +148,15 @@ def _conceal_inline(data: dict[str, Any]) -> None:
 def profile_names(path: str | None = None) -> list[str]:
     _, data = _read_config(path)
     return sorted(data.get("profiles", {}))
+
+
+def profile_settings(name: str, path: str | None = None) -> dict[str, Any]:
+    """Profile ``name`` as the config file writes it, unresolved (inline secrets as
+    :class:`~keyturn.secret.Secret`): what ``keyturn status`` shows of a profile that does not
+    resolve. Empty when there is no such profile."""
+    _, data = _read_config(path)
+    table = data.get("profiles", {}).get(name, {})
+    return dict(table) if isinstance(table, dict) else {}
 
 
 def _default_name(data: Mapping[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .._fastindex import remembered_ad_hoc
-from ..config import Profile, _read_config, load_profile, profile_names
+from ..config import Profile, load_profile, profile_names, profile_settings
 from ..errors import ConfigError, KeyturnError
 from .common import one_line, when
 
@@ -50,7 +50,7 @@ def _row(prof: Profile, now: float) -> dict[str, Any]:
 def _problem_row(name: str, exc: ConfigError) -> dict[str, Any]:
     """The row of a profile that does not resolve: what its config table says, and the error."""
     try:
-        table = _read_config()[1].get("profiles", {}).get(name, {})
+        table = profile_settings(name)
     except ConfigError:
         table = {}
     grant, issuer, client_id = (table.get(key) for key in ("grant", "issuer", "client_id"))
