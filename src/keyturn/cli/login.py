@@ -1,11 +1,13 @@
 """``keyturn login``: a device-code or browser login, saved for later silent use.
 
 While the person approves, stderr says what to do (the device prompt, or that a browser was
-opened) and, on a terminal, shows a spinner with the time left.
+opened) and, on a terminal, shows a spinner with the time left. ``--json`` prints one object on
+stdout for scripts (who, where, until when; never a token) instead of the closing line.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -14,7 +16,7 @@ from typing import Any
 import click
 
 from ..protocol.device import DeviceVerification
-from .common import given, login_label, remember, resolve, source_options, when
+from .common import AD_HOC, given, login_label, remember, resolve, source_options, when
 
 __all__ = ["command"]
 
@@ -75,8 +77,10 @@ class _ApprovalWait:
 @click.command("login")
 @source_options
 @click.option("--force", is_flag=True, help="Log in again even when a saved login exists.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print who logged in where as JSON on stdout (never a token).")
 def command(profile: str | None, issuer: str | None, client_id: str | None, scope: str | None,
-            flow: str | None, force: bool) -> None:
+            flow: str | None, force: bool, as_json: bool) -> None:
     """Log in (device code or browser) and save the tokens for later silent use."""
     settings = given(issuer, client_id, scope, flow)
     prof = resolve(profile, settings)
@@ -96,5 +100,16 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
         wait.done()
     remember(prof, profile, settings, source)
     who = got.claims.get("preferred_username") or got.claims.get("email") or got.claims.get("sub")
+    if as_json:  # epoch seconds, for programs; no token of any kind
+        click.echo(json.dumps({
+            "profile": None if prof.name == AD_HOC else prof.name,
+            "issuer": prof.kwargs.get("issuer") or prof.kwargs.get("token_endpoint"),
+            "client_id": prof.kwargs.get("client_id"),
+            "subject": got.claims.get("sub"),
+            "name": got.claims.get("preferred_username") or got.claims.get("email"),
+            "expires_at": got.expires_at,
+            "refresh_token": bool(got.refresh_token),
+        }, indent=2))
+        return
     click.echo(f"Logged in{f' as {who}' if who else ''}{login_label(prof)}; "
                f"access token valid until {when(got.expires_at, time.time())}.", err=True)
