@@ -167,3 +167,20 @@ def test_serve_with_a_bad_configuration_exits_3_with_one_line(cli: Cli, tmp_path
     bad.write_text("[clients.x]\ngrants = 5\n")
     wrong = cli.run("serve", "--config", str(bad))
     assert wrong.returncode == 3 and wrong.stderr.startswith("keyturn serve: "), wrong.stderr
+
+
+def test_serve_path_is_what_its_help_says(cli: Cli, tmp_path: Path) -> None:
+    shown = cli.run("serve", "--help")
+    assert shown.returncode == 0, shown.stderr
+    help_text = " ".join(shown.stdout.split())
+    assert "http://HOST:PORT/REALM (https with --cert)" in help_text, help_text
+    process = cli.popen("serve", "--port", "0", "--path", "/realm", "--data-dir", str(tmp_path / "s"))
+    try:
+        assert process.stdout is not None
+        issuer = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/realm", issuer), issuer  # no TLS: http
+        metadata = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+        assert metadata["issuer"] == issuer
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

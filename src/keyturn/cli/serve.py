@@ -20,7 +20,8 @@ __all__ = ["command"]
 @click.option("--forwarded-allow-ips", metavar="IPS",
               help="Reverse proxies whose X-Forwarded-* headers are believed (comma-separated).")
 @click.option("--path", "issuer_path", default="", metavar="/REALM",
-              help="Serve under this path: the issuer becomes https://host/REALM.")
+              help="Serve under this path: the issuer becomes http://HOST:PORT/REALM (https with "
+                   "--cert); ignored when the configuration names an issuer.")
 @click.option("--redis", "redis_url", metavar="URL",
               help="Keep all state in Redis, for several replicas (redis://host:6379/0).")
 def command(config_file: str | None, host: str, port: int, data_dir: str | None, cert: str | None,
