@@ -185,10 +185,18 @@ def load_profile(
     table: dict[str, Any] = {}
     if name is not None:
         if name not in profiles:
+            if not os.path.exists(config_file):
+                raise _config_error(
+                    f"no profile {name!r}: there is no config file at {config_file}; create it "
+                    f"with a [profiles.{name}] table, or pass --issuer and --client-id")
             known = ", ".join(sorted(profiles)) or "none"
             raise _config_error(f"no profile {name!r} in {config_file} (profiles: {known})")
         table = dict(profiles[name])
     elif not overrides:
+        if not os.path.exists(config_file):
+            raise _config_error(
+                f"no config file at {config_file}: create it with a profile, or pass "
+                "--issuer and --client-id")
         raise _config_error(
             f"no profile given and no default in {config_file}: pass --profile NAME or "
             "--issuer and --client-id")

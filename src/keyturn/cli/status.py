@@ -9,6 +9,7 @@ terminal (a pipe, a file) plain aligned text, one line per profile, nothing cut.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from .._fastindex import remembered_ad_hoc
-from ..config import Profile, load_profile, profile_names, profile_settings
+from ..config import Profile, config_path, load_profile, profile_names, profile_settings
 from ..errors import ConfigError, KeyturnError
 from .common import one_line, when
 
@@ -158,8 +159,10 @@ def command(profile: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("No profiles and no saved logins: see `keyturn --help` and docs/cli.md.",
-                   err=True)
+        where = config_path()
+        config = (f"in {where}" if os.path.exists(where) else f"(no config file at {where})")
+        click.echo(f"No profiles {config} and no saved logins: `keyturn login --help` tells how "
+                   "to log in (with --issuer and --client-id, or a profile).", err=True)
         return
     if sys.stdout.isatty():
         _table(rows, now)
