@@ -39,6 +39,7 @@ __all__ = [
     "remember",
     "require_server_extra",
     "resolve",
+    "saved_login_options",
     "source_options",
     "when",
 ]
@@ -72,20 +73,40 @@ def exit_code(exc: KeyturnError) -> int:
 
 # -- the source a command works on ---------------------------------------------------------------
 
-def source_options(func: F) -> F:
-    """``--profile`` and the ad-hoc settings that override it (or stand for a profile)."""
+_FLOWS = "device, browser, client_credentials, refresh_token"
+_PICKED = ("default: profile's grant; else the browser where one can be opened, the device flow "
+           "over SSH or without a display")
+
+
+def _options(func: F, scope_help: str, flow_help: str) -> F:
     for decorator in reversed([
         click.option("--profile", "-p", metavar="NAME", help="Profile in the keyturn config file."),
         click.option("--issuer", metavar="URL", help="Issuer (ad hoc, or overriding the profile)."),
         click.option("--client-id", metavar="ID", help="Client id (ad hoc or override)."),
-        click.option("--scope", metavar="SCOPES", help="Space-separated scopes (ad hoc or override)."),
-        click.option("--flow", metavar="FLOW",
-                     help="device, browser, client_credentials, refresh_token (default: profile's "
-                          "grant; else the browser where one can be opened, the device flow "
-                          "over SSH or without a display)."),
+        click.option("--scope", metavar="SCOPES", help=scope_help),
+        click.option("--flow", metavar="FLOW", help=flow_help),
     ]):
         func = decorator(func)
     return func
+
+
+def source_options(func: F) -> F:
+    """``--profile`` and the ad-hoc settings that override it (or stand for a profile): the
+    source ``keyturn login`` logs in with."""
+    return _options(func, "Space-separated scopes (ad hoc or override).",
+                    f"{_FLOWS} ({_PICKED}).")
+
+
+def saved_login_options(func: F) -> F:
+    """:func:`source_options` for the commands that use a saved login (``token``, ``whoami``,
+    ``logout``): the scope and the grant are part of the login's cache key, so ``--scope`` and
+    ``--flow`` select which saved login the command is about, and their help says so."""
+    return _options(
+        func,
+        "Space-separated scopes (ad hoc or override); selects the saved login made with these "
+        "scopes (the scopes are part of which login it is).",
+        f"{_FLOWS}; selects the saved login made with this flow (the flow is part of which "
+        f"login it is; {_PICKED}).")
 
 
 def given(issuer: str | None, client_id: str | None, scope: str | None,

@@ -11,13 +11,13 @@ import json
 
 import click
 
-from .common import AD_HOC, given, login_command, login_label, resolve, source_options
+from .common import AD_HOC, given, login_command, login_label, resolve, saved_login_options
 
 __all__ = ["command"]
 
 
 @click.command("logout")
-@source_options
+@saved_login_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print what was forgotten as JSON on stdout (never a token).")
 def command(profile: str | None, issuer: str | None, client_id: str | None, scope: str | None,

@@ -13,13 +13,13 @@ import click
 
 from .._tokenformat import render
 from ..errors import LoginRequired
-from .common import given, login_required, other_login, remember, resolve, source_options
+from .common import given, login_required, other_login, remember, resolve, saved_login_options
 
 __all__ = ["command"]
 
 
 @click.command("token")
-@source_options
+@saved_login_options
 @click.option("--min-valid", type=float, default=0.0, metavar="SECONDS",
               help="Refresh first when the token has less than this left.")
 @click.option("--header", "output", flag_value="header", help="Print 'Authorization: Bearer ...'.")

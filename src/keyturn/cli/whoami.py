@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import KeyturnError, LoginRequired
-from .common import given, login_label, login_required, resolve, source_options, when
+from .common import given, login_label, login_required, resolve, saved_login_options, when
 
 __all__ = ["command"]
 
@@ -19,7 +19,7 @@ _TIMES = frozenset({"exp", "iat", "nbf", "auth_time", "updated_at"})
 
 
 @click.command("whoami")
-@source_options
+@saved_login_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(profile: str | None, issuer: str | None, client_id: str | None, scope: str | None,
             flow: str | None, as_json: bool) -> None:
