@@ -48,6 +48,7 @@ def test_scope_selects_which_saved_login_logout_forgets(cc: Cli) -> None:
     assert len(_token_files(cc)) == 2  # two logins: the scope is part of which one it is
     out = cc.run("logout", "--profile", "p", "--scope", "api:read")
     assert out.returncode == 0 and out.stderr.startswith("Logged out"), out.stderr
+    assert "`keyturn login --profile p --scope api:read` logs in again" in out.stderr
     assert len(_token_files(cc)) == 1
     again = cc.run("logout", "--profile", "p", "--scope", "api:read")
     assert again.stderr.startswith("No saved tokens"), again.stderr
@@ -62,7 +63,11 @@ def test_flow_selects_which_saved_login(cc: Cli) -> None:
     # credentials token is left alone.
     whoami = cc.run("whoami", "--profile", "p", "--flow", "device")
     assert whoami.returncode == 4, whoami.stderr
-    assert "login required for profile p: run `keyturn login --profile p`" in whoami.stderr
+    # The login command it names is that login's, the --flow included.
+    assert "login required for profile p: run `keyturn login --profile p --flow device`" \
+        in whoami.stderr
+    token = cc.run("token", "--profile", "p", "--flow", "device")
+    assert token.returncode == 4 and "`keyturn login --profile p --flow device`" in token.stderr
     device = cc.run("logout", "--profile", "p", "--flow", "device")
     assert device.returncode == 0 and device.stderr.startswith("No saved tokens"), device.stderr
     assert _token_files(cc) == saved

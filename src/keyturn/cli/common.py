@@ -163,13 +163,23 @@ def login_label(prof: Profile) -> str:
     return f" ({login_name(prof)})" if prof.name != AD_HOC else f" at {login_name(prof)}"
 
 
-def login_command(prof: Profile) -> str:
+#: The ad-hoc options of a command line, as (option, profile setting).
+_OVERRIDES = (("--issuer", "issuer"), ("--client-id", "client_id"), ("--scope", "scope"),
+              ("--flow", "grant"))
+
+
+def login_command(prof: Profile, overrides: Given | None = None) -> str:
     """The ``keyturn login`` command line that logs in to ``prof`` again, shell-quoted: the
-    ``--profile`` of a named profile, the ``--issuer``/``--client-id`` (and ``--scope``,
-    ``--flow``) of an ad-hoc one."""
+    ``--profile`` of a named profile (with the ``overrides`` the command line gave it: its
+    ``--scope`` or ``--flow`` selected the login), the ``--issuer``/``--client-id`` (and
+    ``--scope``, ``--flow``) of an ad-hoc one."""
     words = ["keyturn", "login"]
     if prof.name != AD_HOC:
         words += ["--profile", prof.name]
+        for option, key in _OVERRIDES:
+            value = (overrides or {}).get(key)
+            if value:
+                words += [option, value]
     else:
         settings = prof.settings
         if settings.get("issuer"):
@@ -184,10 +194,12 @@ def login_command(prof: Profile) -> str:
     return shlex.join(words)
 
 
-def login_required(prof: Profile) -> CommandFailed:
-    """What a silent command says when only a login can get a token."""
-    return CommandFailed(f"login required for {login_name(prof)}: run `{login_command(prof)}`",
-                         LOGIN_REQUIRED)
+def login_required(prof: Profile, overrides: Given | None = None) -> CommandFailed:
+    """What a silent command says when only a login can get a token (``overrides``: as for
+    :func:`login_command`)."""
+    return CommandFailed(
+        f"login required for {login_name(prof)}: run `{login_command(prof, overrides)}`",
+        LOGIN_REQUIRED)
 
 
 def require_server_extra() -> None:

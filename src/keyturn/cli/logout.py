@@ -23,7 +23,8 @@ __all__ = ["command"]
 def command(profile: str | None, issuer: str | None, client_id: str | None, scope: str | None,
             flow: str | None, as_json: bool) -> None:
     """Forget the saved tokens and revoke them at the server (RFC 7009)."""
-    prof = resolve(profile, given(issuer, client_id, scope, flow))
+    settings = given(issuer, client_id, scope, flow)
+    prof = resolve(profile, settings)
     source = prof.build(interactive=False)
     saved = source.saved_token()
     source.logout()
@@ -34,10 +35,10 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
             "client_id": prof.kwargs.get("client_id"),
             "forgotten": saved is not None,
             "refresh_token": saved is not None and bool(saved.refresh_token),
-            "login_command": login_command(prof),
+            "login_command": login_command(prof, settings),
         }, indent=2))
         return
     had = saved is not None
-    again = f"`{login_command(prof)}` logs in again"
+    again = f"`{login_command(prof, settings)}` logs in again"
     click.echo(f"Logged out{login_label(prof)}; {again}." if had else
                f"No saved tokens{login_label(prof)}; {again}.", err=True)

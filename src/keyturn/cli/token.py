@@ -40,7 +40,7 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
         # the desk), and that login is as good.
         other = other_login(prof)
         if other is None:
-            raise login_required(prof) from None
+            raise login_required(prof, settings) from None
         prof, source, current = other
     left = current.expires_in(time.time())
     if min_valid > 0 and left is not None and left < min_valid:
@@ -48,6 +48,6 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
         try:
             current = source.get_token()
         except LoginRequired:
-            raise login_required(prof) from None
+            raise login_required(prof, settings) from None
     remember(prof, profile, settings, source)
     click.echo(render(current.to_record(), output or "plain", time.time()))

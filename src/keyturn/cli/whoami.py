@@ -24,12 +24,13 @@ _TIMES = frozenset({"exp", "iat", "nbf", "auth_time", "updated_at"})
 def command(profile: str | None, issuer: str | None, client_id: str | None, scope: str | None,
             flow: str | None, as_json: bool) -> None:
     """Show who the saved login is: the id_token's claims, and userinfo when the server has it."""
-    prof = resolve(profile, given(issuer, client_id, scope, flow))
+    settings = given(issuer, client_id, scope, flow)
+    prof = resolve(profile, settings)
     source = prof.build(interactive=False)
     try:
         got = source.get_token()
     except LoginRequired:
-        raise login_required(prof) from None
+        raise login_required(prof, settings) from None
     claims: dict[str, Any] = dict(got.claims)
     userinfo = getattr(source, "userinfo", None)
     if callable(userinfo) and got.id_token:
