@@ -10,6 +10,7 @@ import pty
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
+from keyturn import ClientCredentials
 from keyturn.cli.walkthrough import approve_in_page
+from keyturn.errors import InvalidClient
 from tests.support.clihelper import Cli
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @dataclass
@@ -28,21 +34,81 @@ class RunningServer:
     issuer: str
     password: str
     process: subprocess.Popen[str]
+    #: The demo configuration's confidential client, and its secret (the third line).
+    service_client: str = ""
+    service_secret: str = ""
+    #: The lines serve printed on stdout before it was ready.
+    printed: tuple[str, ...] = ()
 
 
 @pytest.fixture
 def demo_server(cli: Cli, tmp_path: Path) -> Iterator[RunningServer]:
     process = cli.popen("serve", "--port", "0", "--data-dir", str(tmp_path / "server"))
+    watchdog = threading.Timer(30, process.kill)  # a line that never comes fails, not hangs
+    watchdog.start()
     try:
         assert process.stdout is not None
         issuer = process.stdout.readline().strip()
         intro = process.stdout.readline()
+        service = process.stdout.readline()
+        watchdog.cancel()
         found = re.search(r"as user 'demo' with password (\S+)", intro)
-        assert issuer.startswith("http://127.0.0.1:") and found, (issuer, intro)
-        yield RunningServer(issuer, found.group(1), process)
+        client = re.search(r"confidential client '([^']+)' .* with secret (\S+)$", service)
+        assert issuer.startswith("http://127.0.0.1:") and found and client, (issuer, intro, service)
+        yield RunningServer(issuer, found.group(1), process, client.group(1), client.group(2),
+                            (issuer, intro.rstrip("\n"), service.rstrip("\n")))
     finally:
+        watchdog.cancel()
         process.terminate()
         process.communicate(timeout=30)
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n### {title}\n")
+    return text[start:text.index("\n### ", start + 1)]
+
+
+def test_serve_demo_client_credentials_as_the_readme_shows(cli: Cli, demo_server: RunningServer,
+                                                           tmp_path: Path) -> None:
+    """The README's client-credentials example runs against ``keyturn serve`` as its bash lines
+    say: the client it names is the demo's confidential client, the secret the one serve printed."""
+    issuer, secret = demo_server.issuer, demo_server.service_secret
+    section = _readme_section("Client credentials (a service account)")
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    bash = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert f'client_id="{demo_server.service_client}"' in example
+    # What the README says serve prints is what it prints (port 8400, secrets elided).
+    port = issuer.rsplit(":", 1)[1]
+    shown = [line.removeprefix("# ") for line in bash[0].splitlines() if line.startswith("# ")]
+    printed = [line.replace(f":{port}", ":8400").replace(demo_server.password, "...")
+               .replace(secret, "...") for line in demo_server.printed]
+    assert shown == printed, (shown, printed)
+    # The second block, run as it stands with the address and secret it asks for.
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    lines = bash[1].replace("http://127.0.0.1:8400", issuer).replace("'...'", shlex.quote(secret))
+    ran = subprocess.run(["bash", "-c", lines.replace("python ", f"{shlex.quote(sys.executable)} ")],
+                         cwd=tmp_path, env=cli.env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert secret not in ran.stdout + ran.stderr
+
+    source = ClientCredentials(issuer=issuer, client_id=demo_server.service_client,
+                               client_secret=secret, scope="api:read", store=None)
+    token = source.get_token()
+    assert token.scope == ("api:read",)
+    access = jwt.decode(source.get_access_token(), options={"verify_signature": False})
+    assert access["sub"] == access["client_id"] == demo_server.service_client
+    wrong = ClientCredentials(issuer=issuer, client_id=demo_server.service_client,
+                              client_secret=secret + "x", store=None)
+    with pytest.raises(InvalidClient) as refused:
+        wrong.get_token()
+    assert secret not in str(refused.value)
+    # The secret went to the terminal once, on stdout, and into no log line.
+    demo_server.process.terminate()
+    out, err = demo_server.process.communicate(timeout=30)
+    assert secret not in out + err
+    assert "POST /token" in err  # the access log was written, without the secret
 
 
 @dataclass

@@ -47,12 +47,17 @@ from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT
 from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
 from .passwords import hash_password
 
-__all__ = ["ClientConfig", "Lifetimes", "RateLimits", "ServerConfig", "demo_config", "load_config"]
+__all__ = ["DEMO_SERVICE_CLIENT", "ClientConfig", "Lifetimes", "RateLimits", "ServerConfig",
+           "demo_config", "load_config"]
 
 _GRANT_NAMES = {
     "device_code": GRANT_DEVICE_CODE, GRANT_DEVICE_CODE: GRANT_DEVICE_CODE,
     "refresh_token": GRANT_REFRESH_TOKEN, "client_credentials": GRANT_CLIENT_CREDENTIALS,
 }
+#: The demo configuration's confidential client: the README's first ClientCredentials example
+#: (client_id "batch-job", scope api:read and api:write) runs against ``keyturn serve`` as it stands.
+DEMO_SERVICE_CLIENT = "batch-job"
+DEMO_SERVICE_SCOPES = ("api:read", "api:write")
 SUPPORTED_GRANTS = (GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS)
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
 
@@ -103,6 +108,8 @@ class ServerConfig:
     data_dir: str | None = None
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
     demo_password: str | None = field(default=None, repr=False)
+    #: Set only by demo_config: the secret of its confidential client DEMO_SERVICE_CLIENT, to print.
+    demo_client_secret: str | None = field(default=None, repr=False)
 
     @property
     def scopes_supported(self) -> tuple[str, ...]:
@@ -209,16 +216,26 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     return parse_config(data)
 
 
-def demo_config(password: str | None = None) -> ServerConfig:
+def demo_config(password: str | None = None, client_secret: str | None = None) -> ServerConfig:
     """design.md §3: a public client ``demo`` allowed the device and refresh grants, and a user
-    ``demo`` whose password is made up now (and printed by the caller)."""
+    ``demo`` whose password is made up now (and printed by the caller); and a confidential client
+    :data:`DEMO_SERVICE_CLIENT` allowed only client_credentials, whose secret is made up now too
+    (printed by the caller) and kept only as a hash, as a configuration file's ``secret_hash``."""
     password = password or secrets.token_urlsafe(9)
+    client_secret = client_secret or secrets.token_urlsafe(24)
     config = ServerConfig(
-        clients={"demo": ClientConfig(
-            client_id="demo", name="keyturn demo", grants=(GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN),
-            scopes=DEFAULT_SCOPES,
-        )},
+        clients={
+            "demo": ClientConfig(
+                client_id="demo", name="keyturn demo",
+                grants=(GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN), scopes=DEFAULT_SCOPES,
+            ),
+            DEMO_SERVICE_CLIENT: ClientConfig(
+                client_id=DEMO_SERVICE_CLIENT, name="keyturn demo service",
+                grants=(GRANT_CLIENT_CREDENTIALS,), scopes=DEMO_SERVICE_SCOPES,
+                secret_hash=hash_password(client_secret),
+            ),
+        },
         users={"demo": (hash_password(password, n=2**14), {"name": "Demo User",
                                                            "email": "demo@example.invalid"})},
     )
-    return replace(config, demo_password=password)
+    return replace(config, demo_password=password, demo_client_secret=client_secret)

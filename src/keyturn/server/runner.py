@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .app import AccessLog, create_app
-from .config import ServerConfig, demo_config, load_config
+from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
 from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
@@ -104,8 +104,9 @@ def serve(
     """Run the authorization server until interrupted (``keyturn serve``).
 
     The first line on stdout is the issuer URL. Without ``config_path`` the demo configuration is
-    used (design.md §3) and its user's password is printed on the next line; its data then lives
-    in a temporary directory unless ``data_dir`` is given. ``path`` gives the issuer a path
+    used (design.md §3): its user's password is printed on the next line, its confidential
+    client's id and secret on the one after, and its data lives in a temporary directory unless
+    ``data_dir`` is given. ``path`` gives the issuer a path
     (``http://host:port/realm``) when the configuration names no issuer. ``forwarded_allow_ips``
     (comma-separated addresses, or ``*``) names the reverse proxies whose X-Forwarded-For/-Proto
     are believed; without it forwarded headers are ignored. ``redis_url`` keeps all state in
@@ -138,6 +139,10 @@ def serve(
         if settings.demo_password is not None:
             print(f"demo configuration: public client 'demo'; sign in at {issuer}/device as user "
                   f"'demo' with password {settings.demo_password}", flush=True)
+        if settings.demo_client_secret is not None:
+            print(f"demo configuration: confidential client '{DEMO_SERVICE_CLIENT}' "
+                  f"(client_credentials, scope {' '.join(DEMO_SERVICE_SCOPES)}) with secret "
+                  f"{settings.demo_client_secret}", flush=True)
         if ready is not None:
             ready(issuer)
         server.run(sockets=[sock])
