@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,23 @@ class Tls:
     ca_pem: Path
     cert_pem: Path
     key_pem: Path
+
+
+@contextlib.contextmanager
+def revision_src(revision: str) -> Iterator[Path]:
+    """The ``src/`` of ``revision``, checked out in a temporary git worktree while the block runs:
+    what the before/after benchmarks import in their base-revision subprocesses."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision],
+                       check=True, capture_output=True)
+        try:
+            yield tree / "src"
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           check=False, capture_output=True)
 
 
 def make_tls(work: Path) -> Tls:

@@ -21,8 +21,9 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from _infra import revision_src
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,19 +101,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats per process")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base],
-                       check=True, capture_output=True)
-        try:
-            trees = {f"base {args.base}": base / "src", "working tree": ROOT / "src"}
-            runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
-            for _ in range(args.rounds):
-                for name, src in trees.items():
-                    runs[name].append(measure(src, args.repeats))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
+    with revision_src(args.base) as base_src:
+        trees = {f"base {args.base}": base_src, "working tree": ROOT / "src"}
+        runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, src in trees.items():
+                runs[name].append(measure(src, args.repeats))
     names = list(trees)
     print(f"{'hook':<10}" + "".join(f" | {name:^30}" for name in names))
     print(f"{'':<10}" + f" | {'ns':>8} {'ratio':>9} {'ratio of mins':>13}" * len(names))

@@ -18,8 +18,9 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from _infra import revision_src
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,19 +86,12 @@ def main() -> int:
     parser.add_argument("--base", default="04914d2", help="the revision to compare with")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base],
-                       check=True, capture_output=True)
-        try:
-            trees = {f"base {args.base}": base / "src", "working tree": ROOT / "src"}
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-            for _ in range(args.rounds):
-                for name, src in trees.items():
-                    runs[name].append(measure(src))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
+    with revision_src(args.base) as base_src:
+        trees = {f"base {args.base}": base_src, "working tree": ROOT / "src"}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, src in trees.items():
+                runs[name].append(measure(src))
     print(f"{'tree':<22} {'floor ns':>9} {'Memory ns':>10} {'ratio':>6} {'File ns':>8} {'ratio':>6}"
           f" {'async floor ns':>15} {'async ns':>9} {'ratio':>6}")
     for name, rows in runs.items():
