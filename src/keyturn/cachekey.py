@@ -47,13 +47,16 @@ def cache_key(
     audience: str | None,
     resource: str | Iterable[str] | None,
     extra: Mapping[str, str] | None,
+    account: str | None,
 ) -> str:
     """Everything that changes the token, so two configurations never share one. Every argument
     is required: a caller that left one out would derive another key and lose its saved tokens.
 
     ``auth_method`` is the chosen one (:func:`keyturn.protocol.wire.auth_method_for`); ``scope``
     as given (a string or strings, space-separated), ``default_scope`` standing in for None;
-    order and repeats of the scope and the resources do not matter.
+    order and repeats of the scope and the resources do not matter. ``account`` (a local name for
+    one of several logins at one provider) is in the key only when given, so the keys of the
+    logins saved before accounts existed stay what they were.
     """
     parts = {
         "issuer": issuer.rstrip("/") if issuer else None,
@@ -67,6 +70,8 @@ def cache_key(
         "resource": sorted(set([resource] if isinstance(resource, str) else resource or [])),
         "extra": sorted((extra or {}).items()),
     }
+    if account is not None:
+        parts["account"] = account
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return f"keyturn:v1:{digest[:32]}"
 

@@ -314,7 +314,7 @@ class Profile:
             subject=refresh_subject(_text(kw.get("refresh_token")))
             if self.grant == "refresh_token" else None,
             scope=kw.get("scope"), default_scope=row.default_scope, audience=kw.get("audience"),
-            resource=kw.get("resource"), extra=kw.get("extra_params"),
+            resource=kw.get("resource"), extra=kw.get("extra_params"), account=kw.get("account"),
         )
 
     def build(self, **extra: Any) -> Source:

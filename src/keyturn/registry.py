@@ -76,7 +76,7 @@ _OPENID_SETTINGS = ("id_token_algorithms", "clock_skew")
 SHARED_SETTINGS = (
     "issuer", "token_endpoint", "client_id", "client_secret", "private_key", "auth_method",
     "signing_alg", "scope", "audience", "resource", "extra_params", "leeway", "verify", "cert",
-    "timeout", "allow_insecure_http",
+    "timeout", "allow_insecure_http", "proxy", "account", "revocation_endpoint",
 )
 
 

@@ -46,6 +46,8 @@ class HttpSettings:
     verify: TlsVerify = True
     cert: ClientCert | None = None
     timeout: float = 30.0
+    #: A proxy URL, ``"none"`` to go direct, or None for the proxy environment variables.
+    proxy: str | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)
 

@@ -58,7 +58,8 @@ def test_the_key_of_the_sources_no_profile_names_is_todays() -> None:
 def test_order_repeats_and_the_default_scope_do_not_change_the_key() -> None:
     base: dict[str, Any] = {"issuer": "https://id.example.org", "token_endpoint": None,
                             "client_id": "c", "auth_method": "none", "grant": "g",
-                            "subject": None, "audience": None, "extra": None}
+                            "subject": None, "audience": None, "extra": None,
+                            "account": None}
     plain = {**base, "scope": None, "default_scope": (), "resource": None}
     one = cache_key(**base, scope="b a", default_scope=(), resource=["https://r/2", "https://r/1"])
     assert one == cache_key(**base, scope=["a", "b a"], default_scope=(),
@@ -74,7 +75,7 @@ def test_every_argument_of_the_key_is_required() -> None:
     with pytest.raises(TypeError, match="default_scope"):
         cache_key(issuer=None, token_endpoint="https://t", client_id="c",  # type: ignore[call-arg]
                   auth_method="none", grant="g", subject=None, scope=None, audience=None,
-                  resource=None, extra=None)
+                  resource=None, extra=None, account=None)
 
 
 def test_the_refresh_subject_is_a_tag_of_the_token() -> None:

@@ -28,6 +28,7 @@ from keyturn.stores.memory import MemoryStore
 SHARED_MODULES = {"base", "oidc", "options"}
 #: Keywords of a source that a config file cannot hold: objects, callables, keyturn's own.
 NOT_PROFILE_SETTINGS = {"store", "on_refresh", "subject", "seed", "prompt", "interactive",
+                        "token_response_hook", "device_response_hook",
                         "open_browser", "token", "token_type"}
 
 

@@ -114,6 +114,10 @@ class Source(Adapters):
         timeout: float = 30.0,
         allow_insecure_http: bool = False,
         on_refresh: Callable[[Token], None] | None = None,
+        proxy: str | None = None,
+        account: str | None = None,
+        revocation_endpoint: str | None = None,
+        token_response_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         subject: str | None = None,
         seed: Token | None = None,
     ) -> None:
@@ -133,6 +137,14 @@ class Source(Adapters):
         if token_endpoint:
             check_endpoint_url(token_endpoint, "token_endpoint", allow_http=allow_insecure_http)
         self._token_endpoint = token_endpoint
+        if revocation_endpoint:
+            check_endpoint_url(revocation_endpoint, "revocation_endpoint",
+                               allow_http=allow_insecure_http)
+        self._revocation_endpoint = revocation_endpoint
+        #: A local name for one of several logins at one provider (part of the cache key).
+        self.account = account
+        #: Adapts a non-standard provider's token answer (a dict) before it is parsed.
+        self.token_response_hook = token_response_hook
         self.client_auth = ClientAuth.create(
             client_id=client_id, client_secret=client_secret, private_key=private_key,
             auth_method=auth_method, signing_alg=signing_alg, has_client_cert=cert is not None,
@@ -146,7 +158,7 @@ class Source(Adapters):
                 raise ConfigError(f"resource={value!r} must be an absolute URI without a fragment")
         self.extra_params = dict(extra_params or {})
         self._transport = transport.Transport(
-            transport.HttpSettings(verify=verify, cert=cert, timeout=timeout))
+            transport.HttpSettings(verify=verify, cert=cert, timeout=timeout, proxy=proxy))
         self._metadata: ServerMetadata | None = None
         if store is DEFAULT:
             store = type(self).default_store()
@@ -166,6 +178,7 @@ class Source(Adapters):
             grant=self.grant_type, subject=subject, scope=self.scope,
             default_scope=(),  # self.scope already is the default when scope= was not given
             audience=self.audience, resource=self.resource, extra=self.extra_params,
+            account=self.account,
         )
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ source sets them itself (its identity, its first token).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from .._tls import ClientCert, TlsVerify
 from ..protocol.client_auth import PrivateKey
@@ -43,6 +43,10 @@ class SourceOptions(TypedDict, total=False):
     timeout: float
     allow_insecure_http: bool
     on_refresh: Callable[[Token], None] | None
+    proxy: str | None
+    account: str | None
+    revocation_endpoint: str | None
+    token_response_hook: Callable[[dict[str, Any]], dict[str, Any]] | None
 
 
 class OpenIDOptions(SourceOptions, total=False):
