@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import registry
 from ..errors import ConfigError, DiscoveryError
@@ -66,6 +66,7 @@ class DeviceCode(OpenIDSource):
     def __init__(
         self, *, prompt: Callable[[DeviceVerification], None] | None = None,
         interactive: bool | None = None, device_authorization_endpoint: str | None = None,
+        device_response_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         **options: Unpack[OpenIDOptions],
     ) -> None:
         conceal_arguments(options)  # first: this frame shows in a ConfigError's traceback
@@ -80,6 +81,8 @@ class DeviceCode(OpenIDSource):
         self._device_endpoint = device_authorization_endpoint
         self._prompt = prompt
         self._interactive = interactive
+        #: Adapts a non-standard device authorization answer (a dict) before it is parsed.
+        self.device_response_hook = device_response_hook
 
     _new_login = "a new device login"
 
