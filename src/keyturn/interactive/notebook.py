@@ -5,9 +5,23 @@ In a kernel stdin and stderr are not terminals, yet a person is there: a login m
 
 from __future__ import annotations
 
+import os
 import sys
 
-__all__ = ["in_kernel"]
+# Not ``typing`` / ``collections.abc`` at run time: the choice rule that calls kernel_is_remote()
+# may run on ``keyturn token``'s fast path, where every import costs milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["CONTAINER_MARKERS", "in_kernel", "kernel_is_remote"]
+
+#: Environment variables JupyterHub sets in the single-user server, hence in its kernels.
+_JUPYTERHUB_VARIABLES = ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER")
+#: Variables sshd sets in a session: the person sits at another machine.
+_SSH_VARIABLES = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
+#: Files a container runtime puts at the root of the container's file system (Docker; Podman).
+CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 
 
 def in_kernel() -> bool:
@@ -19,3 +33,35 @@ def in_kernel() -> bool:
     get_ipython = getattr(ipython, "get_ipython", None)
     shell = get_ipython() if callable(get_ipython) else None
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def kernel_is_remote(
+    environ: Mapping[str, str] | None = None, *, platform: str | None = None,
+    markers: tuple[str, ...] = CONTAINER_MARKERS,
+) -> bool:
+    """Whether the person's browser is (or may be) on another machine than this kernel, so that it
+    cannot reach a redirect to this machine's 127.0.0.1 and the login must use the device flow.
+
+    True under JupyterHub, in an SSH session, in a container (Docker, Podman, Kubernetes, systemd's
+    ``container=``), and on Linux/BSD without a display. It says where the *kernel* runs, and is
+    meant to be asked when :func:`in_kernel` is true: the notebook's browser is wherever the person
+    is, and only a kernel on their own desktop shares its loopback address.
+    """
+    env = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if any(env.get(name) for name in _JUPYTERHUB_VARIABLES):
+        # A hub spawns the kernel on a node or in a pod; the person's browser reaches it only
+        # through the hub's proxy, never at the node's 127.0.0.1.
+        return True
+    if any(env.get(name) for name in _SSH_VARIABLES):
+        return True
+    if env.get("KUBERNETES_SERVICE_HOST") or env.get("container"):
+        # Kubernetes sets the first in every pod; systemd-nspawn, Podman and LXC set the second.
+        return True
+    if any(os.path.exists(marker) for marker in markers):
+        # A container has its own network namespace: its 127.0.0.1 is not the host browser's.
+        return True
+    if platform.startswith("linux") or "bsd" in platform:
+        # No display: no browser runs on this machine, so the person's is elsewhere.
+        return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+    return False
