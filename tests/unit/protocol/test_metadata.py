@@ -24,6 +24,7 @@ def _doc(issuer: str = ISSUER, **extra: Any) -> dict[str, Any]:
         "authorization_endpoint": f"{base}/authorize",
         "device_authorization_endpoint": f"{base}/device",
         "revocation_endpoint": f"{base}/revoke",
+        "userinfo_endpoint": f"{base}/userinfo",
         "jwks_uri": f"{base}/jwks",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "grant_types_supported": ["client_credentials", "refresh_token"],
@@ -42,18 +43,21 @@ def _status(url: str, status: int, body: bytes = b"not found") -> HttpResponse:
 # -- where to look -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("issuer", "oidc", "rfc8414"), [
-    (ISSUER, OIDC, RFC8414),
-    (ISSUER + "/", OIDC, RFC8414),
-    ("https://login.example.com/tenant/v2.0",
-     "https://login.example.com/tenant/v2.0/.well-known/openid-configuration",
-     "https://login.example.com/.well-known/oauth-authorization-server/tenant/v2.0"),
-    ("https://kc.example:8443/realms/hpc/",
-     "https://kc.example:8443/realms/hpc/.well-known/openid-configuration",
-     "https://kc.example:8443/.well-known/oauth-authorization-server/realms/hpc"),
+@pytest.mark.parametrize(("issuer", "urls"), [
+    (ISSUER, [OIDC, RFC8414]),
+    (ISSUER + "/", [OIDC, RFC8414]),
+    ("https://login.example.com/tenant/v2.0", [
+        "https://login.example.com/tenant/v2.0/.well-known/openid-configuration",
+        "https://login.example.com/.well-known/oauth-authorization-server/tenant/v2.0",
+        "https://login.example.com/tenant/v2.0/.well-known/oauth-authorization-server"]),
+    ("https://kc.example:8443/realms/hpc/", [
+        "https://kc.example:8443/realms/hpc/.well-known/openid-configuration",
+        "https://kc.example:8443/.well-known/oauth-authorization-server/realms/hpc",
+        "https://kc.example:8443/realms/hpc/.well-known/oauth-authorization-server"]),
 ])
-def test_discovery_urls(issuer: str, oidc: str, rfc8414: str) -> None:
-    assert discovery_urls(issuer) == [oidc, rfc8414]
+def test_discovery_urls(issuer: str, urls: list[str]) -> None:
+    # The appended RFC 8414 form only when the issuer has a path (else it is the inserted one).
+    assert discovery_urls(issuer) == urls
 
 
 # -- stepping the flow --------------------------------------------------------------------------------
@@ -77,6 +81,7 @@ def test_oidc_location_first_and_only_when_it_answers() -> None:
     assert metadata.grant_types_supported == ("client_credentials", "refresh_token")
     assert metadata.introspection_endpoint is None
     assert metadata.raw["jwks_uri"] == ISSUER + "/jwks"
+    assert metadata.locations == (OIDC,)
 
 
 @pytest.mark.parametrize("failure", [
@@ -131,16 +136,17 @@ def test_missing_issuer_in_the_document() -> None:
         run_offline(discover(ISSUER), {OIDC: _ok(OIDC, doc)})
 
 
-def test_both_locations_failing_names_the_issuer_and_both_urls() -> None:
+def test_every_location_failing_names_the_issuer_and_the_urls() -> None:
     flow = discover("https://user:pw@id.example.org/realm?x=secret")
     next(flow)
     flow.send(_status("", 404))
+    flow.send(_status("", 410))
     with pytest.raises(DiscoveryError) as info:
         flow.send(HttpResponse(200, {"content-type": "text/html"}, b"<html>", ""))
     message = str(info.value)
     assert "https://id.example.org/realm" in message
     assert "https://id.example.org/realm/.well-known/openid-configuration" in message
-    assert "404" in message
+    assert "404" in message and "410" in message
     assert "HTML" in message
     assert info.value.url == "https://id.example.org/realm"
     assert "secret" not in message and "pw" not in message
@@ -210,3 +216,105 @@ def test_lists_of_the_wrong_shape_are_ignored() -> None:
     assert metadata.token_endpoint_auth_methods_supported is None
     assert metadata.grant_types_supported is None
     assert metadata.mtls_endpoint_aliases == {"token_endpoint": "https://m/t"}
+
+
+# -- merging the documents ----------------------------------------------------------------------------
+
+PATH_ISSUER = "https://as.example/o"
+P_OIDC = "https://as.example/o/.well-known/openid-configuration"
+P_INSERTED = "https://as.example/.well-known/oauth-authorization-server/o"
+P_APPENDED = "https://as.example/o/.well-known/oauth-authorization-server"
+
+
+def _without(doc: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in names}
+
+
+def _steps(flow: Any, answers: list[HttpResponse]) -> tuple[list[str], ServerMetadata]:
+    """Answer the flow's requests in order; the URLs it asked for and its result."""
+    urls = [next(flow).url]
+    try:
+        for answer in answers:
+            urls.append(flow.send(answer).url)
+    except StopIteration as stop:
+        return urls, stop.value
+    raise AssertionError(f"the flow asked for more: {urls}")
+
+
+def test_a_complete_first_document_is_the_only_request() -> None:
+    urls, metadata = _steps(discover(PATH_ISSUER), [_ok(P_OIDC, _doc(PATH_ISSUER))])
+    assert urls == [P_OIDC]
+    assert metadata.locations == (P_OIDC,)
+
+
+def test_the_appended_rfc8414_document_fills_what_the_openid_one_omits() -> None:
+    # The case of issue 11: the OpenID document names neither device nor revocation endpoint,
+    # the RFC 8414 document at {issuer}/.well-known/oauth-authorization-server names both.
+    oidc = _without(_doc(PATH_ISSUER), "device_authorization_endpoint", "revocation_endpoint")
+    urls, metadata = _steps(discover(PATH_ISSUER), [
+        _ok(P_OIDC, oidc),
+        _status(P_INSERTED, 404),
+        _ok(P_APPENDED, _doc(PATH_ISSUER, introspection_endpoint=PATH_ISSUER + "/introspect",
+                             authorization_response_iss_parameter_supported=True)),
+    ])
+    assert urls == [P_OIDC, P_INSERTED, P_APPENDED]
+    assert metadata.revocation_endpoint == PATH_ISSUER + "/revoke"
+    assert metadata.device_authorization_endpoint == PATH_ISSUER + "/device"
+    assert metadata.introspection_endpoint == PATH_ISSUER + "/introspect"
+    assert metadata.raw["authorization_response_iss_parameter_supported"] is True
+    assert metadata.raw["revocation_endpoint"] == PATH_ISSUER + "/revoke"
+    assert metadata.locations == (P_OIDC, P_APPENDED)
+
+
+def test_stops_as_soon_as_the_merged_metadata_is_complete() -> None:
+    oidc = _without(_doc(PATH_ISSUER), "revocation_endpoint")
+    urls, metadata = _steps(discover(PATH_ISSUER), [_ok(P_OIDC, oidc), _ok(P_INSERTED, _doc(PATH_ISSUER))])
+    assert urls == [P_OIDC, P_INSERTED]
+    assert metadata.revocation_endpoint == PATH_ISSUER + "/revoke"
+
+
+def test_where_documents_disagree_the_first_wins() -> None:
+    oidc = _without(_doc(PATH_ISSUER, token_endpoint=PATH_ISSUER + "/oidc-token"), "revocation_endpoint")
+    other = _doc(PATH_ISSUER, token_endpoint=PATH_ISSUER + "/other-token",
+                 grant_types_supported=["other"])
+    metadata = run_offline(discover(PATH_ISSUER), {P_OIDC: _ok(P_OIDC, oidc),
+                                                  P_INSERTED: _ok(P_INSERTED, other)})
+    assert metadata.token_endpoint == PATH_ISSUER + "/oidc-token"
+    assert metadata.raw["token_endpoint"] == PATH_ISSUER + "/oidc-token"
+    assert metadata.grant_types_supported == ("client_credentials", "refresh_token")
+    assert metadata.revocation_endpoint == PATH_ISSUER + "/revoke"
+
+
+@pytest.mark.parametrize("other", [
+    _doc("https://evil.example", revocation_endpoint="https://evil.example/revoke"),
+    _doc(PATH_ISSUER, revocation_endpoint="http://evil.example/revoke"),  # plain http off loopback
+    _doc(PATH_ISSUER, revocation_endpoint=["not", "a", "string"]),
+    {"no": "issuer"},
+])
+def test_a_second_document_for_another_issuer_or_broken_is_not_merged(other: dict[str, Any]) -> None:
+    oidc = _without(_doc(PATH_ISSUER), "revocation_endpoint")
+    metadata = run_offline(discover(PATH_ISSUER), {
+        P_OIDC: _ok(P_OIDC, oidc), P_INSERTED: _ok(P_INSERTED, other),
+        P_APPENDED: _status(P_APPENDED, 404),
+    })
+    assert metadata.revocation_endpoint is None
+    assert metadata.token_endpoint == PATH_ISSUER + "/token"
+    assert metadata.locations == (P_OIDC,)
+
+
+def test_the_first_document_found_is_the_base_even_when_it_is_an_rfc8414_one() -> None:
+    inserted = _without(_doc(PATH_ISSUER), "userinfo_endpoint", "jwks_uri")
+    urls, metadata = _steps(discover(PATH_ISSUER), [
+        _status(P_OIDC, 404), _ok(P_INSERTED, inserted), _status(P_APPENDED, 404),
+    ])
+    assert urls == [P_OIDC, P_INSERTED, P_APPENDED]
+    assert metadata.token_endpoint == PATH_ISSUER + "/token"
+    assert metadata.userinfo_endpoint is None
+
+
+def test_a_base_document_for_another_issuer_is_still_refused() -> None:
+    # Only the documents after the base are skipped when they name another issuer: a base for
+    # another issuer means issuer= points at the wrong server.
+    with pytest.raises(DiscoveryError, match="evil"):
+        run_offline(discover(PATH_ISSUER), {P_OIDC: _status(P_OIDC, 404),
+                                           P_INSERTED: _ok(P_INSERTED, _doc("https://evil.example"))})
