@@ -29,6 +29,7 @@ _LAZY = {
     "KeyturnError": "keyturn.errors",
     "LoginRequired": "keyturn.errors",
     "LoginTimeout": "keyturn.errors",
+    "Logout": "keyturn.logout",
     "MemoryStore": "keyturn.stores.memory",
     "OAuthError": "keyturn.errors",
     "RedisStore": "keyturn.stores.redis",
@@ -60,6 +61,7 @@ __all__ = [
     "KeyturnError",
     "LoginRequired",
     "LoginTimeout",
+    "Logout",
     "MemoryStore",
     "OAuthError",
     "RedisStore",
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
     from .errors import OAuthError as OAuthError
     from .errors import StoreError as StoreError
     from .errors import TransportError as TransportError
+    from .logout import Logout as Logout
     from .protocol.device import DeviceVerification as DeviceVerification
     from .sources.authorization_code import AuthorizationCode as AuthorizationCode
     from .sources.client_credentials import ClientCredentials as ClientCredentials

@@ -85,14 +85,37 @@ def _options(func: F, scope_help: str, flow_help: str) -> F:
         click.option("--client-id", metavar="ID", help="Client id (ad hoc or override)."),
         click.option("--scope", metavar="SCOPES", help=scope_help),
         click.option("--flow", metavar="FLOW", help=flow_help),
+        _ACCOUNT,
     ]):
         func = decorator(func)
     return func
 
 
+#: Where the settings of the options that every command takes without a parameter of its own
+#: (``--account``, ``--device-authorization-endpoint``) wait for :func:`given`.
+_EXTRA = "keyturn.settings"
+
+
+def _setting(key: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def keep(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.meta.setdefault(_EXTRA, {})[key] = value
+    return keep
+
+
+_ACCOUNT = click.option(
+    "--account", metavar="NAME", expose_value=False, callback=_setting("account"),
+    help="A local name for one of several logins at one provider (ad hoc or override; part of "
+         "which login it is, and sent as login_hint where the login takes one).")
+
+
 def source_options(func: F) -> F:
     """``--profile`` and the ad-hoc settings that override it (or stand for a profile): the
     source ``keyturn login`` logs in with."""
+    func = click.option(
+        "--device-authorization-endpoint", metavar="URL", expose_value=False,
+        callback=_setting("device_authorization_endpoint"),
+        help="The device flow's endpoint, for a server whose metadata does not name it.")(func)
     return _options(func, "Space-separated scopes (ad hoc or override).",
                     f"{_FLOWS} ({_PICKED}).")
 
@@ -111,8 +134,11 @@ def saved_login_options(func: F) -> F:
 
 def given(issuer: str | None, client_id: str | None, scope: str | None,
           flow: str | None) -> dict[str, str | None]:
-    """The :func:`source_options` of a command line as profile settings (``--flow`` is ``grant``)."""
-    return {"issuer": issuer, "client_id": client_id, "scope": scope, "grant": flow}
+    """The :func:`source_options` of a command line as profile settings (``--flow`` is ``grant``;
+    ``--account`` and ``--device-authorization-endpoint`` too, when given)."""
+    ctx = click.get_current_context(silent=True)
+    extra: dict[str, str] = ctx.meta.get(_EXTRA, {}) if ctx is not None else {}
+    return {"issuer": issuer, "client_id": client_id, "scope": scope, "grant": flow, **extra}
 
 
 def resolve(profile: str | None, settings: Given) -> Profile:
@@ -150,12 +176,15 @@ AD_HOC = "(ad hoc)"
 
 
 def login_name(prof: Profile) -> str:
-    """Which login a message is about: ``profile hpc``, or for the settings of a command line
-    alone (the profile :data:`AD_HOC`) ``https://issuer (client demo)``."""
+    """Which login a message is about: ``profile hpc`` (``profile hpc, account alice``), or for
+    the settings of a command line alone (the profile :data:`AD_HOC`) ``https://issuer (client
+    demo)`` (``https://issuer (client demo, account alice)``)."""
+    account = prof.settings.get("account")
     if prof.name != AD_HOC:
-        return f"profile {prof.name}"
+        return f"profile {prof.name}" + (f", account {account}" if account else "")
     where = prof.settings.get("issuer") or prof.settings.get("token_endpoint") or "?"
-    return f"{where} (client {prof.settings.get('client_id') or '?'})"
+    return (f"{where} (client {prof.settings.get('client_id') or '?'}"
+            + (f", account {account})" if account else ")"))
 
 
 def login_label(prof: Profile) -> str:
@@ -165,7 +194,7 @@ def login_label(prof: Profile) -> str:
 
 #: The ad-hoc options of a command line, as (option, profile setting).
 _OVERRIDES = (("--issuer", "issuer"), ("--client-id", "client_id"), ("--scope", "scope"),
-              ("--flow", "grant"))
+              ("--flow", "grant"), ("--account", "account"))
 
 
 def login_command(prof: Profile, overrides: Given | None = None) -> str:
@@ -191,6 +220,8 @@ def login_command(prof: Profile, overrides: Given | None = None) -> str:
             words += ["--scope", scope if isinstance(scope, str) else " ".join(scope)]
         if not prof.chosen:
             words += ["--flow", prof.grant]
+        if settings.get("account"):
+            words += ["--account", str(settings["account"])]
     return shlex.join(words)
 
 

@@ -18,6 +18,7 @@ from ..cache import TokenCache
 from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
 from ..integrations import Adapters
+from ..logout import NO_REVOCATION_ENDPOINT, NOTHING_SAVED, REVOCATION_FAILED, Logout
 from ..paths import DEFAULT_LEEWAY
 from ..protocol.client_auth import ClientAuth
 from ..protocol.endpoints import check_endpoint_url
@@ -247,38 +248,46 @@ class Source(Adapters):
         (:meth:`logout` also revokes); returns the newest one forgotten."""
         return self.cache.forget()
 
-    def logout(self) -> None:
+    def logout(self) -> Logout:
         """Forget every token of this source, in memory and in the store, then revoke them at the
-        server when it offers RFC 7009 revocation. A failed revocation is logged, not raised: the
-        tokens are gone from here either way."""
+        server when it offers RFC 7009 revocation (``revocation_endpoint=``, else the one its
+        metadata names). A failed revocation is logged and reported, not raised: the tokens are
+        gone from here either way. Returns what happened (:class:`~keyturn.Logout`): whether the
+        server revoked them, or why not."""
         token = self.cache.forget()
         if token is None:
-            return
+            return Logout(forgotten=False, revoked=False, reason=NOTHING_SAVED)
         try:
-            self._transport.run(self._revoke_flow(token))
+            endpoint = self._transport.run(self._revoke_flow(token))
         except KeyturnError as exc:
-            log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
-                        exc.__class__.__name__)
+            return _revocation_failed(exc)
+        return _revoked_at(endpoint)
 
-    async def alogout(self) -> None:
+    async def alogout(self) -> Logout:
         """:meth:`logout` without blocking the event loop."""
         token = await self.cache.aforget()
         if token is None:
-            return
+            return Logout(forgotten=False, revoked=False, reason=NOTHING_SAVED)
         try:
-            await self._transport.arun(self._revoke_flow(token))
+            endpoint = await self._transport.arun(self._revoke_flow(token))
         except KeyturnError as exc:
-            log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)",
-                        exc.__class__.__name__)
+            return _revocation_failed(exc)
+        return _revoked_at(endpoint)
 
-    def _revoke_flow(self, token: Token) -> Flow[None]:
-        if self.issuer is None:
-            return
-        metadata = yield from self._metadata_flow()
-        endpoint = metadata.revocation_endpoint
+    def _revoke_flow(self, token: Token) -> Flow[str | None]:
+        """Revoke ``token`` at the revocation endpoint; that endpoint, or None when there is none
+        (``revocation_endpoint=`` first: a server may offer one that its metadata omits)."""
+        endpoint = self._revocation_endpoint
         if endpoint is None:
-            return
-        audience = metadata.token_endpoint or endpoint
+            if self.issuer is None:
+                return None
+            metadata = yield from self._metadata_flow()
+            endpoint = metadata.revocation_endpoint
+            if endpoint is None:
+                return None
+        # The audience of a client assertion: the token endpoint, as for the grants.
+        audience = (self._token_endpoint or (self._metadata and self._metadata.token_endpoint)
+                    or endpoint)
         # The refresh token first: revoking it usually takes its access tokens along.
         for value, hint in ((Secret(token.refresh_token or ""), "refresh_token"),
                             (Secret(token.access_token), "access_token")):
@@ -286,6 +295,7 @@ class Source(Adapters):
                 yield from revocation_flow(endpoint=endpoint, token=value, token_type_hint=hint,
                                            client_auth=self.client_auth, audience=audience,
                                            now=time.time())
+        return endpoint
 
     def close(self) -> None:
         self._transport.close()
@@ -374,3 +384,19 @@ class Source(Adapters):
         log.info("%s got a new access token %s (expires in %s s)", type(self).__name__,
                  fingerprint(token.access_token),
                  "?" if token.expires_at is None else f"{token.expires_at - time.time():.0f}")
+
+
+def _revoked_at(endpoint: str | None) -> Logout:
+    if endpoint is None:
+        # Info, not a warning: nothing failed, and the returned Logout says it.
+        log.info("logout: the tokens were forgotten here; the server names no revocation "
+                 "endpoint, so they stay valid until they expire")
+        return Logout(forgotten=True, revoked=False, reason=NO_REVOCATION_ENDPOINT)
+    return Logout(forgotten=True, revoked=True, endpoint=endpoint)
+
+
+def _revocation_failed(exc: KeyturnError) -> Logout:
+    # keyturn's error messages hold no secret (the tokens sent are Secret-wrapped).
+    detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    log.warning("logout: the tokens were forgotten here but not revoked at the server (%s)", detail)
+    return Logout(forgotten=True, revoked=False, reason=REVOCATION_FAILED, detail=detail)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from ..errors import ConfigError
 from ..integrations import Adapters
+from ..logout import NOTHING_SAVED, Logout
 from ..secret import Secret
 from ..token import Token, fingerprint
 
@@ -48,5 +49,6 @@ class StaticToken(Adapters):
     def handle_missing_authorization(self) -> bool:
         return False  # a static token cannot be renewed: let globus-sdk report the 401
 
-    def logout(self) -> None:
-        """Nothing is stored."""
+    def logout(self) -> Logout:
+        """Nothing is stored: nothing to forget or revoke."""
+        return Logout(forgotten=False, revoked=False, reason=NOTHING_SAVED)
