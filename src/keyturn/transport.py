@@ -8,11 +8,17 @@ a :class:`~keyturn.errors.TransportError` naming the endpoint, which says whethe
 have reached the server. The flow is wrapped in :func:`keyturn._retry.retrying` with the
 immutable :class:`RetryPolicy` and carried out by the drivers of :mod:`keyturn._drivers`, which
 keep what a non-idempotent request brought in an uninterruptible critical step (see there).
+
+The clients take nothing from the environment (``trust_env=False``: no ``.netrc``, no
+``SSL_CERT_FILE``) but the proxy variables, read by :mod:`keyturn._proxy` when a client is built:
+each request then goes through the proxy its URL calls for (:class:`_Router`), an https one through
+``CONNECT`` with the server's certificate verified as without a proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 import time
@@ -22,16 +28,18 @@ from typing import TypeVar
 
 import httpx
 
+from . import _proxy
 from ._drivers import adrive, drive
 from ._retry import RetryPolicy, retrying
 from ._tls import ClientCert, TlsVerify, shared_tls_context
 from ._uninterrupted import thread_future
-from .errors import InvalidResponse, TransportError, safe_url
+from .errors import ConfigError, InvalidResponse, TransportError, safe_url
 from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper
 
 __all__ = ["HttpSettings", "Keeper", "RetryPolicy", "Transport", "arun", "run"]
 
 T = TypeVar("T")
+log = logging.getLogger("keyturn.transport")
 
 #: A token or metadata response is a few kilobytes; a megabyte means something is wrong.
 MAX_BODY = 1 << 20
@@ -59,15 +67,129 @@ class HttpSettings:
             context = self._tls.setdefault("context", shared_tls_context(self.verify, self.cert))
         return context
 
+    def __post_init__(self) -> None:
+        if self.proxy is not None and self.proxy.strip().lower() != _proxy.DIRECT:
+            _proxy.check_proxy_url(self.proxy)  # a ConfigError when the source is made
+
+    def __repr__(self) -> str:
+        # Not the dataclass's: the proxy URL may hold a password.
+        proxy = None if self.proxy is None else (
+            self.proxy if self.proxy.strip().lower() == _proxy.DIRECT else _proxy.redact(self.proxy))
+        return (f"HttpSettings(verify={self.verify!r}, cert={self.cert!r}, timeout={self.timeout}, "
+                f"proxy={proxy!r}, retry={self.retry!r})")
+
+    def proxy_rules(self) -> _proxy.ProxyRules:
+        """Which proxy each URL goes through: ``proxy=``, else the environment as it is now."""
+        rules = _proxy.proxy_rules(self.proxy)
+        if rules.routes:
+            log.debug("keyturn goes through %r", rules)
+        return rules
+
+    def proxy_tls_context(self) -> ssl.SSLContext:
+        """The context for an ``https://`` proxy: the same CAs, not the client certificate (the
+        proxy is not the server the certificate authenticates to)."""
+        return shared_tls_context(self.verify, None)
+
     def client(self) -> httpx.Client:
-        return httpx.Client(verify=self.tls_context(), timeout=self.timeout,
-                            follow_redirects=False, trust_env=False)
+        rules = self.proxy_rules()
+        direct = _transport(self, None)
+        transport: httpx.BaseTransport = direct if not rules.routes else _Router(
+            rules, direct, {route.url: _transport(self, route) for route in rules.distinct()})
+        return httpx.Client(transport=transport, timeout=self.timeout, follow_redirects=False,
+                            trust_env=False)
 
     async def async_client(self) -> httpx.AsyncClient:
         if "context" not in self._tls:
             await thread_future(self.tls_context)  # off the loop: it reads files
-        return httpx.AsyncClient(verify=self.tls_context(), timeout=self.timeout,
+        rules = self.proxy_rules()
+        direct = _async_transport(self, None)
+        transport: httpx.AsyncBaseTransport = direct if not rules.routes else _AsyncRouter(
+            rules, direct, {route.url: _async_transport(self, route) for route in rules.distinct()})
+        return httpx.AsyncClient(transport=transport, timeout=self.timeout,
                                  follow_redirects=False, trust_env=False)
+
+
+def _proxy_of(settings: HttpSettings, route: _proxy.Route) -> httpx.Proxy:
+    try:
+        https = route.url.lower().startswith("https://")  # httpcore refuses a context otherwise
+        return httpx.Proxy(route.url, ssl_context=settings.proxy_tls_context() if https else None)
+    except ValueError:  # checked by _proxy already; httpx's words would echo the URL
+        raise ConfigError(f"{route.shown} is not a proxy URL httpx can use") from None
+
+
+def _transport(settings: HttpSettings, route: _proxy.Route | None) -> httpx.HTTPTransport:
+    """One connection pool: direct (``route`` None) or through ``route``'s proxy."""
+    return httpx.HTTPTransport(verify=settings.tls_context(), trust_env=False,
+                               proxy=None if route is None else _proxy_of(settings, route))
+
+
+def _async_transport(settings: HttpSettings, route: _proxy.Route | None
+                     ) -> httpx.AsyncHTTPTransport:
+    return httpx.AsyncHTTPTransport(verify=settings.tls_context(), trust_env=False,
+                                    proxy=None if route is None else _proxy_of(settings, route))
+
+
+#: The attribute of an httpx error that holds the proxy it went through (a :class:`_proxy.Route`).
+_VIA = "keyturn_proxy"
+
+
+class _Router(httpx.BaseTransport):
+    """Each request to the pool of the proxy its URL calls for (httpx's ``mounts=`` patterns know
+    no CIDR ``NO_PROXY`` entries); a failure is tagged with that proxy for the error message."""
+
+    def __init__(self, rules: _proxy.ProxyRules, direct: httpx.HTTPTransport,
+                 proxied: dict[str, httpx.HTTPTransport]) -> None:
+        self._rules, self._direct, self._proxied = rules, direct, proxied
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        route = self._rules.route_for(str(request.url))
+        if route is None:
+            return self._direct.handle_request(request)
+        try:
+            response = self._proxied[route.url].handle_request(request)
+            if response.status_code == 407 and request.url.scheme == "http":
+                # A forwarding proxy's own answer, not the endpoint's (through CONNECT, httpcore
+                # raises ProxyError itself).
+                response.close()
+                raise httpx.ProxyError("407 Proxy Authentication Required", request=request)
+            return response
+        except httpx.TransportError as exc:
+            setattr(exc, _VIA, route)
+            raise
+
+    def close(self) -> None:
+        self._direct.close()
+        for transport in self._proxied.values():
+            transport.close()
+
+
+class _AsyncRouter(httpx.AsyncBaseTransport):
+    """:class:`_Router` for the async client."""
+
+    def __init__(self, rules: _proxy.ProxyRules, direct: httpx.AsyncHTTPTransport,
+                 proxied: dict[str, httpx.AsyncHTTPTransport]) -> None:
+        self._rules, self._direct, self._proxied = rules, direct, proxied
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        route = self._rules.route_for(str(request.url))
+        if route is None:
+            return await self._direct.handle_async_request(request)
+        try:
+            response = await self._proxied[route.url].handle_async_request(request)
+            if response.status_code == 407 and request.url.scheme == "http":
+                # A forwarding proxy's own answer, not the endpoint's (through CONNECT, httpcore
+                # raises ProxyError itself).
+                await response.aclose()
+                raise httpx.ProxyError("407 Proxy Authentication Required", request=request)
+            return response
+        except httpx.TransportError as exc:
+            setattr(exc, _VIA, route)
+            raise
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+        for transport in self._proxied.values():
+            await transport.aclose()
 
 
 class Transport:
@@ -81,7 +203,11 @@ class Transport:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Transport(timeout={self.settings.timeout}, retry={self.settings.retry!r})"
+        proxy = self.settings.proxy
+        shown = None if proxy is None else (
+            proxy if proxy.strip().lower() == _proxy.DIRECT else _proxy.redact(proxy))
+        return (f"Transport(timeout={self.settings.timeout}, proxy={shown!r}, "
+                f"retry={self.settings.retry!r})")
 
     def client(self) -> httpx.Client:
         client = self._client
@@ -111,8 +237,21 @@ class Transport:
             client.close()
 
 
-#: httpx's failures that surely never reached the server: nothing was sent.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: httpx's failures that surely never reached the server: nothing was sent (a proxy that refused
+#: to carry a request did not pass it on).
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+def _certificate_failure(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is what failed."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx's error, httpcore's, then the ssl one
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or seen.reason or "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportError:
@@ -124,10 +263,28 @@ def _transport_error(request: HttpRequest, exc: httpx.HTTPError) -> TransportErr
         httpx.PoolTimeout: "timed out waiting for a connection to",
     }
     kind = kinds.get(type(exc), "failed to talk to")
+    endpoint = f"the {request.purpose} {safe_url(request.url)}"
+    route: _proxy.Route | None = getattr(exc, _VIA, None)  # set by _Router
+    via = route.shown if route is not None else None  # redacted
+    certificate = _certificate_failure(exc)
+    if certificate is not None:
+        through = f" (through the proxy {via})" if via else ""
+        message = (f"could not verify the TLS certificate of {endpoint}{through}: {certificate}; "
+                   "give verify= the CA file that signed the server's certificate")
+    elif isinstance(exc, httpx.ProxyError):
+        # The proxy's own answer (its status line, or the SOCKS reply): no secret of ours.
+        hint = route.bypass_hint if route is not None else 'go direct with proxy="none"'
+        message = (f"the proxy {via} would not carry the request to {endpoint} ({str(exc)[:120]}): "
+                   f"check the proxy URL and its credentials, or {hint}")
+    elif route is not None and isinstance(exc, _NOT_SENT):
+        message = (f"{kind} the proxy {via} on the way to {endpoint} ({exc.__class__.__name__}): "
+                   f"check that the proxy runs there, or {route.bypass_hint}")
+    else:
+        through = f" through the proxy {via}" if via else ""
+        message = (f"{kind} {endpoint}{through} ({exc.__class__.__name__}): check the URL, the "
+                   "network and TLS settings")
     return TransportError(
-        f"{kind} the {request.purpose} {safe_url(request.url)} ({exc.__class__.__name__}): check "
-        "the URL, the network and TLS settings",
-        url=request.url, reached_server=not isinstance(exc, _NOT_SENT),
+        message, url=request.url, reached_server=not isinstance(exc, _NOT_SENT),
         # Not a failure of the network (a body whose encoding is broken): the server answered.
         answered=not isinstance(exc, httpx.TransportError),
     )
