@@ -40,6 +40,7 @@ _LAZY = {
     "Token": "keyturn.token",
     "TokenExchange": "keyturn.sources.token_exchange",
     "TransportError": "keyturn.errors",
+    "UserLogin": "keyturn.sources.user_login",
     "from_profile": "keyturn.config",
 }
 
@@ -72,6 +73,7 @@ __all__ = [
     "Token",
     "TokenExchange",
     "TransportError",
+    "UserLogin",
     "from_profile",
 ]
 
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
     from .sources.refresh_token import RefreshToken as RefreshToken
     from .sources.static import StaticToken as StaticToken
     from .sources.token_exchange import TokenExchange as TokenExchange
+    from .sources.user_login import UserLogin as UserLogin
     from .stores.base import Store as Store
     from .stores.file import FileStore as FileStore
     from .stores.memory import MemoryStore as MemoryStore

@@ -35,6 +35,7 @@ import sys
 from . import registry
 from .cachekey import cache_key, refresh_subject
 from .interactive.browser import can_open_browser
+from .interactive.choice import choose_login
 from .paths import cache_dir as default_cache_dir
 from .paths import config_file
 from .protocol.wire import auth_method_for
@@ -238,8 +239,10 @@ class Profile:
                     "client_secret_file" in table) or "private_key" in table:
                 grant = "client_credentials"
             else:
-                grant = "authorization_code" if (
-                    can_open_browser() and _available("authorization_code")) else "device_code"
+                # The one rule of keyturn.interactive.choice, as UserLogin asks it: the browser
+                # where it can reach the loopback redirect, else the device flow.
+                grant = choose_login(offered=[login for login in registry.LOGIN_PAIR
+                                              if _available(login)])
         if grant not in GRANTS:
             raise _config_error(f"profile {name!r}: grant {grant!r} is not one of "
                                 f"{', '.join(sorted(GRANTS))}")

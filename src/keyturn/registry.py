@@ -55,6 +55,7 @@ __all__ = [
     "LOGIN_PAIR",
     "SHARED_SETTINGS",
     "STORE_ROWS",
+    "USER_LOGIN",
     "GrantRow",
     "StoreRow",
     "grant",
@@ -132,10 +133,17 @@ _BY_NAME = {row.name: row for row in GRANT_ROWS}
 FLOW_ALIASES = {"device": "device_code", "browser": "authorization_code"}
 
 #: The two ways one person logs in to one account, in a browser or with a device code: when a
-#: command does not name the grant, a saved login of either answers for the other
-#: (``keyturn.cli.common.other_login``). Another interactive grant (a login of another kind)
-#: stands in for none.
+#: command does not name the grant, or a :data:`USER_LOGIN` picks it, a saved login of either
+#: answers for the other (:mod:`keyturn.sources.paired`, asked by ``keyturn.cli.common.other_login``
+#: and by ``UserLogin``). Another interactive grant (a login of another kind) stands in for none.
 LOGIN_PAIR: Final = (FLOW_ALIASES["browser"], FLOW_ALIASES["device"])
+
+#: (module, class) of the source that picks one login of :data:`LOGIN_PAIR` where it runs, by
+#: the rule a profile without a grant follows (:func:`keyturn.interactive.choice.choose_login`).
+#: It is not a grant and has no row: no grant type, no cache key of its own (its tokens are
+#: stored under the login that answered, where the pair's sources and the command line find
+#: them); it takes the shared settings and both logins' own (tests/unit/test_registry.py).
+USER_LOGIN: Final = ("keyturn.sources.user_login", "UserLogin")
 
 
 def grant(name: str) -> GrantRow:

@@ -25,7 +25,7 @@ from keyturn.stores.file import FileStore
 from keyturn.stores.memory import MemoryStore
 
 #: Modules of keyturn.sources that hold what the sources share, not a source.
-SHARED_MODULES = {"base", "oidc", "options"}
+SHARED_MODULES = {"base", "oidc", "options", "paired"}
 #: Keywords of a source that a config file cannot hold: objects, callables, keyturn's own.
 NOT_PROFILE_SETTINGS = {"store", "on_refresh", "subject", "seed", "prompt", "interactive",
                         "token_response_hook", "device_response_hook",
@@ -54,7 +54,9 @@ def _keywords(cls: type) -> set[str]:
 def test_every_source_module_has_a_row_and_every_row_a_source() -> None:
     package = Path(keyturn.sources.__file__).parent
     modules = {m.name for m in pkgutil.iter_modules([str(package)])} - SHARED_MODULES
-    assert modules == {row.module.rsplit(".", 1)[1] for row in registry.GRANT_ROWS}
+    # UserLogin picks a grant's row, it has none (registry.USER_LOGIN).
+    assert modules - {registry.USER_LOGIN[0].rsplit(".", 1)[1]} == {
+        row.module.rsplit(".", 1)[1] for row in registry.GRANT_ROWS}
     for row in registry.GRANT_ROWS:
         cls = _row_class(row)
         assert cls.grant_name == row.name  # type: ignore[attr-defined]
@@ -75,6 +77,20 @@ def test_a_source_takes_its_grant_type_and_default_scope_from_its_row(
     # And every keyword of its own that a config file can write is a profile setting.
     own = _keywords(cls) - _keywords(Source) - NOT_PROFILE_SETTINGS
     assert own <= set(row.settings) or not row.profile, own - set(row.settings)
+
+
+def test_user_login_takes_what_both_logins_take() -> None:
+    """UserLogin stands for either login of the pair: every keyword of theirs is one of its own,
+    typed (OpenIDOptions) or spelled out, and it is no grant (no row, no grant type)."""
+    module, name = registry.USER_LOGIN
+    cls = getattr(importlib.import_module(module), name)
+    assert name not in {row.cls for row in registry.GRANT_ROWS}
+    pair = set().union(*(_keywords(_row_class(registry.grant(g))) for g in registry.LOGIN_PAIR))
+    own = {p.name for p in inspect.signature(cls.__init__).parameters.values()
+           if p.kind is p.KEYWORD_ONLY}
+    typed = set(OpenIDOptions.__annotations__)
+    assert pair - {"subject", "seed"} == own | typed  # subject, seed: a source's own business
+    assert not issubclass(cls, Source)
 
 
 def test_the_default_scopes_are_the_registrys() -> None:

@@ -20,8 +20,8 @@ from .._fastindex import remember as remember_in_index
 from ..config import Profile, load_profile
 from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
 from ..paths import DEFAULT_LEEWAY
-from ..registry import paired_login
 from ..sources.base import Source
+from ..sources.paired import paired_saved_login
 from ..token import Token
 from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
 from .timefmt import when
@@ -160,15 +160,14 @@ def remember(prof: Profile, name: str | None, settings: Given, source: Source) -
 def other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
     """The saved login of the other grant of the registry's browser/device pair, when the grant
     was not named (an interactive grant outside the pair has none)."""
-    grant = paired_login(prof.grant)
-    if not prof.chosen or grant is None:
+    if not prof.chosen:
         return None
-    other = prof.with_grant(grant)
-    source = other.build(interactive=False)
-    try:
-        return other, source, source.get_token()
-    except LoginRequired:
+    # The one lookup UserLogin makes too (keyturn.sources.paired).
+    found = paired_saved_login(prof.grant, lambda grant: prof.with_grant(grant).build(interactive=False))
+    if found is None:
         return None
+    source, token = found
+    return prof.with_grant(source.grant_name or ""), source, token
 
 
 #: The name :func:`keyturn.config.load_profile` gives the settings of a command line alone.
