@@ -75,7 +75,7 @@ def test_readme_example_runs(index, readme_provider, redis_url, tmp_path, monkey
 
             monkeypatch.setattr(webbrowser, "open", open_in_chromium)
             # A person runs the example at a terminal (pytest's stdin is not one).
-            monkeypatch.setattr("keyturn.sources.authorization_code.stdio_is_terminal", lambda: True)
+            monkeypatch.setattr("keyturn.sources.authorization_code.person_is_watching", lambda: True)
             monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         stack.enter_context(api.running())
         exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)

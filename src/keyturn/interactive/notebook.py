@@ -1,6 +1,9 @@
 """Knowing that keyturn runs in a Jupyter (IPython) kernel, where a person watches the cell's output.
 
-In a kernel stdin and stderr are not terminals, yet a person is there: a login may start.
+In a kernel stdin and stderr are not terminals, yet a person is there: a login may start, and the
+device prompt is the cell's rich output (:mod:`keyturn.interactive.notebook_prompt`). This module
+only tells where keyturn runs, with ``os`` and ``sys``: the login choice rule imports it on
+``keyturn token``'s fast path.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["CONTAINER_MARKERS", "in_kernel", "kernel_is_remote"]
+__all__ = ["CONTAINER_MARKERS", "in_kernel", "kernel_is_remote", "refuse_loopback_redirect",
+           "remote_reason"]
 
 #: Environment variables JupyterHub sets in the single-user server, hence in its kernels.
 _JUPYTERHUB_VARIABLES = ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER")
@@ -47,21 +51,52 @@ def kernel_is_remote(
     meant to be asked when :func:`in_kernel` is true: the notebook's browser is wherever the person
     is, and only a kernel on their own desktop shares its loopback address.
     """
+    return remote_reason(environ, platform=platform, markers=markers) is not None
+
+
+def remote_reason(
+    environ: Mapping[str, str] | None = None, *, platform: str | None = None,
+    markers: tuple[str, ...] = CONTAINER_MARKERS,
+) -> str | None:
+    """Why :func:`kernel_is_remote` is true, in words for a message ("JupyterHub runs it"); None
+    when it is false."""
     env = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
     if any(env.get(name) for name in _JUPYTERHUB_VARIABLES):
         # A hub spawns the kernel on a node or in a pod; the person's browser reaches it only
         # through the hub's proxy, never at the node's 127.0.0.1.
-        return True
+        return "JupyterHub runs it"
     if any(env.get(name) for name in _SSH_VARIABLES):
-        return True
+        return "it runs in an SSH session"
     if env.get("KUBERNETES_SERVICE_HOST") or env.get("container"):
         # Kubernetes sets the first in every pod; systemd-nspawn, Podman and LXC set the second.
-        return True
+        return "it runs in a container"
     if any(os.path.exists(marker) for marker in markers):
         # A container has its own network namespace: its 127.0.0.1 is not the host browser's.
-        return True
-    if platform.startswith("linux") or "bsd" in platform:
+        return "it runs in a container"
+    if (platform.startswith("linux") or "bsd" in platform) and not (
+            env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
         # No display: no browser runs on this machine, so the person's is elsewhere.
-        return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-    return False
+        return "its machine has no display"
+    return None
+
+
+def refuse_loopback_redirect(issuer: str | None, client_id: str) -> None:
+    """Raise :class:`~keyturn.errors.ConfigError` in a kernel on another machine than the person's
+    browser, before a browser login starts that could only wait for a redirect that never comes."""
+    if not in_kernel():
+        return
+    reason = remote_reason()
+    if reason is None:
+        return
+    from ..errors import ConfigError
+
+    args = (f"issuer={issuer!r}, client_id={client_id!r}" if issuer else
+            f"client_id={client_id!r}, device_authorization_endpoint='...'")
+    raise ConfigError(
+        f"AuthorizationCode cannot sign in from this Jupyter kernel: {reason}, so your browser is "
+        "on another machine and cannot reach the redirect to http://127.0.0.1 here. Use the "
+        f"device flow: keyturn.DeviceCode({args}), or keyturn.UserLogin({args}), which picks "
+        "it in such a kernel (pass open_browser= to AuthorizationCode only if you forward the "
+        "redirect yourself)"
+    )

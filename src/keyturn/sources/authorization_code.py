@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
+from ..account import login_hint
 from ..errors import ConfigError, DiscoveryError
 from ..interactive.landing import LandingPage, LoginOutcome, render
 from ..interactive.loopback import LoopbackListener
+from ..interactive.notebook import refuse_loopback_redirect
 from ..protocol.authcode import (
     AuthorizationRequest,
     code_exchange_flow,
@@ -39,7 +41,7 @@ from ..secret import Secret, conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
-from .oidc import OpenIDSource, stdio_is_terminal
+from .oidc import OpenIDSource, person_is_watching
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -83,8 +85,9 @@ class AuthorizationCode(OpenIDSource):
     ``redirect_port`` a fixed port for the redirect (0: any free one, as RFC 8252 §7.3 wants).
     ``prompt`` is OpenID's ``prompt`` parameter (default: ``consent`` when ``offline_access`` is
     asked for, as OpenID Connect Core §11 requires; ``""`` sends none). ``interactive`` says
-    whether a login may be started at all; by default it may when ``open_browser`` is given or
-    stdin and stderr are terminals.
+    whether a login may be started at all; by default it may when ``open_browser`` is given, when
+    stdin and stderr are terminals, and in a Jupyter kernel (one on another machine than the
+    browser refuses with :class:`~keyturn.errors.ConfigError`: use ``DeviceCode`` there).
     """
 
     grant_name = "authorization_code"
@@ -132,7 +135,7 @@ class AuthorizationCode(OpenIDSource):
     def interactive(self) -> bool:
         if self._interactive is not None:
             return self._interactive
-        return self._open_browser is not None or stdio_is_terminal()
+        return self._open_browser is not None or person_is_watching()
 
     # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
@@ -144,6 +147,9 @@ class AuthorizationCode(OpenIDSource):
         refreshed = yield from self._refresh_or_login_flow(token_endpoint, previous)
         if refreshed is not None:
             return refreshed
+        if self._open_browser is None:
+            # Never wait on a redirect the person's browser cannot reach (a remote kernel).
+            refuse_loopback_redirect(self.issuer, self.client_auth.client_id)
         plan = yield from self._plan_flow(token_endpoint)
         token = yield from self._login_flow(plan)
         return token
@@ -166,6 +172,7 @@ class AuthorizationCode(OpenIDSource):
 
     def _request(self, plan: _LoginPlan, redirect_uri: str) -> AuthorizationRequest:
         params = {k: v for k, v in self._base_params().items() if k != "scope"}
+        params.update(login_hint(self.account, params))  # which of several accounts (account=)
         return AuthorizationRequest.create(
             authorization_endpoint=plan.authorization_endpoint,
             client_id=self.client_auth.client_id, redirect_uri=redirect_uri, scope=self.scope,

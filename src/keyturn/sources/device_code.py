@@ -32,11 +32,12 @@ from ..secret import conceal_arguments
 from ..stores.base import Store
 from ..stores.file import FileStore
 from ..token import Token
-from .oidc import OpenIDSource, stdio_is_terminal
+from .oidc import OpenIDSource, person_is_watching
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ..interactive.prompt import LoginDisplay
     from .options import OpenIDOptions
 
 __all__ = ["DEFAULT_SCOPE", "DeviceCode"]
@@ -56,8 +57,9 @@ class DeviceCode(OpenIDSource):
         source.get_access_token()   # first time: shows a URL, a code and a QR code on stderr
 
     ``prompt(verification)`` is called with a :class:`DeviceVerification` to show; the default
-    writes to stderr. ``interactive`` says whether a login may be started at all; by default it is
-    when a ``prompt`` is given or stdin and stderr are terminals.
+    writes to stderr, or in a Jupyter kernel shows it in the cell (replaced by "Signed in as ..."
+    when done). ``interactive`` says whether a login may be started at all; by default it is when
+    a ``prompt`` is given, when stdin and stderr are terminals, and in a Jupyter kernel.
     """
 
     grant_name = "device_code"
@@ -81,6 +83,8 @@ class DeviceCode(OpenIDSource):
         self._device_endpoint = device_authorization_endpoint
         self._prompt = prompt
         self._interactive = interactive
+        #: The default prompts still on screen (a notebook cell's), by id() of their verification.
+        self._displays: dict[int, LoginDisplay] = {}
         #: Adapts a non-standard device authorization answer (a dict) before it is parsed.
         self.device_response_hook = device_response_hook
 
@@ -90,7 +94,7 @@ class DeviceCode(OpenIDSource):
     def interactive(self) -> bool:
         if self._interactive is not None:
             return self._interactive
-        return self._prompt is not None or stdio_is_terminal()
+        return self._prompt is not None or person_is_watching()
 
     def _show(self, verification: DeviceVerification) -> None:
         if self._prompt is not None:
@@ -98,7 +102,9 @@ class DeviceCode(OpenIDSource):
             return
         from ..interactive.prompt import default_prompt
 
-        default_prompt(verification)
+        display = default_prompt(verification)
+        if display is not None:  # it stays on screen: _approved_flow tells it how the login ended
+            self._displays[id(verification)] = display
 
     # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
@@ -111,8 +117,28 @@ class DeviceCode(OpenIDSource):
         if refreshed is not None:
             return refreshed
         machine = yield from self._login_flow(token_endpoint)
-        token = yield from device_poll_flow(machine)
-        token = yield from self._claims_flow(token, None)
+        token = yield from self._approved_flow(machine)
+        return token
+
+    def _approved_flow(self, machine: DeviceAuthorization) -> Flow[Token]:
+        """The login polled until approved and its ID Token checked; a prompt still on screen (a
+        notebook cell's) replaced by how it ended, on every way out."""
+        display = self._displays.pop(id(machine.verification), None)
+        try:
+            token = yield from device_poll_flow(machine)
+            token = yield from self._claims_flow(token, None)
+        except GeneratorExit:
+            if display is not None:  # the driver dropped the flow: no one left to yield to
+                display.failed(KeyboardInterrupt(), self.issuer)
+            raise
+        except BaseException as exc:
+            if display is not None:
+                yield from call(Blocking(functools.partial(display.failed, exc, self.issuer),
+                                         "show how the login ended"))
+            raise
+        if display is not None:
+            yield from call(Blocking(functools.partial(display.signed_in, token, self.issuer),
+                                     "show who signed in"))
         return token
 
     def _login_flow(self, token_endpoint: str) -> Flow[DeviceAuthorization]:

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidGrant, InvalidIdToken, LoginRequired, OAuthError
+from ..interactive.notebook import in_kernel
 from ..protocol.grants import GRANT_REFRESH_TOKEN, token_flow
 from ..protocol.http import Flow, current_token, invalidate
 from ..protocol.idtoken import (
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from .options import SourceOptions
 
-__all__ = ["JWKS", "OpenIDSource", "RefreshRefused", "stdio_is_terminal"]
+__all__ = ["JWKS", "OpenIDSource", "RefreshRefused", "person_is_watching", "stdio_is_terminal"]
 
 log = logging.getLogger("keyturn")
 
@@ -59,6 +60,12 @@ def stdio_is_terminal() -> bool:
     """True when a person is likely watching: stdin and stderr are terminals."""
     streams = (sys.stdin, sys.stderr)
     return all(s is not None and hasattr(s, "isatty") and s.isatty() for s in streams)
+
+
+def person_is_watching() -> bool:
+    """Whether a login may start by default (the ``interactive`` rule of the person's sources): at
+    a terminal, or in a Jupyter kernel, whose cell shows the prompt though stdio are no terminals."""
+    return stdio_is_terminal() or in_kernel()
 
 
 class OpenIDSource(Source):
