@@ -6,8 +6,11 @@ from the proxy's own log; "direct" means the token came and the proxy saw nothin
 from __future__ import annotations
 
 import logging
+import os
+import re
 import socket
 import traceback
+from pathlib import Path
 
 import pytest
 import trustme
@@ -15,8 +18,10 @@ import trustme
 from keyturn import ClientCredentials, MemoryStore, RefreshToken, TransportError
 from keyturn.server.runner import ServerThread
 from tests.support.clihelper import Cli
+from tests.support.providerfixture import make_client, start_provider
 from tests.support.proxyfixture import RunningProxy, start_microsocks, start_tinyproxy
 from tests.support.serverkit import SERVICE_SECRET, make_config
+from tests.support.tracebackcheck import leaks, renderings, with_context
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,12 +257,17 @@ def test_a_proxy_that_wants_credentials_says_so(provider, tls_server, authproxy,
     assert info.value.reached_server is False
 
 
-def test_a_dead_proxy_with_credentials_never_shows_the_password(provider, caplog, mode):
+def test_a_dead_proxy_with_credentials_never_shows_the_password(provider, caplog, mode,
+                                                               monkeypatch):
     port = _free_port()
-    dead = f"http://alice:{PROXY_PASSWORD}@127.0.0.1:{port}"
-    source = cc(provider, proxy=dead, token_endpoint=provider.token_endpoint, issuer=None)
+    monkeypatch.setenv("DEAD_PROXY", f"http://alice:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    # Made in a frame of its own and read from the environment: the password is no local of the
+    # frames the traceback below shows (the caller's own variables are the caller's business).
+    source = _source_from_environment(provider)
     with caplog.at_level(logging.DEBUG), pytest.raises(TransportError) as info:
         mode.access_token(source)
+    for name, text in renderings(with_context(info.value)).items():
+        assert not leaks(text, [PROXY_PASSWORD]), name
     message = str(info.value)
     assert message.startswith(f"could not connect to the proxy http://***@127.0.0.1:{port} "
                               "(from proxy=) on the way to the token endpoint "
@@ -267,6 +277,11 @@ def test_a_dead_proxy_with_credentials_never_shows_the_password(provider, caplog
              "".join(traceback.format_exception(info.value))]
     for text in shown:
         assert PROXY_PASSWORD not in text
+
+
+def _source_from_environment(provider) -> ClientCredentials:
+    return cc(provider, proxy=os.environ["DEAD_PROXY"], token_endpoint=provider.token_endpoint,
+              issuer=None)
 
 
 def test_a_dead_proxy_from_the_environment_is_named_with_its_variable(provider, monkeypatch):
@@ -324,3 +339,25 @@ def test_cli_profiles_with_a_proxy_and_with_none(provider, proxy, tmp_path):
     failed = cli.run("token", "--profile", "environment")
     assert failed.returncode != 0
     assert f"{dead} (from http_proxy)" in failed.stderr
+
+
+# -- docs/proxies.md ---------------------------------------------------------------------------------
+
+
+def test_the_docs_example_runs(proxy, monkeypatch, tmp_path):
+    docs = Path(__file__).resolve().parents[2] / "docs" / "proxies.md"
+    blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), flags=re.S)
+    assert len(blocks) == 1
+    provider = start_provider([make_client("batch-job", "client_secret_basic",
+                                           grant_types=["client_credentials"])], tmp_path)
+    try:
+        monkeypatch.setenv("KEYTURN_ISSUER", provider.issuer)
+        monkeypatch.setenv("BATCH_JOB_SECRET", str(provider.clients["batch-job"].client_secret))
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)  # the provider is http: HTTP_PROXY applies
+        monkeypatch.setenv("SITE_PROXY", proxy.url)
+        exec(compile(blocks[0], str(docs), "exec"), {})
+        # from_environment and through_proxy went through; direct did not.
+        assert proxy.seen().count(f"POST {provider.token_endpoint}") == 2
+        assert provider.token_requests("batch-job") == 3
+    finally:
+        provider.stop()
