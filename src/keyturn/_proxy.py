@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["DIRECT", "PROXY_SCHEMES", "ProxyRules", "Route", "check_proxy_url", "proxy_rules",
-           "redact"]
+__all__ = ["DIRECT", "PROXY_SCHEMES", "ProxyRules", "Route", "check_proxy_url", "is_direct",
+           "proxy_rules", "redact", "shown"]
 
 #: ``proxy="none"``: no proxy for any URL, whatever the environment says.
 DIRECT = "none"
@@ -42,6 +42,18 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EXAMPLE = 'proxy="http://proxy.example.org:3128" (or proxy="none" to go direct)'
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_direct(proxy: object) -> bool:
+    """Whether ``proxy=`` says to go direct (``"none"``, in any case)."""
+    return isinstance(proxy, str) and proxy.strip().lower() == DIRECT
+
+
+def shown(proxy: str | None) -> str | None:
+    """``proxy=`` as a repr may show it: None, ``"none"``, or the URL redacted."""
+    if proxy is None or is_direct(proxy):
+        return proxy
+    return redact(proxy) if isinstance(proxy, str) else "<not a URL>"
 
 
 def redact(url: str) -> str:
@@ -228,7 +240,7 @@ def proxy_rules(proxy: str | None, environ: Mapping[str, str] | None = None) -> 
     :data:`os.environ`, read now). A proxy variable keyturn cannot use is a :class:`ConfigError`
     naming it."""
     if proxy is not None:
-        if proxy.strip().lower() == DIRECT:
+        if is_direct(proxy):
             return ProxyRules({})
         route = Route(check_proxy_url(proxy), "proxy=")
         return ProxyRules({"http": route, "https": route})

@@ -68,15 +68,13 @@ class HttpSettings:
         return context
 
     def __post_init__(self) -> None:
-        if self.proxy is not None and self.proxy.strip().lower() != _proxy.DIRECT:
+        if self.proxy is not None and not _proxy.is_direct(self.proxy):
             _proxy.check_proxy_url(self.proxy)  # a ConfigError when the source is made
 
     def __repr__(self) -> str:
         # Not the dataclass's: the proxy URL may hold a password.
-        proxy = None if self.proxy is None else (
-            self.proxy if self.proxy.strip().lower() == _proxy.DIRECT else _proxy.redact(self.proxy))
         return (f"HttpSettings(verify={self.verify!r}, cert={self.cert!r}, timeout={self.timeout}, "
-                f"proxy={proxy!r}, retry={self.retry!r})")
+                f"proxy={_proxy.shown(self.proxy)!r}, retry={self.retry!r})")
 
     def proxy_rules(self) -> _proxy.ProxyRules:
         """Which proxy each URL goes through: ``proxy=``, else the environment as it is now."""
@@ -203,10 +201,8 @@ class Transport:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        proxy = self.settings.proxy
-        shown = None if proxy is None else (
-            proxy if proxy.strip().lower() == _proxy.DIRECT else _proxy.redact(proxy))
-        return (f"Transport(timeout={self.settings.timeout}, proxy={shown!r}, "
+        return (f"Transport(timeout={self.settings.timeout}, "
+                f"proxy={_proxy.shown(self.settings.proxy)!r}, "
                 f"retry={self.settings.retry!r})")
 
     def client(self) -> httpx.Client:

@@ -186,6 +186,13 @@ def test_a_bad_proxy_is_a_config_error_saying_what_to_write(url, words):
         or "scheme://host:port" in str(info.value)
 
 
+@pytest.mark.parametrize("value", [3128, ["http://proxy.example.org:3128"], True])
+def test_a_proxy_that_is_no_string_is_a_config_error(value):
+    # A profile's `proxy = 3128` arrives as an int.
+    with pytest.raises(ConfigError, match='proxy must be a proxy URL such as proxy="http://'):
+        HttpSettings(proxy=value)
+
+
 @pytest.mark.parametrize("scheme", ["http", "https", "socks5", "socks5h", "HTTP"])
 def test_the_schemes_httpx_can_go_through(scheme):
     assert check_proxy_url(f"{scheme}://proxy.example.org:1080") == f"{scheme}://proxy.example.org:1080"
