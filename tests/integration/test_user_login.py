@@ -6,6 +6,7 @@ by either flow used by the other, silently, its refresh included; sync and async
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -314,10 +315,30 @@ def test_logout_forgets_the_login_of_either_flow(
     # would find it again.
     desk = user_login(fresh, tmp_path, open_browser=never, prompt=never)
     assert desk.get_token().claims["sub"] == "alice"
-    desk.logout()
+    outcome = desk.logout()
+    assert outcome.forgotten and outcome.revoked, outcome  # the device login, revoked at the provider
     after = user_login(fresh, tmp_path, open_browser=never, prompt=never, interactive=False)
     with pytest.raises(LoginRequired):
         after.get_token()
     assert not list((tmp_path / "tokens").glob("*.json")) or all(
         FileStore(tmp_path / "tokens").load(key) is None
         for key in (desk.cache_key, source.cache_key))
+
+
+def test_the_documented_example_runs(fresh: Provider, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/browser-login.md's UserLogin example, as it stands: at a desk, the device login
+    saved before (over SSH, say) answers it without a login."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "browser-login.md").read_text()
+    section = doc.split("## Either login, picked where it runs: `UserLogin`", 1)[1]
+    [example] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    DeviceCode(issuer=fresh.issuer, client_id=BOTH, prompt=Approver(fresh),
+               store=FileStore(tmp_path / "tokens")).get_token()
+    where(monkeypatch, DESKTOP)
+    monkeypatch.setenv("KEYTURN_ISSUER", fresh.issuer)
+    monkeypatch.setenv("TOKEN_DIR", str(tmp_path / "tokens"))
+    example = example.replace('client_id="cli"', f'client_id="{BOTH}"')
+    exec(compile(example, "docs/browser-login.md", "exec"), {"__name__": "doc_example"})
+    assert capsys.readouterr().out == "authorization_code\n"
+    assert fresh.token_requests(BOTH) == 1  # the device login's: the example made no new one

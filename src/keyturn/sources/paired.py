@@ -4,7 +4,7 @@ rather than named, a login saved by either answers for the other.
 
 The two logins have different cache keys (the grant type is part of a key: a token is the
 grant's answer), so each is saved under its own. Whoever picked the flow looks for the other's
-saved login here before starting a new one: the command line (``keyturn token``, ``whoami``,
+saved login here before starting a new one: the command line (``keyturn token``, through
 :func:`keyturn.cli.common.other_login`) and :class:`~keyturn.sources.user_login.UserLogin`, one
 piece of logic for both, written once as a flow: its one effect asks the source for its token
 (:func:`~keyturn.protocol.http.current_token`), which the sync driver answers with

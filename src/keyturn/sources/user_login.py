@@ -26,6 +26,7 @@ from .._drivers import adrive, drive
 from ..errors import ConfigError, KeyturnError, LoginRequired, TransportError
 from ..integrations import Adapters
 from ..interactive.choice import BROWSER_LOGIN, DEVICE_LOGIN, choose_login
+from ..logout import Logout
 from ..protocol.device import DeviceVerification
 from ..protocol.http import Flow, HttpRequest, HttpResponse, current_token, send
 from ..secret import conceal_arguments
@@ -121,6 +122,17 @@ class _BrowserOrDevice(AuthorizationCode):
             sys.stderr.write("\nA browser window was opened to sign in. If none appeared, open "
                              f"this page in a browser on this machine:\n    {url}\n")
             sys.stderr.flush()
+
+
+def _together(outcomes: list[Logout]) -> Logout:
+    """One :class:`Logout` for the two logins: nothing saved when neither had a login; else the
+    first whose tokens the server did not revoke (they stay valid: the person must hear it), else
+    a revoked one."""
+    forgotten = [outcome for outcome in outcomes if outcome.forgotten]
+    if not forgotten:
+        return outcomes[0]
+    kept = [outcome for outcome in forgotten if not outcome.revoked]
+    return (kept or forgotten)[0]
 
 
 def _no_request(request: HttpRequest) -> HttpResponse:
@@ -343,22 +355,28 @@ class UserLogin(Adapters):
         self._active = None
         return newest
 
-    def logout(self) -> None:
+    def logout(self) -> Logout:
         """Forget both logins (browser and device) and revoke their tokens at the server (see
-        :meth:`~keyturn.sources.base.Source.logout`): either would answer the next call otherwise."""
+        :meth:`~keyturn.sources.base.Source.logout`): either would answer the next call otherwise.
+        What happened (:class:`~keyturn.Logout`): a login whose tokens stay valid is reported
+        before one that was revoked."""
+        outcomes = []
         for first, *others in self._logins():
-            first.logout()  # forgets this login's tokens in the shared store, and revokes them
+            outcomes.append(first.logout())  # this login's tokens, in the shared store: revoked
             for source in others:
                 source.forget()  # what they still hold in memory
         self._active = None
+        return _together(outcomes)
 
-    async def alogout(self) -> None:
+    async def alogout(self) -> Logout:
         """:meth:`logout` without blocking the event loop."""
+        outcomes = []
         for first, *others in self._logins():
-            await first.alogout()
+            outcomes.append(await first.alogout())
             for source in others:
                 await source.cache.aforget()
         self._active = None
+        return _together(outcomes)
 
     def userinfo(self) -> dict[str, Any]:
         """The UserInfo claims (OIDC Core §5.3) of the login that answers."""
