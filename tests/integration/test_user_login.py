@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from keyturn import AuthorizationCode, DeviceCode, DeviceVerification, FileStore, LoginRequired, UserLogin
@@ -27,6 +28,7 @@ from tests.support.providerfixture import (
     make_client,
     start_provider,
 )
+from tests.support.serverkit import ServerThread, make_config, page_approve
 
 #: Public native clients with both logins (loopback redirects with any port, PKCE).
 BOTH = "both"  # 1 h access tokens
@@ -251,6 +253,31 @@ def test_a_refused_redirect_is_told_apart_from_a_login_page(
     assert fresh.token_requests(BOTH, AUTHCODE) == 1
 
 
+def test_a_device_only_server_gives_the_device_flow_at_a_desk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # keyturn's own server has no browser login: its /authorize only explains that, with a 400
+    # page (RFC 6749 §4.1.2.1), which the probe finds before a browser is opened.
+    where(monkeypatch, DESKTOP)
+    server = ServerThread(make_config(), data_dir=tmp_path / "server")
+    try:
+        codes: list[str] = []
+
+        def person(verification: DeviceVerification) -> None:
+            codes.append(verification.user_code)
+            threading.Thread(target=page_approve, args=(server.issuer, verification.user_code),
+                             daemon=True).start()
+
+        browser = NoBrowser()
+        source = UserLogin(issuer=server.issuer, client_id="demo", open_browser=browser,
+                           prompt=person, store=FileStore(tmp_path / "tokens"))
+        assert source.chosen == AUTHCODE
+        token = source.get_token()
+        assert token.claims["sub"] == "alice" and len(codes) == 1
+        assert browser.urls == [] and source.grant_name == "device_code"
+    finally:
+        server.stop()
+
+
 # -- one saved login for both flows ---------------------------------------------------------------
 
 
@@ -277,6 +304,27 @@ def test_a_device_login_answers_at_a_desk_and_refreshes(
                         store=FileStore(tmp_path / "tokens"))
     assert silent.get_access_token() == fresh_token
     assert source.userinfo()["sub"] == "erin"
+
+
+def test_when_the_other_flows_login_ends_a_new_login_uses_the_flow_chosen_here(
+        fresh: Provider, chromium: BrowserThread, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = DeviceCode(issuer=fresh.issuer, client_id=SHORT, prompt=Approver(fresh, "gina"),
+                       leeway=1.0, store=FileStore(tmp_path / "tokens")).get_token()
+    where(monkeypatch, DESKTOP)
+    person = Person(chromium, "hank")
+    source = user_login(fresh, tmp_path, SHORT, open_browser=person, prompt=never)
+    assert source.get_token().claims["sub"] == "gina" and source.grant_name == "device_code"
+    # The provider ends the device login (RFC 7009): its refresh token is refused from now on.
+    assert first.refresh_token
+    revoked = httpx.post(fresh.revocation_endpoint, data={
+        "token": first.refresh_token, "token_type_hint": "refresh_token", "client_id": SHORT})
+    assert revoked.status_code == 200
+    wait_past(first.expires_at)
+    token = source.get_token()  # the refresh is refused: a browser login, as chosen at a desk
+    assert token.claims["sub"] == "hank" and source.grant_name == AUTHCODE
+    assert len(person.urls) == 1 and fresh.token_requests(SHORT, AUTHCODE) == 1
+    assert fresh.token_requests(SHORT, "refresh_token") == 1  # the refused one, sent once
 
 
 def test_a_browser_login_answers_over_ssh_async(

@@ -50,9 +50,9 @@ log = logging.getLogger("keyturn")
 
 
 class _NoBrowserLogin(KeyturnError):
-    """The browser login cannot happen here (no browser started, the redirect refused, no
-    authorization endpoint): the device flow takes over. Raised before anything of the login was
-    sent that could not be sent again: no code was issued, no token was asked for."""
+    """The browser login cannot happen here (no browser started, the redirect refused, a provider
+    without it): the device flow takes over. Raised before anything of the login was sent that
+    could not be sent again: no code was issued, no token was asked for."""
 
 
 class _BrowserOrDevice(AuthorizationCode):
@@ -143,6 +143,10 @@ async def _ano_request(request: HttpRequest) -> HttpResponse:
     return _no_request(request)
 
 
+#: The modes of a UserLogin's sources (see UserLogin._source).
+_SILENT, _LOGIN = "silent", "login"
+
+
 class UserLogin(Adapters):
     """Tokens for a person, by the login that works here::
 
@@ -200,25 +204,26 @@ class UserLogin(Adapters):
         self._offered = tuple(offered)
         #: The login the rule picked here; the one started when no saved login answers.
         self.chosen: str = choose_login(offered=self._offered)
-        self._sources: dict[tuple[str, bool], OpenIDSource] = {}
+        self._sources: dict[tuple[str, str], OpenIDSource] = {}
         for login in self._offered:  # now: a bad argument is a ConfigError here, not at first use
-            self._source(login, silent=False)
+            self._source(login, _LOGIN)
         #: The source whose login answers (None until one did).
         self._active: OpenIDSource | None = None
 
-    def _source(self, login: str, silent: bool) -> OpenIDSource:
-        """The source of ``login``: ``silent`` ones never start a login (they find a saved one)."""
-        source = self._sources.get((login, silent))
+    def _source(self, login: str, mode: str) -> OpenIDSource:
+        """The source of ``login`` in ``mode``: :data:`_SILENT` never starts a login (it finds a
+        saved one); :data:`_LOGIN` starts one (the browser login giving way to the device flow
+        when it cannot happen here)."""
+        source = self._sources.get((login, mode))
         if source is None:
+            # Callable[..., ]: each login's class takes its own keywords besides the shared.
+            cls: Callable[..., OpenIDSource] = DeviceCode
             if login == BROWSER_LOGIN:
-                # Callable[..., ]: each login's class takes its own keywords besides the shared.
-                cls: Callable[..., OpenIDSource] = (_BrowserOrDevice if DEVICE_LOGIN in self._offered
-                                           and not silent else AuthorizationCode)
-            else:
-                cls = DeviceCode
-            source = cls(**self._own[login], interactive=False if silent else self._interactive,
-                         **self._options)
-            self._sources[(login, silent)] = source
+                gives_way = mode == _LOGIN and DEVICE_LOGIN in self._offered
+                cls = _BrowserOrDevice if gives_way else AuthorizationCode
+            source = cls(**self._own[login], **self._options,
+                         interactive=False if mode == _SILENT else self._interactive)
+            self._sources[(login, mode)] = source
         return source
 
     # -- which login answers: one flow, driven sync or async -----------------------------------
@@ -239,7 +244,7 @@ class UserLogin(Adapters):
             else:
                 return active, token
         else:
-            silent = self._source(self.chosen, silent=True)
+            silent = self._source(self.chosen, _SILENT)
             try:
                 token = yield from current_token(silent)
             except LoginRequired:
@@ -247,19 +252,19 @@ class UserLogin(Adapters):
             else:
                 return silent, token
             found = yield from paired_saved_login_flow(
-                self.chosen, functools.partial(self._source, silent=True))
+                self.chosen, functools.partial(self._source, mode=_SILENT))
             if found is not None:
                 return found
             if not self.interactive:
                 raise LoginRequired(
                     "no saved login (browser or device) for this UserLogin and this call is not "
                     "interactive: log in first (keyturn login), or pass interactive=True")
-        source = self._source(self.chosen, silent=False)
+        source = self._source(self.chosen, _LOGIN)
         try:
             token = yield from current_token(source)
         except _NoBrowserLogin as exc:
             log.info("UserLogin: %s; logging in with the device flow instead", exc)
-            source = self._source(DEVICE_LOGIN, silent=False)
+            source = self._source(DEVICE_LOGIN, _LOGIN)
             token = yield from current_token(source)
         return source, token
 
@@ -300,7 +305,7 @@ class UserLogin(Adapters):
     @property
     def interactive(self) -> bool:
         """Whether a login may be started (the chosen login's answer)."""
-        return self._source(self.chosen, silent=False).interactive
+        return self._source(self.chosen, _LOGIN).interactive
 
     @property
     def grant_name(self) -> str:
@@ -313,7 +318,7 @@ class UserLogin(Adapters):
     def cache_key(self) -> str:
         """Where the tokens of the login that answers are stored (see :attr:`grant_name`)."""
         active = self._active
-        return (active if active is not None else self._source(self.chosen, silent=False)).cache_key
+        return (active if active is not None else self._source(self.chosen, _LOGIN)).cache_key
 
     @property
     def login_timeout(self) -> float:
@@ -340,7 +345,7 @@ class UserLogin(Adapters):
     def saved_token(self) -> Token | None:
         """The saved token of the login that answers (:attr:`grant_name`), as it is."""
         active = self._active
-        return (active if active is not None else self._source(self.chosen, silent=False)).saved_token()
+        return (active if active is not None else self._source(self.chosen, _LOGIN)).saved_token()
 
     def forget(self) -> Token | None:
         """Forget both logins (browser and device), in memory and in the store, without revoking
