@@ -4,7 +4,9 @@ A profile that does not resolve (its secret's variable is unset, its secret file
 :class:`~keyturn.errors.ConfigError` of that profile) is a row of its own with the error's message
 as its ``problem``; the others are shown as usual and the command exits 0. ``--profile NAME`` for
 one such profile fails with the error's exit code. At a terminal the rows are a rich table; off a
-terminal (a pipe, a file) plain aligned text, one line per profile, nothing cut."""
+terminal (a pipe, a file) plain aligned text, one line per profile, nothing cut. The account
+column is each login's ``account`` (several logins at one provider), ``-`` when it has none;
+``--account NAME`` shows only that account's logins."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from .common import one_line, when
 
 __all__ = ["command"]
 
-_COLUMNS = ("profile", "grant", "issuer", "client id", "access token", "refresh token",
-            "re-login due")
+_COLUMNS = ("profile", "grant", "issuer", "client id", "account", "access token",
+            "refresh token", "re-login due")
 
 
 def _row(prof: Profile, now: float) -> dict[str, Any]:
@@ -33,7 +35,8 @@ def _row(prof: Profile, now: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "profile": prof.name, "grant": prof.grant,
         "issuer": prof.kwargs.get("issuer") or prof.kwargs.get("token_endpoint"),
-        "client_id": prof.kwargs.get("client_id"), "logged_in": saved is not None,
+        "client_id": prof.kwargs.get("client_id"), "account": prof.kwargs.get("account"),
+        "logged_in": saved is not None,
         "access_token_valid": False, "expires_at": None, "refresh_token": False,
         "relogin_due_at": None, "scope": None, "problem": None,
     }
@@ -54,12 +57,14 @@ def _problem_row(name: str, exc: ConfigError) -> dict[str, Any]:
         table = profile_settings(name)
     except ConfigError:
         table = {}
-    grant, issuer, client_id = (table.get(key) for key in ("grant", "issuer", "client_id"))
+    grant, issuer, client_id, account = (table.get(key) for key in ("grant", "issuer", "client_id",
+                                                                    "account"))
     issuer = issuer or table.get("token_endpoint")
     return {
         "profile": name, "grant": grant if isinstance(grant, str) else None,
         "issuer": issuer if isinstance(issuer, str) else None,
-        "client_id": client_id if isinstance(client_id, str) else None, "logged_in": False,
+        "client_id": client_id if isinstance(client_id, str) else None,
+        "account": account if isinstance(account, str) else None, "logged_in": False,
         "access_token_valid": False, "expires_at": None, "refresh_token": False,
         "relogin_due_at": None, "scope": None, "problem": one_line(str(exc)),
     }
@@ -110,7 +115,7 @@ def _cells(row: dict[str, Any], now: float) -> list[str]:
         due = when(row["relogin_due_at"], now) if row["relogin_due_at"] else (
             "unknown" if row["refresh_token"] else "-")
     return [row["profile"], row["grant"] or "-", str(row["issuer"] or "-"),
-            str(row["client_id"] or "-"), access,
+            str(row["client_id"] or "-"), str(row["account"] or "-"), access,
             "-" if row["problem"] else "yes" if row["refresh_token"] else "no", due]
 
 
@@ -143,18 +148,24 @@ def _table(rows: list[dict[str, Any]], now: float) -> None:
 
 @click.command("status")
 @click.option("--profile", "-p", metavar="NAME", help="Only this profile (default: all).")
+@click.option("--account", metavar="NAME",
+              help="Only the logins of this account (with --profile: that profile's login as this "
+                   "account).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def command(profile: str | None, as_json: bool) -> None:
+def command(profile: str | None, account: str | None, as_json: bool) -> None:
     """Show each profile's saved login: token validity, refresh token, when a re-login is due.
 
     A profile with a configuration problem is shown with it (exit status 0); with --profile NAME
     that problem is the command's error."""
     now = time.time()
     if profile:
-        rows = [_row(load_profile(profile), now)]  # its ConfigError is the command's error
+        # Its ConfigError is the command's error.
+        rows = [_row(load_profile(profile, overrides={"account": account}), now)]
     else:
         rows = _profile_rows(profile_names(), now)
         rows.extend(_ad_hoc_rows(now))
+        if account is not None:
+            rows = [row for row in rows if row["account"] == account]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from .. import registry, transport
+from ..account import check_account
 from ..cache import TokenCache
 from ..cachekey import cache_key
 from ..errors import ConfigError, DiscoveryError, KeyturnError
@@ -143,7 +144,7 @@ class Source(Adapters):
                                allow_http=allow_insecure_http)
         self._revocation_endpoint = revocation_endpoint
         #: A local name for one of several logins at one provider (part of the cache key).
-        self.account = account
+        self.account = check_account(account)
         #: Adapts a non-standard provider's token answer (a dict) before it is parsed.
         self.token_response_hook = token_response_hook
         self.client_auth = ClientAuth.create(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
+from ..account import login_hint
 from ..errors import ConfigError, DiscoveryError
 from ..protocol.device import (
     DeviceAuthorization,
@@ -153,6 +154,7 @@ class DeviceCode(OpenIDSource):
                     "device_authorization_endpoint=, or use another flow", url=self.issuer,
                 )
         params = {k: v for k, v in self._base_params().items() if v is not None}
+        params.update(login_hint(self.account, params))  # which of several accounts (account=)
         machine = DeviceAuthorization(
             device_authorization_endpoint=endpoint, token_endpoint=token_endpoint,
             client_auth=self.client_auth, params=params, requested_scope=self.scope,
