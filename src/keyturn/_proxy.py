@@ -27,10 +27,11 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .secret import Secret
 
 __all__ = ["DIRECT", "PROXY_SCHEMES", "ProxyRules", "Route", "check_proxy_url", "is_direct",
            "proxy_rules", "redact", "shown"]
@@ -46,14 +47,19 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def is_direct(proxy: object) -> bool:
     """Whether ``proxy=`` says to go direct (``"none"``, in any case)."""
+    if isinstance(proxy, Secret):
+        proxy = proxy.reveal()
     return isinstance(proxy, str) and proxy.strip().lower() == DIRECT
 
 
-def shown(proxy: str | None) -> str | None:
+def shown(proxy: str | Secret[str] | None) -> str | None:
     """``proxy=`` as a repr may show it: None, ``"none"``, or the URL redacted."""
-    if proxy is None or is_direct(proxy):
-        return proxy
-    return redact(proxy) if isinstance(proxy, str) else "<not a URL>"
+    if proxy is None:
+        return None
+    if is_direct(proxy):
+        return DIRECT
+    return redact(proxy.reveal()) if isinstance(proxy, Secret) and isinstance(
+        proxy.reveal(), str) else "<not a URL>"
 
 
 def redact(url: str) -> str:
@@ -72,42 +78,56 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{credentials}{host}" if parts.scheme else f"{credentials}{host}"
 
 
-def check_proxy_url(url: str, *, setting: str = "proxy") -> str:
+def check_proxy_url(url: str | Secret[str], *, setting: str = "proxy") -> str:
     """``url`` if httpx can go through it, else a :class:`ConfigError` saying what to write.
     ``setting`` names where the URL came from (``proxy``, ``HTTPS_PROXY``...); the URL is shown
-    redacted only."""
+    redacted only. Give it as a :class:`Secret`: the frames of a ConfigError's traceback then hold
+    the URL (and a password in it) only as a tag; the check itself runs in a frame that is gone
+    by the time the error is raised."""
+    problem = _proxy_url_problem(_plain(url), setting)
+    if problem is not None:
+        raise ConfigError(problem)
+    return _plain(url).strip()
+
+
+def _plain(url: str | Secret[str]) -> str:
+    return url.reveal() if isinstance(url, Secret) else url
+
+
+def _proxy_url_problem(url: object, setting: str) -> str | None:
+    """What is wrong with ``url`` as a proxy URL (shown redacted), or None."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"{setting} must be a proxy URL such as {_EXAMPLE}")
+        return f"{setting} must be a proxy URL such as {_EXAMPLE}"
     shown = redact(url)
     if "://" not in url:
         shown = redact("http://" + url.strip()).removeprefix("http://")
-        raise ConfigError(f"{setting}={shown!r} has no scheme: write it as {_EXAMPLE}")
+        return f"{setting}={shown!r} has no scheme: write it as {_EXAMPLE}"
     try:
         parts = urlsplit(url.strip())
         host, _ = parts.hostname, parts.port
     except ValueError:
-        raise ConfigError(f"{setting}={shown!r} is not a valid URL: write it as {_EXAMPLE}") from None
+        return f"{setting}={shown!r} is not a valid URL: write it as {_EXAMPLE}"
     scheme = parts.scheme.lower()
     if scheme not in PROXY_SCHEMES:
         hint = " (SOCKS4 is not supported: use the proxy's SOCKS5 side)" if scheme.startswith(
             "socks4") else ""
-        raise ConfigError(f"{setting}={shown!r}: keyturn goes through http://, https://, socks5:// "
-                          f"or socks5h:// proxies{hint}; write it as {_EXAMPLE}")
+        return (f"{setting}={shown!r}: keyturn goes through http://, https://, socks5:// "
+                f"or socks5h:// proxies{hint}; write it as {_EXAMPLE}")
     if not host:
-        raise ConfigError(f"{setting}={shown!r} names no host: write it as {_EXAMPLE}")
+        return f"{setting}={shown!r} names no host: write it as {_EXAMPLE}"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"{setting}={shown!r}: a proxy URL is scheme://host:port only")
+        return f"{setting}={shown!r}: a proxy URL is scheme://host:port only"
     if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-        raise ConfigError(f"{setting}={shown!r} is a SOCKS proxy, which needs the socksio package: "
-                          "pip install 'keyturn[socks]'")
-    return url.strip()
+        return (f"{setting}={shown!r} is a SOCKS proxy, which needs the socksio package: "
+                "pip install 'keyturn[socks]'")
+    return None
 
 
 @dataclass(frozen=True)
 class Route:
     """A proxy to go through: its URL (with any credentials: never show it) and where it was set."""
 
-    url: str
+    url: str = field(repr=False)
     origin: str
 
     @property
@@ -191,14 +211,16 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _getenv(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
-    """(variable, value) for ``name`` (lower case first, as curl); empty counts as unset."""
+def _getenv(environ: Mapping[str, str] | None, name: str) -> tuple[str, Secret[str]] | None:
+    """(variable, value) for ``name`` (lower case first, as curl); empty counts as unset.
+    ``environ`` None is :data:`os.environ`, read here: a frame that binds the whole environment
+    would show every secret in it in a traceback with locals; the value comes back wrapped."""
+    env = os.environ if environ is None else environ
     for variable in (name, name.upper()):
-        if variable == "HTTP_PROXY" and "REQUEST_METHOD" in environ:
+        if variable == "HTTP_PROXY" and "REQUEST_METHOD" in env:
             continue  # CGI: HTTP_PROXY is the client's "Proxy:" header (httpoxy)
-        value = environ.get(variable, "").strip()
-        if value:
-            return variable, value
+        if env.get(variable, "").strip():
+            return variable, Secret(env[variable].strip())
     return None
 
 
@@ -235,7 +257,8 @@ def _parse_bypass(value: str) -> tuple[_Bypass, ...]:
     return tuple(entries)
 
 
-def proxy_rules(proxy: str | None, environ: Mapping[str, str] | None = None) -> ProxyRules:
+def proxy_rules(proxy: str | Secret[str] | None,
+                environ: Mapping[str, str] | None = None) -> ProxyRules:
     """The rules for a source's ``proxy=`` setting; ``proxy=None`` reads ``environ`` (default:
     :data:`os.environ`, read now). A proxy variable keyturn cannot use is a :class:`ConfigError`
     naming it."""
@@ -244,17 +267,16 @@ def proxy_rules(proxy: str | None, environ: Mapping[str, str] | None = None) -> 
             return ProxyRules({})
         route = Route(check_proxy_url(proxy), "proxy=")
         return ProxyRules({"http": route, "https": route})
-    env = os.environ if environ is None else environ
     routes: dict[str, Route] = {}
     for scheme in ("http", "https", "all"):
-        found = _getenv(env, f"{scheme}_proxy")
+        found = _getenv(environ, f"{scheme}_proxy")
         if found is not None:
             variable, value = found
-            if "://" not in value:
-                value = "http://" + value  # curl's default scheme for a proxy
+            if "://" not in value.reveal():
+                value = Secret("http://" + value.reveal())  # curl's default scheme for a proxy
             routes[scheme] = Route(check_proxy_url(value, setting=variable), variable)
     if not routes:
         return ProxyRules({})
-    no_proxy = _getenv(env, "no_proxy")
-    value = no_proxy[1] if no_proxy else ""
-    return ProxyRules(routes, _parse_bypass(value), bypass_all=value == "*")
+    no_proxy = _getenv(environ, "no_proxy")
+    bypass = no_proxy[1].reveal() if no_proxy else ""
+    return ProxyRules(routes, _parse_bypass(bypass), bypass_all=bypass == "*")

@@ -46,8 +46,8 @@ SENSITIVE_NAMES: Final = frozenset({
     "token",
     # the CSRF binding of a login in progress (RFC 6749 §10.12)
     "state",
-    # constructor arguments
-    "private_key", "assertion_key",
+    # constructor arguments (a proxy URL may hold the proxy's password)
+    "private_key", "assertion_key", "proxy",
 })
 
 

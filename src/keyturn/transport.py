@@ -35,6 +35,7 @@ from ._tls import ClientCert, TlsVerify, shared_tls_context
 from ._uninterrupted import thread_future
 from .errors import ConfigError, InvalidResponse, TransportError, safe_url
 from .protocol.http import Flow, HttpRequest, HttpResponse, Keeper
+from .secret import Secret
 
 __all__ = ["HttpSettings", "Keeper", "RetryPolicy", "Transport", "arun", "run"]
 
@@ -54,8 +55,10 @@ class HttpSettings:
     verify: TlsVerify = True
     cert: ClientCert | None = None
     timeout: float = 30.0
-    #: A proxy URL, ``"none"`` to go direct, or None for the proxy environment variables.
-    proxy: str | None = None
+    #: A proxy URL, ``"none"`` to go direct, or None for the proxy environment variables. Kept
+    #: as a :class:`~keyturn.secret.Secret` (a given ``str`` is wrapped): the URL may hold the
+    #: proxy's password, and every frame of a traceback that holds these settings shows them.
+    proxy: str | Secret[str] | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)
 
@@ -68,6 +71,7 @@ class HttpSettings:
         return context
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "proxy", Secret.optional(self.proxy))
         if self.proxy is not None and not _proxy.is_direct(self.proxy):
             _proxy.check_proxy_url(self.proxy)  # a ConfigError when the source is made
 

@@ -79,6 +79,7 @@ ACTOR_TOKEN = _value("ak")
 ASSERTION = _value("as")
 REDIS_PASSWORD = _value("rp")
 SERVER_SECRET = _value("sv")
+PROXY_PASSWORD = _value("pp")
 CLIENT_ID = "svc-trace"
 
 
@@ -107,7 +108,7 @@ LABELS = {
     NEW_REFRESH: "rotated refresh token", ID_SIGNATURE: "id_token signature",
     DEVICE_CODE: "device code", AUTH_CODE: "authorization code", SUBJECT_TOKEN: "subject token",
     ACTOR_TOKEN: "actor token", ASSERTION: "JWT assertion", REDIS_PASSWORD: "Redis password",
-    SERVER_SECRET: "server-side client secret",
+    SERVER_SECRET: "server-side client secret", PROXY_PASSWORD: "proxy password",
     basic_value(CLIENT_ID, CLIENT_SECRET): "Basic header value",
     basic_value("server-client", SERVER_SECRET): "server-side Basic header value",
     **{line: "private key PEM line" for line in pem_lines(PRIVATE_PEM)},
@@ -441,6 +442,12 @@ CONFIG_ERRORS: dict[str, Callable[[], Any]] = {
     "both assertion kinds": lambda: JwtBearer(
         token_endpoint="http://127.0.0.1:1/token", client_id=CLIENT_ID,
         assertion=ASSERTION, assertion_key=PRIVATE_PEM),
+    "leeway next to a proxy password": lambda: ClientCredentials(
+        token_endpoint="http://127.0.0.1:1/token", client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+        proxy=f"http://user:{PROXY_PASSWORD}@127.0.0.1:3128", leeway=-1),
+    "a proxy URL with a path, and a password": lambda: ClientCredentials(
+        token_endpoint="http://127.0.0.1:1/token", client_id=CLIENT_ID,
+        proxy=f"http://user:{PROXY_PASSWORD}@127.0.0.1:3128/path"),
     "redis lease next to a password": lambda: RedisStore(
         f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0", lease=0),
     "redis URL that is not one": lambda: RedisStore(

@@ -40,9 +40,11 @@ def redirecting_server():
 
 def test_a_redirect_is_not_followed_with_the_credentials(redirecting_server, monkeypatch):
     url, hits = redirecting_server
-    # A proxy in the environment must not be used either: it would break this loopback call.
+    # The proxy environment is honoured (issue 11), and NO_PROXY sends this loopback call direct:
+    # through the dead proxy at port 9 it could not reach the server at all.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     source = ClientCredentials(token_endpoint=url + "/token", client_id="c", client_secret="s",
                                store=MemoryStore())
     with pytest.raises(InvalidResponse) as info:

@@ -43,7 +43,7 @@ class SourceOptions(TypedDict, total=False):
     timeout: float
     allow_insecure_http: bool
     on_refresh: Callable[[Token], None] | None
-    proxy: str | None
+    proxy: str | Secret[str] | None
     account: str | None
     revocation_endpoint: str | None
     token_response_hook: Callable[[dict[str, Any]], dict[str, Any]] | None
