@@ -116,7 +116,7 @@ class Source(Adapters):
         timeout: float = 30.0,
         allow_insecure_http: bool = False,
         on_refresh: Callable[[Token], None] | None = None,
-        proxy: str | None = None,
+        proxy: str | Secret[str] | None = None,
         account: str | None = None,
         revocation_endpoint: str | None = None,
         token_response_hook: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -128,6 +128,7 @@ class Source(Adapters):
         # conceal_arguments(kwargs).)
         client_secret = Secret.optional(client_secret)
         private_key = Secret.optional(private_key)
+        proxy = Secret.optional(proxy)  # a proxy URL may hold the proxy's password
         if not issuer and not token_endpoint:
             raise ConfigError("give issuer= (for discovery) or token_endpoint=")
         if leeway < 0:
