@@ -1,7 +1,8 @@
 """A small OAuth server on 127.0.0.1 whose metadata documents a test writes, for discovery tests.
 
 It serves what a test puts in ``documents`` (path -> JSON object; any other path is a 404), a
-client_credentials token endpoint that issues random opaque tokens (any client), and a revocation
+token endpoint that issues random opaque tokens (any client, any grant), a device authorization
+endpoint whose logins are approved at once (the first poll gets a token), and a revocation
 endpoint that records every request (``revocations``) and answers ``revocation_status``. It stands
 in for servers whose OpenID and RFC 8414 documents say different things (issue 11: an OpenID
 document without ``revocation_endpoint``, an RFC 8414 one at the appended location naming it),
@@ -82,6 +83,12 @@ class DiscoveryServer:
                         server.issued.append(token)
                     self._reply(200, {"access_token": token, "token_type": "Bearer",
                                       "expires_in": 3600})
+                elif self.path == f"{server.path}/device":
+                    # RFC 8628 §3.2, approved at once: the first poll gets a token.
+                    self._reply(200, {"device_code": secrets.token_urlsafe(16),
+                                      "user_code": "BCDF-GHJK",
+                                      "verification_uri": f"{server.issuer}/verify",
+                                      "expires_in": 300, "interval": 1})
                 elif self.path == f"{server.path}/revoke":
                     status = server.revocation_status
                     self._reply(status, None if status == 200 else {

@@ -151,7 +151,8 @@ class DeviceCode(OpenIDSource):
             if not endpoint:
                 raise DiscoveryError(
                     f"issuer {self.issuer} offers no device_authorization_endpoint: pass "
-                    "device_authorization_endpoint=, or use another flow", url=self.issuer,
+                    "device_authorization_endpoint= (keyturn login --device-authorization-endpoint "
+                    "URL), or use another flow", url=self.issuer,
                 )
         params = {k: v for k, v in self._base_params().items() if v is not None}
         params.update(login_hint(self.account, params))  # which of several accounts (account=)
