@@ -283,10 +283,13 @@ def test_sync_call_in_a_cell_counts_down_while_it_waits(
     # Once signed in, the countdown is over: nothing replaces the outcome.
     messages, _ = kernel.run("import time; time.sleep(1); source.get_token().claims['sub']")
     assert result(messages) == "'alice'" and not displays(messages, "update_display_data")
-    # The saved login serves the next call without a prompt.
-    messages, _ = kernel.run("source.invalidate(source.get_access_token()); "
-                             "len(source.get_access_token()) > 10")
-    assert result(messages) == "True" and not displays(messages) and not errors(messages)
+    # The saved login serves another source of the same store, silent, without a prompt.
+    messages, _ = kernel.run(f"""
+    other = DeviceCode(issuer={knobs.issuer!r}, client_id="public", interactive=False,
+                       store=FileStore({str(store)!r}))
+    other.get_token().claims["sub"]
+    """)
+    assert result(messages) == "'alice'" and not displays(messages) and not errors(messages)
 
 
 def test_a_denied_login_says_so_in_place(
@@ -301,6 +304,30 @@ def test_a_denied_login_says_so_in_place(
     assert [e.split(":")[0] for e in errors(messages)] == ["AccessDenied"]
     updates = updates_of(messages, check_prompt(messages, knobs))
     assert "Login at <strong>" in updates[-1] and "was denied." in updates[-1]
+
+
+def test_an_interrupted_login_says_so_in_place(
+        start_kernel: Callable[..., Kernel], knobs: Provider, tmp_path: Path) -> None:
+    kernel = start_kernel()
+    interrupted: list[Message] = []
+
+    def interrupt(msg: Message) -> None:
+        # The person gives up (Jupyter's "interrupt the kernel") while the cell waits.
+        if msg["msg_type"] == "update_display_data" and not interrupted:
+            interrupted.append(msg)
+            kernel.manager.interrupt_kernel()
+
+    messages, reply = kernel.run(device_cell(knobs, tmp_path / "store",
+                                             "source.get_access_token()"), on_message=interrupt)
+    assert interrupted and reply["content"]["status"] == "error"
+    assert [e.split(":")[0] for e in errors(messages)] == ["KeyboardInterrupt"]
+    updates = updates_of(messages, check_prompt(messages, knobs))
+    assert "was interrupted." in updates[-1]
+    # The store was left as it was: the next cell starts a new login (and is not stuck on a lock).
+    person = Person(knobs)
+    messages, reply = kernel.run("source.get_token().claims['sub']", on_message=person)
+    person.done()
+    assert result(messages) == "'alice'" and not errors(messages)
 
 
 def test_authorization_code_in_a_remote_kernel_says_to_use_the_device_flow(
@@ -319,6 +346,26 @@ def test_authorization_code_in_a_remote_kernel_says_to_use_the_device_flow(
     assert "JupyterHub runs it" in error
     assert f"keyturn.DeviceCode(issuer={provider.issuer!r}, client_id='public')" in error
     assert not displays(messages)
+
+
+def test_user_login_in_a_jupyterhub_kernel_uses_the_device_flow_in_the_cell(
+        start_kernel: Callable[..., Kernel], knobs: Provider, tmp_path: Path) -> None:
+    kernel = start_kernel(JUPYTERHUB_USER="ada", JUPYTERHUB_API_URL="http://127.0.0.1:1/hub/api",
+                          DISPLAY=":0")
+    person = Person(knobs)
+    messages, reply = kernel.run(f"""
+    from keyturn import FileStore, UserLogin
+    source = UserLogin(issuer={knobs.issuer!r}, client_id="public",
+                       store=FileStore({str(tmp_path / "store")!r}))
+    print("chosen:", source.chosen)
+    (await source.aget_token()).claims["sub"]
+    """, on_message=person)
+    person.done()
+    assert not errors(messages) and reply["content"]["status"] == "ok"
+    assert stdout(messages) == "chosen: device_code\n"
+    assert result(messages) == "'alice'"
+    assert "Signed in as" in updates_of(messages, check_prompt(messages, knobs))[-1]
+    assert knobs.token_requests("public", "authorization_code") == 0
 
 
 def test_outside_a_kernel_a_program_without_a_terminal_is_still_not_interactive(
