@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import AccessDenied, ExpiredToken
-from .prompt import prompt_lines
+from .device_text import prompt_lines
 
 if TYPE_CHECKING:
     from ..protocol.device import DeviceVerification

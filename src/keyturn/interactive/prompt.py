@@ -16,12 +16,13 @@ import sys
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from ..protocol.device import DeviceVerification
+from .device_text import prompt_lines
 from .notebook import in_kernel
 
 if TYPE_CHECKING:
     from ..token import Token
 
-__all__ = ["LoginDisplay", "default_prompt", "prompt_lines", "qr_text"]
+__all__ = ["LoginDisplay", "default_prompt", "qr_text"]
 
 
 class LoginDisplay(Protocol):
@@ -54,21 +55,6 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # closed or replaced by something that is not a file
         return False
-
-
-def prompt_lines(verification: DeviceVerification) -> list[str]:
-    """The prompt as plain text lines (no QR code): what a terminal, a log or a pipe shows."""
-    minutes = max(1, round(verification.expires_in / 60))
-    lines = [
-        "To sign in, open this page in a browser on any device:",
-        f"    {verification.verification_uri}",
-        f"and enter the code:  {verification.user_code}",
-    ]
-    complete = verification.verification_uri_complete
-    if complete:
-        lines.append(f"(or open {complete} to skip typing the code)")
-    lines.append(f"The code is valid for {minutes} minute{'s' if minutes != 1 else ''}.")
-    return lines
 
 
 def default_prompt(verification: DeviceVerification, *,
