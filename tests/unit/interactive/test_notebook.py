@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keyturn.interactive.notebook import kernel_is_remote
+from keyturn.interactive.notebook import kernel_is_remote, refuse_loopback_redirect, remote_reason
 
 DESKTOP = {"DISPLAY": ":0"}
 
@@ -60,3 +60,22 @@ def test_empty_values_do_not_count() -> None:
 def test_defaults_read_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTERHUB_USER", "ada")
     assert kernel_is_remote() is True
+
+
+@pytest.mark.parametrize(("env", "platform", "reason"), [
+    ({"JUPYTERHUB_USER": "ada", "SSH_TTY": "/dev/pts/1"}, "linux", "JupyterHub runs it"),
+    ({**DESKTOP, "SSH_CONNECTION": "x"}, "linux", "it runs in an SSH session"),
+    ({**DESKTOP, "container": "podman"}, "linux", "it runs in a container"),
+    ({}, "linux", "its machine has no display"),
+    (DESKTOP, "linux", None),
+    ({}, "darwin", None),
+])
+def test_the_reason_names_what_made_the_kernel_remote(
+        env: dict[str, str], platform: str, reason: str | None) -> None:
+    assert remote_reason(env, platform=platform, markers=()) == reason
+
+
+def test_outside_a_kernel_nothing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A program (not a kernel) on a JupyterHub node: keyturn login's own rule decides there.
+    monkeypatch.setenv("JUPYTERHUB_USER", "ada")
+    assert refuse_loopback_redirect("https://id.example", "cli") is None
