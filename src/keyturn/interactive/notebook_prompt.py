@@ -173,8 +173,9 @@ class DevicePrompt:
         self._clock = clock
         self._every = UPDATE_EVERY if every is None else every
         self._deadline = verification.expires_at or clock() + verification.expires_in
-        # RFC 8628 §3.3.1: verification_uri_complete is for "non-textual transmission" (a link, a
-        # QR code); the person can still type verification_uri and the code.
+        # RFC 8628 §3.3.1: clients "MAY present this URI in a non-textual manner" (the link's
+        # target, the QR code), and "it is RECOMMENDED for clients to still display the textual
+        # verification URI" (the link's text), with the user_code beside it.
         self._link = (link_target(verification.verification_uri_complete)
                       or link_target(verification.verification_uri))
         self._qr = qr_data_uri(self._link) if self._link else None
