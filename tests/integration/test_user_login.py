@@ -6,8 +6,11 @@ by either flow used by the other, silently, its refresh included; sync and async
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -390,3 +393,55 @@ def test_the_documented_example_runs(fresh: Provider, tmp_path: Path,
     exec(compile(example, "docs/browser-login.md", "exec"), {"__name__": "doc_example"})
     assert capsys.readouterr().out == "authorization_code\n"
     assert fresh.token_requests(BOTH) == 1  # the device login's: the example made no new one
+
+
+# -- in a real Jupyter kernel ---------------------------------------------------------------------
+
+KERNEL_CELL = """
+from keyturn import UserLogin
+print(UserLogin(issuer={issuer!r}, client_id="both", store=None).chosen)
+"""
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({**DESKTOP, "JUPYTERHUB_API_URL": "http://hub:8081/hub/api", "JUPYTERHUB_USER": "ada"},
+     "device_code"),
+    ({**DESKTOP, **SSH}, "device_code"),
+], ids=["JupyterHub", "over SSH"])
+def test_a_remote_kernel_picks_the_device_flow(
+        idp: Provider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        environ: dict[str, str], expected: str) -> None:
+    """In a kernel the notebook's browser is the person's, not one beside the kernel: with a
+    display (as a hub's image may set) the rule still says the device flow there, while the same
+    environment outside a kernel says the browser. (This machine is a container, which alone
+    makes a kernel remote: a kernel on a desktop is the rule's unit table's.)"""
+    jupyter_client = pytest.importorskip("jupyter_client.manager")
+    specs = tmp_path / "jupyter"
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(specs),
+                    "--name", "keyturn-user-login"], check=True, capture_output=True, timeout=60)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "BROWSER")} | environ
+    env["JUPYTER_PATH"] = str(specs / "share" / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", env["JUPYTER_PATH"])
+    manager, client = jupyter_client.start_new_kernel(kernel_name="keyturn-user-login", env=env,
+                                                      cwd=str(tmp_path))
+    try:
+        out: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        reply = client.execute_interactive(KERNEL_CELL.format(issuer=idp.issuer), timeout=60,
+                                           output_hook=hook)
+        assert reply["content"]["status"] == "ok", out
+        assert "".join(out) == f"{expected}\n"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    # Outside a kernel a display means a browser here, unless the session is SSH's.
+    where(monkeypatch, environ)
+    outside = user_login(idp, tmp_path, store=None).chosen
+    assert outside == ("device_code" if "SSH_CONNECTION" in environ else AUTHCODE)
