@@ -185,11 +185,18 @@ class OAuthError(KeyturnError):
         where = f" from {self.url}" if self.url else ""
         text = f"{error}{where}"
         if error_description:
-            text += f": {error_description}"
+            # On one line: Entra ID's descriptions carry "\r\nTrace ID: ..." lines.
+            text += f": {' '.join(error_description.split())}"
         fix = hint if hint is not None else self.hint
         if fix:
-            text += f". {fix}"
+            text = f"{_sentence(text)} {fix}"
         super().__init__(text)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence: a full stop added only when it has none (Keycloak's and
+    Entra ID's descriptions end with one; "...the client.. Allow" reads as a typo)."""
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 class InvalidRequest(OAuthError):
@@ -255,7 +262,8 @@ class AccessDenied(OAuthError):
     RFC 8628 §3.5)."""
 
     code = "access_denied"
-    hint = "The login was refused."
+    hint = ("The request was refused: the person declined the login, or the client is not "
+            "allowed this access (scope, audience) at the authorization server.")
 
 
 class ExpiredToken(OAuthError):

@@ -99,6 +99,19 @@ class Token:
         value = self.extra.get("id_token_claims")
         return dict(value) if isinstance(value, Mapping) else {}
 
+    @property
+    def other_tokens(self) -> tuple[Token, ...]:
+        """The tokens for other resource servers that came in the same answer: Globus Auth's
+        ``other_tokens``, one per resource server, each with its ``extra["resource_server"]``
+        and its own refresh token. () when the answer had none.
+
+        The parser checked them as token answers and keeps them in ``extra["other_tokens"]`` as
+        token records (what a store keeps), so a saved login still has them."""
+        records = self.extra.get("other_tokens")
+        if not isinstance(records, list):
+            return ()
+        return tuple(Token.from_record(record) for record in records if isinstance(record, Mapping))
+
     def with_refresh_token(self, refresh_token: str | None) -> Token:
         """This token carrying ``refresh_token`` (servers that do not rotate omit it on refresh)."""
         return Token(

@@ -58,11 +58,19 @@ from ..secret import Secret, SecretFields
 from ..token import Token
 from . import rfc8628
 from .client_auth import ClientAuth
-from .grants import GRANT_DEVICE_CODE, parse_error_response, parse_token_response, salvage_refresh_token
+from .grants import (
+    GRANT_DEVICE_CODE,
+    TOKEN_ENDPOINT,
+    parse_error_response,
+    parse_token_response,
+    response_members,
+    salvage_refresh_token,
+)
 from .http import Flow, HttpRequest, HttpResponse, Received, Wait, send, sleep_until
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "DEVICE_ENDPOINT",
     "SLOW_DOWN_STEP",
     "TRANSITIONS",
     "DeviceAuthorization",
@@ -81,6 +89,9 @@ log = logging.getLogger("keyturn")
 #: :mod:`.rfc8628`; floats here, as the clock reads.
 DEFAULT_INTERVAL: Final = float(rfc8628.DEFAULT_INTERVAL)
 SLOW_DOWN_STEP: Final = float(rfc8628.SLOW_DOWN_STEP)
+#: The ``purpose`` of the device authorization request: what error messages call the endpoint,
+#: and what ``device_response_hook`` is applied to (:mod:`.hooks`).
+DEVICE_ENDPOINT: Final = "device authorization endpoint"
 
 
 class DeviceState(enum.Enum):
@@ -140,6 +151,9 @@ class DeviceVerification:
     interval: float
     verification_uri_complete: str | None = None
     expires_at: float = 0.0
+    #: The provider's own instructions, when its answer has them (Entra ID's ``message``: "To
+    #: sign in, use a web browser to open the page ... and enter the code ..."), else None.
+    message: str | None = None
 
 
 class DeviceAuthorization:
@@ -192,11 +206,11 @@ class DeviceAuthorization:
         # for public clients, and authenticates confidential ones as at the token endpoint.
         self._client_auth.apply(form, headers, audience=self.token_endpoint, now=now)
         return HttpRequest("POST", self.device_authorization_endpoint, headers=headers, form=form,
-                           purpose="device authorization endpoint")
+                           purpose=DEVICE_ENDPOINT)
 
     def receive_authorization(self, response: HttpResponse, now: float) -> DeviceVerification:
         """Parse the answer; ``now`` is the time the request was sent (so the deadline errs early)."""
-        purpose = "device authorization endpoint"
+        purpose = DEVICE_ENDPOINT
         if response.status != 200:
             raise self._fail(parse_error_response(response, purpose))
         try:
@@ -241,7 +255,7 @@ class DeviceAuthorization:
         # would see a second use of the code and revoke the grant. The transport then resends it
         # only when it surely never reached the server.
         return HttpRequest("POST", self.token_endpoint, headers=headers, form=form,
-                           idempotent=False, purpose="token endpoint")
+                           idempotent=False, purpose=TOKEN_ENDPOINT)
 
     def receive_poll(self, response: HttpResponse, now: float) -> Token | None:
         """The token once approved; None to keep polling. ``now`` is when the poll was sent."""
@@ -257,7 +271,7 @@ class DeviceAuthorization:
             # RFC 8628 §3.5, slow_down: "the interval MUST be increased by 5 seconds for this and
             # all subsequent requests."
             self._fire(Event.SLOW_DOWN)
-            self.interval += SLOW_DOWN_STEP
+            self.interval = max(self.interval + SLOW_DOWN_STEP, _interval_given(response))
         except Exception as exc:
             # access_denied, expired_token (RFC 8628 §3.5) and anything else end the flow.
             raise self._fail(exc) from None
@@ -279,6 +293,21 @@ class DeviceAuthorization:
         self._fire(Event.TIMEOUT)
         self.interval *= 2
         self.next_poll_at = now + self.interval
+
+
+def _interval_given(response: HttpResponse) -> float:
+    """The new ``interval`` a slow_down answer names (GitHub's does: "the response includes the
+    new interval"), or 0. Never less than RFC 8628's increase: :meth:`receive_poll` takes the
+    larger of the two."""
+    try:
+        value = response_members(response, TOKEN_ENDPOINT).get("interval")
+    except InvalidResponse:
+        return 0.0
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # a form-encoded answer (GitHub without Accept: application/json)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 3600:
+        return 0.0  # missing, or not a sensible number of seconds: RFC 8628's 5 more seconds
+    return float(value)
 
 
 def _parse_authorization(
@@ -323,6 +352,7 @@ def _parse_authorization(
     verification = DeviceVerification(
         verification_uri=uri, user_code=user_code, expires_in=expires_in, interval=interval,
         verification_uri_complete=complete, expires_at=now + expires_in,
+        message=text("message", required=False),
     )
     return verification, device_code
 

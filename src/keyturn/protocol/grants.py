@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ..errors import InvalidResponse, oauth_error
-from ..secret import SecretFields
+from ..errors import (
+    AccessDenied,
+    AuthorizationPending,
+    ExpiredToken,
+    InvalidClient,
+    InvalidGrant,
+    InvalidResponse,
+    InvalidScope,
+    InvalidTarget,
+    OAuthError,
+    SlowDown,
+    UnauthorizedClient,
+    oauth_error,
+)
+from ..secret import Secret, SecretFields
 from ..strictjson import loads
 from ..token import Token
 from .client_auth import ClientAuth
@@ -36,9 +50,12 @@ __all__ = [
     "GRANT_JWT_BEARER",
     "GRANT_REFRESH_TOKEN",
     "GRANT_TOKEN_EXCHANGE",
+    "TOKEN_ENDPOINT",
     "normalize_scope",
+    "other_tokens",
     "parse_error_response",
     "parse_token_response",
+    "response_members",
     "scope_param",
     "token_flow",
 ]
@@ -52,6 +69,30 @@ _NOT_EXTRA: Final = frozenset(
      "refresh_expires_in", "refresh_token_expires_in",
      # Claims come only from a validated id_token, never from the response body.
      "id_token_claims"}
+)
+
+#: The ``purpose`` of token requests: what error messages call the endpoint, and what
+#: ``token_response_hook`` is applied to (:mod:`.hooks`).
+TOKEN_ENDPOINT: Final = "token endpoint"
+
+#: Error codes that keep their own class in a 401 answer: they name a problem with the grant, not
+#: with the client's credentials.
+_GRANT_CODES: Final = frozenset(cls.code for cls in (
+    InvalidGrant, InvalidScope, InvalidTarget, AccessDenied, ExpiredToken, AuthorizationPending,
+    SlowDown))
+#: Providers' own codes for what RFC 6749 §5.2 and RFC 8628 §3.5 name otherwise: the error keeps
+#: the provider's code, and gets the class (and hint) of the standard one.
+_PROVIDER_CODES: Final[Mapping[str, type[OAuthError]]] = {
+    # GitHub, with HTTP 200: "The client_id and/or client_secret passed are incorrect."
+    "incorrect_client_credentials": InvalidClient,
+    # GitHub: "Device flow has not been enabled in the app's settings."
+    "device_flow_disabled": UnauthorizedClient,
+    # Entra ID's device flow: "The end user denied the authorization request."
+    "authorization_declined": AccessDenied,
+}
+_REFUSED_CLIENT: Final = (
+    "The server refused the client's credentials (HTTP 401): check client_id, the client "
+    "secret or private key, and that auth_method matches the method registered for this client."
 )
 
 
@@ -88,7 +129,7 @@ def token_flow(
     client_auth.apply(form, headers, audience=endpoint, now=now)
     response = yield from send(HttpRequest(
         "POST", endpoint, headers=headers, form=form, idempotent=idempotent,
-        purpose="token endpoint",
+        purpose=TOKEN_ENDPOINT,
     ))
     refresh = grant_type == GRANT_REFRESH_TOKEN
     try:
@@ -135,7 +176,11 @@ def _body(response: HttpResponse, purpose: str) -> SecretFields:
         from urllib.parse import parse_qsl
 
         return SecretFields(dict(parse_qsl(response.body.decode("utf-8", "replace"))))
-    return SecretFields(response.json_object(purpose))
+    members = SecretFields(response.json_object(purpose))
+    if "other_tokens" in members:
+        # Globus Auth's token answers nested in a list: shown as a tag only, as the tokens are.
+        members["other_tokens"] = Secret(members["other_tokens"])
+    return members
 
 
 def parse_error_response(response: HttpResponse, purpose: str) -> Exception:
@@ -143,18 +188,29 @@ def parse_error_response(response: HttpResponse, purpose: str) -> Exception:
     try:
         body = _body(response, purpose)
     except InvalidResponse as exc:
-        return exc
+        if response.status != 401:
+            return exc
+        body = SecretFields({})  # a 401 without an OAuth body still says the same (below)
     error = body.get("error")
+    description = body.get("error_description")
+    uri = body.get("error_uri")
+    fields = (description if isinstance(description, str) else None,
+              uri if isinstance(uri, str) else None)
+    if response.status == 401:
+        # RFC 6749 §5.2, invalid_client: "Client authentication failed ... The authorization
+        # server MAY return an HTTP 401 (Unauthorized) status code". The endpoints that parse
+        # errors here (token, device authorization, revocation) all authenticate the client, so a
+        # 401 says the client's credentials were refused, whatever code comes with it: Keycloak
+        # sends "unauthorized_client", which would otherwise send the user to the grant settings.
+        # Codes about the grant itself (a spent refresh token, a pending login) keep their class.
+        code = error if isinstance(error, str) and error else "invalid_client"
+        if code not in _GRANT_CODES:
+            return InvalidClient(code, *fields, status=401, url=response.url, hint=_REFUSED_CLIENT)
     if isinstance(error, str) and error:
-        description = body.get("error_description")
-        uri = body.get("error_uri")
-        return oauth_error(
-            error,
-            description if isinstance(description, str) else None,
-            uri if isinstance(uri, str) else None,
-            status=response.status,
-            url=response.url,
-        )
+        alias = _PROVIDER_CODES.get(error)
+        if alias is not None:
+            return alias(error, *fields, status=response.status, url=response.url)
+        return oauth_error(error, *fields, status=response.status, url=response.url)
     return InvalidResponse(
         f"the {purpose} answered HTTP {response.status} without an OAuth error code",
         url=response.url,
@@ -209,6 +265,37 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _granted_scope(scope: str) -> tuple[str, ...]:
+    # RFC 6749 §3.3: "The value of the scope parameter is expressed as a list of space-delimited,
+    # case-sensitive strings". GitHub answers "repo,gist": commas separate too (a comma is an
+    # NQCHAR, but no provider keyturn knows puts one inside a scope name).
+    return tuple(dict.fromkeys(part for part in re.split(r"[\s,]+", scope) if part))
+
+
+def other_tokens(value: Secret[Any] | Any, *, issued_at: float, url: str = "") -> tuple[Token, ...]:
+    """The tokens of a Globus Auth ``other_tokens`` member: a list of token answers, one per
+    resource server (named in each one's ``resource_server``, kept in its ``extra``), checked as
+    any token answer is. ``value`` may come as a :class:`Secret` (it holds tokens)."""
+    answers = Secret.wrap(value)
+    if not isinstance(answers.reveal(), list) or not all(
+            isinstance(item, dict) for item in answers.reveal()):
+        raise InvalidResponse("the token endpoint sent other_tokens that is not a list of token "
+                              "answers", url=url or None, status=200)
+    # Each answer only inside a Secret, and as bytes in a response (not in its repr): these
+    # frames are in the traceback of an answer that fails its checks.
+    return tuple(
+        parse_token_response(HttpResponse(200, {"content-type": "application/json"},
+                                          json.dumps(answer.reveal()).encode(), url), now=issued_at)
+        for answer in map(Secret, answers.reveal())
+    )
+
+
+def response_members(response: HttpResponse, purpose: str) -> SecretFields:
+    """The answer's members, from JSON or from a form (GitHub without ``Accept: application/json``),
+    the tokens held as secrets: what the token and device parsers read."""
+    return _body(response, purpose)
+
+
 def parse_token_response(
     response: HttpResponse, *, now: float, requested_scope: tuple[str, ...] = ()
 ) -> Token:
@@ -251,15 +338,21 @@ def parse_token_response(
     if refresh_in is None:
         refresh_in = _seconds(body, "refresh_expires_in", response)
     scope = body.get("scope")
+    extra = {k: v for k, v in body.items() if k not in _NOT_EXTRA}
+    if "other_tokens" in body:
+        # Globus Auth: one token answer per resource server. Checked now (a broken one fails the
+        # answer here, not when it is used) and kept as token records: Token.other_tokens.
+        extra["other_tokens"] = [token.to_record() for token in other_tokens(
+            body.secret("other_tokens"), issued_at=now, url=response.url)]
     return Token(
         access_token=body["access_token"],
         token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
         expires_at=None if expires_in is None else now + expires_in,
         issued_at=now,
         # RFC 6749 §5.1: scope is "OPTIONAL, if identical to the scope requested by the client".
-        scope=tuple(scope.split()) if isinstance(scope, str) else (requested_scope or None),
+        scope=_granted_scope(scope) if isinstance(scope, str) else (requested_scope or None),
         refresh_token=_text(body.get("refresh_token")),
         id_token=_text(body.get("id_token")),
         refresh_expires_at=None if not refresh_in else now + refresh_in,
-        extra={k: v for k, v in body.items() if k not in _NOT_EXTRA},
+        extra=extra,
     )

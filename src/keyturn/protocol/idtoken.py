@@ -24,6 +24,7 @@ from ..secret import Secret
 from ..strictjson import JsonError, loads
 from .http import Flow, HttpRequest, send
 from .metadata import ServerMetadata
+from .tenants import iss_matches
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -153,7 +154,11 @@ def check_claims(
     """The claim checks of OIDC Core §3.1.3.7 (steps 2-5, 9-11), on claims whose signature holds."""
     # Step 2: "The Issuer Identifier for the OpenID Provider ... MUST exactly match the value of the
     # iss (issuer) Claim."
-    if claims.get("iss") != issuer:
+    # Entra ID's multi-tenant issuer is a template ("https://login.microsoftonline.com/{tenantid}/
+    # v2.0") that no iss can equal: its ID Tokens name the real tenant, a GUID in its place, and
+    # that is accepted (keyturn.protocol.tenants says why, and what it means); any other issuer
+    # must be matched exactly.
+    if not iss_matches(issuer, claims.get("iss")):
         raise InvalidIdToken("the id_token was issued by another issuer (iss does not match)")
     # Step 3: "The Client MUST validate that the aud (audience) Claim contains its client_id value
     # ... or if it contains additional audiences not trusted by the Client."

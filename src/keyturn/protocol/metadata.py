@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import DiscoveryError, InvalidResponse, KeyturnError, safe_url
 from .endpoints import check_endpoint_url
 from .http import Flow, HttpRequest, send
+from .tenants import document_names_issuer
 
 __all__ = ["ENDPOINTS_USED", "ServerMetadata", "discover", "discovery_urls"]
 
@@ -58,7 +59,9 @@ class ServerMetadata:
         # OIDC Discovery §4.3: "The issuer value returned MUST be identical to the Issuer URL that
         # was used as the prefix to /.well-known/openid-configuration to retrieve the
         # configuration information."
-        if issuer.rstrip("/") != expected_issuer.rstrip("/"):
+        # Entra ID's /common and /organizations documents name the template
+        # ".../{tenantid}/v2.0": that is this issuer's document (keyturn.protocol.tenants).
+        if not document_names_issuer(issuer, expected_issuer):
             raise DiscoveryError(
                 f"the metadata at {safe_url(url)} is for issuer {safe_url(issuer)}, not "
                 f"{safe_url(expected_issuer)}: check issuer=",

@@ -23,7 +23,8 @@ from ..logout import NO_REVOCATION_ENDPOINT, NOTHING_SAVED, REVOCATION_FAILED, L
 from ..paths import DEFAULT_LEEWAY
 from ..protocol.client_auth import ClientAuth
 from ..protocol.endpoints import check_endpoint_url
-from ..protocol.grants import normalize_scope, token_flow
+from ..protocol.grants import TOKEN_ENDPOINT, normalize_scope, token_flow
+from ..protocol.hooks import ResponseHook, check_hook, with_response_hooks
 from ..protocol.http import Flow, Keeper
 from ..protocol.metadata import ServerMetadata, discover
 from ..protocol.revocation import revocation_flow
@@ -147,6 +148,7 @@ class Source(Adapters):
         #: A local name for one of several logins at one provider (part of the cache key).
         self.account = check_account(account)
         #: Adapts a non-standard provider's token answer (a dict) before it is parsed.
+        check_hook(token_response_hook, "token_response_hook")
         self.token_response_hook = token_response_hook
         self.client_auth = ClientAuth.create(
             client_id=client_id, client_secret=client_secret, private_key=private_key,
@@ -372,13 +374,23 @@ class Source(Adapters):
     # carried out by the source's Transport. ``keeper`` keeps what a token endpoint answered to a
     # request that cannot be sent again (see keyturn._drivers).
 
+    def _response_hooks(self) -> dict[str, tuple[str, ResponseHook]]:
+        """The hooks that rewrite answers before they are parsed, by the purpose of the request."""
+        if self.token_response_hook is None:
+            return {}
+        return {TOKEN_ENDPOINT: ("token_response_hook", self.token_response_hook)}
+
+    def _hooked_flow(self, previous: Token | None) -> Flow[Token]:
+        # The one place the response hooks apply, for every grant (keyturn.protocol.hooks).
+        return with_response_hooks(self._flow(previous), self._response_hooks())
+
     def _fetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        token = self._transport.run(self._flow(previous), keeper=keeper)
+        token = self._transport.run(self._hooked_flow(previous), keeper=keeper)
         self._fetched(token)
         return token
 
     async def _afetch(self, previous: Token | None, keeper: Keeper | None = None) -> Token:
-        token = await self._transport.arun(self._flow(previous), keeper=keeper)
+        token = await self._transport.arun(self._hooked_flow(previous), keeper=keeper)
         self._fetched(token)
         return token
 

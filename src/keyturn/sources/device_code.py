@@ -22,12 +22,14 @@ from .. import registry
 from ..account import login_hint
 from ..errors import ConfigError, DiscoveryError
 from ..protocol.device import (
+    DEVICE_ENDPOINT,
     DeviceAuthorization,
     DeviceVerification,
     device_authorization_flow,
     device_poll_flow,
 )
 from ..protocol.endpoints import check_endpoint_url
+from ..protocol.hooks import ResponseHook, check_hook
 from ..protocol.http import Blocking, Flow, call
 from ..secret import conceal_arguments
 from ..stores.base import Store
@@ -87,6 +89,7 @@ class DeviceCode(OpenIDSource):
         #: The default prompts still on screen (a notebook cell's), by id() of their verification.
         self._displays: dict[int, LoginDisplay] = {}
         #: Adapts a non-standard device authorization answer (a dict) before it is parsed.
+        check_hook(device_response_hook, "device_response_hook")
         self.device_response_hook = device_response_hook
 
     _new_login = "a new device login"
@@ -106,6 +109,12 @@ class DeviceCode(OpenIDSource):
         display = default_prompt(verification)
         if display is not None:  # it stays on screen: _approved_flow tells it how the login ended
             self._displays[id(verification)] = display
+
+    def _response_hooks(self) -> dict[str, tuple[str, ResponseHook]]:
+        hooks = super()._response_hooks()
+        if self.device_response_hook is not None:
+            hooks[DEVICE_ENDPOINT] = ("device_response_hook", self.device_response_hook)
+        return hooks
 
     # -- the grant: one flow, driven by Source._fetch / _afetch ---------------------------------------
 
