@@ -203,9 +203,15 @@ def test_async_over_ssh(fresh: Provider, tmp_path: Path, monkeypatch: pytest.Mon
     where(monkeypatch, SSH)
     approver = Approver(fresh, "carol")
     source = user_login(fresh, tmp_path, open_browser=never, prompt=approver)
+
+    async def three_tasks() -> list[str]:
+        return list(await asyncio.gather(*(source.aget_access_token() for _ in range(3))))
+
+    tokens = asyncio.run(three_tasks())  # three tasks at once: one login, one code shown
+    assert len(set(tokens)) == 1 and len(approver.shown) == 1 and not approver.errors
     token = asyncio.run(source.aget_token())
-    assert token.claims["sub"] == "carol" and len(approver.shown) == 1
-    assert asyncio.run(source.aget_access_token()) == token.access_token  # now from memory
+    assert token.claims["sub"] == "carol" and token.access_token == tokens[0]
+    assert fresh.token_requests(BOTH, "refresh_token") == 0
 
 
 # -- the browser login gives way to the device flow -----------------------------------------------
@@ -307,6 +313,9 @@ def test_a_device_login_answers_at_a_desk_and_refreshes(
                         store=FileStore(tmp_path / "tokens"))
     assert silent.get_access_token() == fresh_token
     assert source.userinfo()["sub"] == "erin"
+    # A source like the others: an httpx auth= (and requests').
+    userinfo = httpx.get(fresh.discovery()["userinfo_endpoint"], auth=source, timeout=30)
+    assert userinfo.status_code == 200 and userinfo.json()["sub"] == "erin"
 
 
 def test_when_the_other_flows_login_ends_a_new_login_uses_the_flow_chosen_here(
