@@ -43,8 +43,12 @@ def _to_userinfo(flow: Flow[dict[str, Any]], source: DeviceCode, issuer: str,
     discovery = flow.send(token)
     assert isinstance(discovery, HttpRequest)
     assert discovery.url == issuer + "/.well-known/openid-configuration"
+    # A document that names every endpoint keyturn uses: discovery asks for no other one.
     request = flow.send(_answer(discovery.url, {
         "issuer": issuer, "token_endpoint": issuer + "/token",
+        "authorization_endpoint": issuer + "/authorize",
+        "device_authorization_endpoint": issuer + "/device",
+        "revocation_endpoint": issuer + "/revoke", "jwks_uri": issuer + "/jwks",
         "userinfo_endpoint": issuer + "/me"}))
     assert isinstance(request, HttpRequest) and request.url == issuer + "/me"
     assert request.headers["Authorization"] == "Bearer at-old"
