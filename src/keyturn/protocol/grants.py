@@ -338,7 +338,8 @@ def parse_token_response(
     if refresh_in is None:
         refresh_in = _seconds(body, "refresh_expires_in", response)
     scope = body.get("scope")
-    extra = {k: v for k, v in body.items() if k not in _NOT_EXTRA}
+    # other_tokens: as token records (below), never the answers themselves, which hold tokens.
+    extra = {k: v for k, v in body.items() if k not in _NOT_EXTRA and k != "other_tokens"}
     if "other_tokens" in body:
         # Globus Auth: one token answer per resource server. Checked now (a broken one fails the
         # answer here, not when it is used) and kept as token records: Token.other_tokens.

@@ -317,3 +317,33 @@ def test_other_tokens_are_tokens() -> None:
 def test_broken_other_tokens_fail_the_answer(value: Any) -> None:
     with pytest.raises(InvalidResponse):
         parse_token_response(_json({"access_token": "A", "other_tokens": value}), now=0.0)
+
+
+# -- no token in a traceback with locals ------------------------------------------------------------
+
+
+def test_a_raising_hook_leaves_no_token_in_the_traceback() -> None:
+    from tests.support.tracebackcheck import assert_hidden, capture
+
+    def hook(answer: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("authed_user")
+
+    # Built, not written out: rich shows the source lines around each frame, this one's too.
+    answer = {"access_token": "xoxb-" + "17653672481" * 4, "refresh_token": "xoxe-1-" + "My0xLT" * 8}
+    # Only the response in the closure (its repr shows no body): the lambda's frame is rendered too.
+    responses = {URL: _json(answer)}
+    error = capture(lambda: run_offline(_client_credentials(hook), responses))
+    assert isinstance(error, ConfigError)
+    assert_hidden(error, list(answer.values()), frames="keyturn")
+
+
+def test_broken_other_tokens_leave_no_token_in_the_traceback() -> None:
+    from tests.support.tracebackcheck import assert_hidden, capture
+
+    hidden = [f"Ag{name}" * 6 for name in ("Main", "Transfer", "Refresh")]  # built, as above
+    body = {"access_token": hidden[0], "other_tokens": [
+        {"access_token": hidden[1], "refresh_token": hidden[2], "expires_in": "soon"}]}
+    response = _json(body)
+    error = capture(lambda: parse_token_response(response, now=0.0))
+    assert isinstance(error, InvalidResponse) and "expires_in='soon'" in str(error)
+    assert_hidden(error, hidden, frames="keyturn")
