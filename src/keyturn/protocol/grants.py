@@ -89,6 +89,10 @@ _PROVIDER_CODES: Final[Mapping[str, type[OAuthError]]] = {
     "device_flow_disabled": UnauthorizedClient,
     # Entra ID's device flow: "The end user denied the authorization request."
     "authorization_declined": AccessDenied,
+    # Entra ID: "The device_code sent to the /token endpoint wasn't recognized."; GitHub: a
+    # wrong or spent code. Both say the grant is no good, as invalid_grant does.
+    "bad_verification_code": InvalidGrant,
+    "incorrect_device_code": InvalidGrant,
 }
 _REFUSED_CLIENT: Final = (
     "The server refused the client's credentials (HTTP 401): check client_id, the client "

@@ -90,7 +90,9 @@ def test_unauthorized_client_without_a_401_is_about_the_grant() -> None:
 
 @pytest.mark.parametrize(("code", "cls"), [("incorrect_client_credentials", InvalidClient),
                                            ("device_flow_disabled", UnauthorizedClient),
-                                           ("authorization_declined", AccessDenied)])
+                                           ("authorization_declined", AccessDenied),
+                                           ("bad_verification_code", InvalidGrant),
+                                           ("incorrect_device_code", InvalidGrant)])
 def test_providers_own_codes_get_the_standard_class(code: str, cls: type[OAuthError]) -> None:
     with pytest.raises(cls) as info:
         parse_token_response(_json({"error": code}), now=0.0)
