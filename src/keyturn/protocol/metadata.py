@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import DiscoveryError, InvalidResponse, KeyturnError, safe_url
+from ..errors import DiscoveryError, InvalidResponse, KeyturnError, TransportError, safe_url
 from .endpoints import check_endpoint_url
 from .http import Flow, HttpRequest, send
 from .tenants import document_names_issuer
@@ -151,9 +151,16 @@ def discover(issuer: str, *, allow_http: bool = False) -> Flow[ServerMetadata]:
     for url in discovery_urls(issuer):
         if metadata is not None and metadata.names_every_endpoint_used():
             break  # one request where the first document is complete (most providers)
-        response = yield from send(HttpRequest(
-            "GET", url, headers={"Accept": "application/json"}, purpose="discovery endpoint"
-        ))
+        request = HttpRequest("GET", url, headers={"Accept": "application/json"},
+                              purpose="discovery endpoint")
+        if metadata is None:
+            response = yield from send(request)
+        else:
+            try:
+                response = yield from send(request)
+            except TransportError:
+                # A location that does not answer only fills nothing in: the base was found.
+                continue
         if response.status != 200:
             failures.append(f"{safe_url(url)} answered HTTP {response.status}")
             continue

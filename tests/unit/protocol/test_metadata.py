@@ -318,3 +318,27 @@ def test_a_base_document_for_another_issuer_is_still_refused() -> None:
     with pytest.raises(DiscoveryError, match="evil"):
         run_offline(discover(PATH_ISSUER), {P_OIDC: _status(P_OIDC, 404),
                                            P_INSERTED: _ok(P_INSERTED, _doc("https://evil.example"))})
+
+
+def test_a_location_that_does_not_answer_after_the_base_fills_nothing_in() -> None:
+    from keyturn.errors import TransportError
+
+    oidc = _without(_doc(PATH_ISSUER), "revocation_endpoint")
+    flow = discover(PATH_ISSUER)
+    assert next(flow).url == P_OIDC
+    assert flow.send(_ok(P_OIDC, oidc)).url == P_INSERTED
+    # The driver throws a failed request into the flow (after its retries).
+    following = flow.throw(TransportError("the discovery endpoint did not answer", url=P_INSERTED))
+    assert following.url == P_APPENDED
+    with pytest.raises(StopIteration) as stop:
+        flow.send(_ok(P_APPENDED, _doc(PATH_ISSUER)))
+    assert stop.value.value.revocation_endpoint == PATH_ISSUER + "/revoke"
+
+
+def test_the_first_location_not_answering_is_still_an_error() -> None:
+    from keyturn.errors import TransportError
+
+    flow = discover(PATH_ISSUER)
+    next(flow)
+    with pytest.raises(TransportError):
+        flow.throw(TransportError("the discovery endpoint did not answer", url=P_OIDC))
