@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LEEWAY", "cached_answer", "main"]
 
 _VALUED = {"--profile": "profile", "-p": "profile", "--min-valid": "min_valid", "--issuer": "issuer",
-           "--client-id": "client_id", "--scope": "scope", "--flow": "grant"}
+           "--client-id": "client_id", "--scope": "scope", "--flow": "grant",
+           "--account": "account"}
 
 
 def _parse(argv: Sequence[str]) -> tuple[dict[str, Any], str] | None:

@@ -120,6 +120,11 @@ def test_account_option_selects_an_ad_hoc_login(cli: Cli, provider: Provider) ->
     done = cli.run("token", *adhoc, "--account", "carol")
     assert done.returncode == 0, done.stderr
     assert _subject(provider, done.stdout.strip()) == "carol"
+    with pytest.MonkeyPatch.context() as env:  # the fast path answers --account too
+        env.setenv("XDG_CONFIG_HOME", str(cli.config_home))
+        env.setenv("XDG_CACHE_HOME", str(cli.cache_home))
+        assert cached_answer(["token", *adhoc, "--account", "carol"]) == done.stdout.strip()
+        assert cached_answer(["token", *adhoc]) is None  # another login, not made
     # Without the account it is another login, which has not been made: the hint names the way.
     other = cli.run("token", *adhoc)
     assert other.returncode == 4 and "--account" not in other.stderr

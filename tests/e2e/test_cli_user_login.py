@@ -4,6 +4,7 @@ browser login UserLogin makes at a desk answers ``keyturn token`` over SSH."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -115,3 +116,15 @@ def test_the_browser_login_of_user_login_answers_keyturn_token_over_ssh(
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == token.access_token + "\n"
     assert idp.token_requests(CLIENT) == 1
+    # whoami, status and logout over SSH find the browser login the same way as token.
+    who = cli.run("whoami", *adhoc(idp), "--json", env=SSH)
+    assert who.returncode == 0, who.stderr
+    assert json.loads(who.stdout)["claims"]["sub"] == "alice"
+    [row] = json.loads(cli.run("status", "--json", env=SSH).stdout)
+    assert row["logged_in"] is True and row["grant"] == "authorization_code", row
+    gone = cli.run("logout", *adhoc(idp), "--json", env=SSH)
+    assert gone.returncode == 0, gone.stderr
+    report = json.loads(gone.stdout)
+    assert report["forgotten"] is True and report["grant"] == "authorization_code", report
+    assert report["revoked"] is True and report["others"] == []
+    assert cli.run("token", *adhoc(idp), env=SSH).returncode == 4  # nothing left to answer

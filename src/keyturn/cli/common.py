@@ -20,6 +20,7 @@ from .._fastindex import remember as remember_in_index
 from ..config import Profile, load_profile
 from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
 from ..paths import DEFAULT_LEEWAY
+from ..registry import paired_login
 from ..sources.base import Source
 from ..sources.paired import paired_saved_login
 from ..token import Token
@@ -168,6 +169,24 @@ def other_login(prof: Profile) -> tuple[Profile, Source, Token] | None:
         return None
     source, token = found
     return prof.with_grant(source.grant_name or ""), source, token
+
+
+def saved_logins(prof: Profile) -> list[tuple[Profile, Source, Token]]:
+    """The saved logins ``prof`` stands for, as the store holds them (no refresh, no request):
+    its own, and when the flow was picked by this machine, the other login of the pair too (the
+    one :func:`other_login` would answer with). ``keyturn logout`` forgets them all, ``keyturn
+    status`` shows the first."""
+    profiles = [prof]
+    grant = paired_login(prof.grant) if prof.chosen else None
+    if grant is not None:
+        profiles.append(prof.with_grant(grant))
+    found = []
+    for each in profiles:
+        source = each.build(interactive=False)
+        saved = source.saved_token()
+        if saved is not None:
+            found.append((each, source, saved))
+    return found
 
 
 #: The name :func:`keyturn.config.load_profile` gives the settings of a command line alone.

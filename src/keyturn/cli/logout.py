@@ -15,8 +15,10 @@ import logging
 
 import click
 
+from ..config import Profile
 from ..logout import NO_REVOCATION_ENDPOINT, Logout
-from .common import AD_HOC, given, login_command, login_label, resolve, saved_login_options
+from ..token import Token
+from .common import AD_HOC, given, login_command, login_label, resolve, saved_login_options, saved_logins
 
 __all__ = ["command"]
 
@@ -45,28 +47,35 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
     settings = given(issuer, client_id, scope, flow)
     # Not part of which login it is, so not in the login command of a hint.
     prof = resolve(profile, {**settings, "revocation_endpoint": revocation_endpoint})
-    source = prof.build(interactive=False)
-    saved = source.saved_token()
     # The outcome is printed below: not also the library's warning of a failed revocation (which
     # Python's last-resort handler would print on stderr).
     logging.getLogger("keyturn").addHandler(logging.NullHandler())
-    outcome = source.logout()
+    # Every login this command line stands for: with a flow picked by this machine, a login made
+    # with the other flow answers `keyturn token` too, so it is forgotten as well.
+    done: list[tuple[Profile, Token | None, Logout]] = [
+        (each, saved, source.logout()) for each, source, saved in saved_logins(prof)]
+    if not done:
+        done = [(prof, None, prof.build(interactive=False).logout())]
     if as_json:
-        click.echo(json.dumps({
-            "profile": None if prof.name == AD_HOC else prof.name,
-            "issuer": prof.kwargs.get("issuer") or prof.kwargs.get("token_endpoint"),
-            "client_id": prof.kwargs.get("client_id"),
-            "account": prof.kwargs.get("account"),
+        reports = [{
+            "profile": None if each.name == AD_HOC else each.name,
+            "grant": each.grant,
+            "issuer": each.kwargs.get("issuer") or each.kwargs.get("token_endpoint"),
+            "client_id": each.kwargs.get("client_id"),
+            "account": each.kwargs.get("account"),
             "forgotten": saved is not None,
             "refresh_token": saved is not None and bool(saved.refresh_token),
             "revoked": outcome.revoked,
             "reason": outcome.reason,
             "detail": outcome.detail,
             "login_command": login_command(prof, settings),
-        }, indent=2))
+        } for each, saved, outcome in done]
+        # The first login's report; "others": the other flow's login, forgotten too (rare).
+        click.echo(json.dumps({**reports[0], "others": reports[1:]}, indent=2))
         return
     again = f"`{login_command(prof, settings)}` logs in again"
-    if saved is None:
-        click.echo(f"No saved tokens{login_label(prof)}; {again}.", err=True)
-        return
-    click.echo(f"Logged out{login_label(prof)}: {_sentence(outcome)}; {again}.", err=True)
+    for each, saved, outcome in done:
+        if saved is None:
+            click.echo(f"No saved tokens{login_label(each)}; {again}.", err=True)
+        else:
+            click.echo(f"Logged out{login_label(each)}: {_sentence(outcome)}; {again}.", err=True)

@@ -21,7 +21,7 @@ import click
 from .._fastindex import remembered_ad_hoc
 from ..config import Profile, config_path, load_profile, profile_names, profile_settings
 from ..errors import ConfigError, KeyturnError
-from .common import one_line, when
+from .common import one_line, saved_logins, when
 
 __all__ = ["command"]
 
@@ -30,8 +30,12 @@ _COLUMNS = ("profile", "grant", "issuer", "client id", "account", "access token"
 
 
 def _row(prof: Profile, now: float) -> dict[str, Any]:
-    """What the store holds for ``prof``, as it is: no refresh, no request."""
-    saved = prof.build(interactive=False).saved_token()
+    """What the store holds for ``prof``, as it is: no refresh, no request (a login of the other
+    flow of the pair when the flow was picked by this machine: the one ``keyturn token`` uses)."""
+    found = saved_logins(prof)
+    saved = found[0][2] if found else None
+    if found:
+        prof = found[0][0]
     row: dict[str, Any] = {
         "profile": prof.name, "grant": prof.grant,
         "issuer": prof.kwargs.get("issuer") or prof.kwargs.get("token_endpoint"),

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import KeyturnError, LoginRequired
-from .common import given, login_label, login_required, resolve, saved_login_options, when
+from .common import given, login_label, login_required, other_login, resolve, saved_login_options, when
 
 __all__ = ["command"]
 
@@ -30,7 +30,11 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
     try:
         got = source.get_token()
     except LoginRequired:
-        raise login_required(prof, settings) from None
+        # As keyturn token: a login made with the other flow of the pair answers for it.
+        other = other_login(prof)
+        if other is None:
+            raise login_required(prof, settings) from None
+        prof, source, got = other
     claims: dict[str, Any] = dict(got.claims)
     userinfo = getattr(source, "userinfo", None)
     if callable(userinfo) and got.id_token:
