@@ -73,6 +73,9 @@ FLOW_ALIASES = registry.FLOW_ALIASES
 INTERACTIVE_GRANTS = frozenset(row.name for row in registry.grants(profile=True, interactive=True))
 
 _SECRETS = ("client_secret", "private_key", "refresh_token")
+#: The settings held as :class:`~keyturn.secret.Secret` from the moment they are read: the secrets,
+#: and the proxy URL, which may carry the proxy's password (``http://user:password@host:3128``).
+_CONCEALED = (*_SECRETS, "proxy")
 #: What a profile may set: the settings every source takes, and each grant's own. One profile
 #: may hold the settings of several grants (its flow may be picked per machine: the browser
 #: login's settings are of no use to the device flow); a source is given its grant's only.
@@ -125,6 +128,10 @@ def _read_config(path: str | None = None) -> tuple[str, dict[str, Any]]:
         if not isinstance(table, dict):
             raise _config_error(f"{path}: [profiles.{name}] must be a table")
         inline = [key for key in _SECRETS if key in table]
+        if loose and _has_password(table.get("proxy")):
+            raise _config_error(
+                f"{path} holds a proxy URL with a password (profile {name!r}) but is readable by "
+                f"others: run chmod 600 {path}, or put the proxy in HTTPS_PROXY")
         if inline and loose:
             # A secret in a file others can read is a secret no longer.
             raise _config_error(
@@ -141,9 +148,15 @@ def _conceal_inline(data: dict[str, Any]) -> None:
     profiles = data.get("profiles")
     for table in profiles.values() if isinstance(profiles, dict) else ():
         if isinstance(table, dict):
-            for key in _SECRETS:
+            for key in _CONCEALED:
                 if table.get(key) is not None:
                     table[key] = Secret.wrap(table[key])
+
+
+def _has_password(proxy: object) -> bool:
+    """Whether a profile's ``proxy`` (wrapped) names credentials: ``user:password@`` before the host."""
+    url = proxy.reveal() if isinstance(proxy, Secret) else proxy
+    return isinstance(url, str) and "@" in url.partition("://")[2].partition("/")[0]
 
 
 def profile_names(path: str | None = None) -> list[str]:
@@ -220,7 +233,7 @@ class Profile:
     def __init__(self, name: str, table: Mapping[str, Any]) -> None:
         # First: secrets given as overrides are wrapped too (the file's already are), so that this
         # frame, which the ConfigErrors below have in their traceback, holds them only as tags.
-        table = {k: Secret.wrap(v) if k in _SECRETS and v is not None else v
+        table = {k: Secret.wrap(v) if k in _CONCEALED and v is not None else v
                  for k, v in table.items()}
         self.name = name
         unknown = sorted(set(table) - _KEYWORDS - _META)

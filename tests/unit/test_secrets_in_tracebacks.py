@@ -462,6 +462,44 @@ def test_config_error_next_to_a_secret(case):
     assert_no_secret(exc)
 
 
+def test_config_error_of_a_profile_next_to_its_proxy_password(tmp_path):
+    """A profile's proxy URL holds the proxy's password: the parsed file, the profile's table and
+    the source's frames show it only as a tag."""
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[profiles.hpc]
+token_endpoint = "http://127.0.0.1:1/token"
+client_id = "{CLIENT_ID}"
+proxy = "http://user:{PROXY_PASSWORD}@127.0.0.1:3128"
+leeway = -1
+""")
+    config.chmod(0o600)
+    from keyturn.config import load_profile
+
+    exc = capture(lambda: load_profile("hpc", path=str(config)).build())
+    assert isinstance(exc, ConfigError) and "leeway" in str(exc), repr(exc)
+    assert_no_secret(exc)
+
+
+def test_a_proxy_password_in_a_config_file_others_can_read_is_refused(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[profiles.hpc]
+token_endpoint = "http://127.0.0.1:1/token"
+client_id = "{CLIENT_ID}"
+proxy = "http://user:{PROXY_PASSWORD}@127.0.0.1:3128"
+""")
+    config.chmod(0o644)
+    from keyturn.config import load_profile
+
+    exc = capture(lambda: load_profile("hpc", path=str(config)))
+    assert isinstance(exc, ConfigError) and "chmod 600" in str(exc), repr(exc)
+    assert_no_secret(exc)
+    # Without a password the proxy URL is no secret: the same file loads.
+    config.write_text(config.read_text().replace(f"user:{PROXY_PASSWORD}@", ""))
+    assert load_profile("hpc", path=str(config)).kwargs["proxy"].reveal() == "http://127.0.0.1:3128"
+
+
 def test_config_error_of_a_profile_next_to_its_secrets(tmp_path, monkeypatch):
     """A profile whose second secret cannot be resolved, after its first one was: the config
     loader's frames hold the parsed file (an inline secret) and the resolved one."""
