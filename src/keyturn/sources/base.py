@@ -289,9 +289,13 @@ class Source(Adapters):
             endpoint = metadata.revocation_endpoint
             if endpoint is None:
                 return None
-        # The audience of a client assertion: the token endpoint, as for the grants.
-        audience = (self._token_endpoint or (self._metadata and self._metadata.token_endpoint)
-                    or endpoint)
+        # The audience of a client assertion: the token endpoint, as for the grants (RFC 7523 §3:
+        # "The token endpoint URL of the authorization server MAY be used as a value for an "aud"
+        # element"), found the same way in every process, whether or not a token was fetched in
+        # this one; the revocation endpoint only when there is no token endpoint to name.
+        audience = endpoint
+        if self._token_endpoint or self.issuer:
+            audience = yield from self._endpoint_flow()
         # The refresh token first: revoking it usually takes its access tokens along.
         for value, hint in ((Secret(token.refresh_token or ""), "refresh_token"),
                             (Secret(token.access_token), "access_token")):
