@@ -17,7 +17,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["COMMAND_GRACE", "can_open_browser", "open_browser"]
+__all__ = ["COMMAND_GRACE", "SSH_VARIABLES", "can_open_browser", "in_ssh_session", "lacks_display",
+           "open_browser"]
+
+#: Variables sshd sets in a session: the person sits at another machine.
+SSH_VARIABLES = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
 
 #: Seconds :func:`open_browser` waits for the browser command. ``webbrowser`` waits for a
 #: ``$BROWSER`` command until it exits (``w3m %s``, a script), but that browser comes back to
@@ -34,13 +38,22 @@ def can_open_browser(environ: Mapping[str, str] | None = None, platform: str | N
         # The person named a browser (a terminal one such as w3m, or a script that hands the URL
         # to their own machine, with the port forwarded): their explicit choice wins.
         return True
-    if env.get("SSH_CONNECTION") or env.get("SSH_TTY"):
+    if in_ssh_session(env):
         # The person sits at another machine: a browser started here (if any) is not in front of
         # them, and theirs cannot reach our 127.0.0.1.
         return False
-    if platform.startswith("linux") or "bsd" in platform:
-        return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-    return True
+    return not lacks_display(env, platform)
+
+
+def in_ssh_session(env: Mapping[str, str]) -> bool:
+    return any(env.get(name) for name in SSH_VARIABLES)
+
+
+def lacks_display(env: Mapping[str, str], platform: str) -> bool:
+    """A Linux or BSD machine without X11 or Wayland runs no browser (macOS and Windows always
+    have their own)."""
+    return (platform.startswith("linux") or "bsd" in platform) and not (
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
 def open_browser(url: str) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .browser import in_ssh_session, lacks_display
+
 # Not ``typing`` / ``collections.abc`` at run time: the choice rule that calls kernel_is_remote()
 # may run on ``keyturn token``'s fast path, where every import costs milliseconds.
 TYPE_CHECKING = False
@@ -22,8 +24,6 @@ __all__ = ["CONTAINER_MARKERS", "in_kernel", "kernel_is_remote", "refuse_loopbac
 
 #: Environment variables JupyterHub sets in the single-user server, hence in its kernels.
 _JUPYTERHUB_VARIABLES = ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER")
-#: Variables sshd sets in a session: the person sits at another machine.
-_SSH_VARIABLES = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
 #: Files a container runtime puts at the root of the container's file system (Docker; Podman).
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 
@@ -66,7 +66,7 @@ def remote_reason(
         # A hub spawns the kernel on a node or in a pod; the person's browser reaches it only
         # through the hub's proxy, never at the node's 127.0.0.1.
         return "JupyterHub runs it"
-    if any(env.get(name) for name in _SSH_VARIABLES):
+    if in_ssh_session(env):
         return "it runs in an SSH session"
     if env.get("KUBERNETES_SERVICE_HOST") or env.get("container"):
         # Kubernetes sets the first in every pod; systemd-nspawn, Podman and LXC set the second.
@@ -74,8 +74,7 @@ def remote_reason(
     if any(os.path.exists(marker) for marker in markers):
         # A container has its own network namespace: its 127.0.0.1 is not the host browser's.
         return "it runs in a container"
-    if (platform.startswith("linux") or "bsd" in platform) and not (
-            env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+    if lacks_display(env, platform):
         # No display: no browser runs on this machine, so the person's is elsewhere.
         return "its machine has no display"
     return None

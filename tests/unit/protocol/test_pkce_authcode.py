@@ -367,6 +367,7 @@ def test_landing_page_template_and_callable() -> None:
     ({"SSH_TTY": "/dev/pts/1", "BROWSER": "w3m"}, "linux", True),  # an explicit $BROWSER wins
     ({}, "darwin", True),
     ({"SSH_CONNECTION": "1 2 3 4"}, "darwin", False),
+    ({"SSH_CLIENT": "10.0.0.1 50000 22", "DISPLAY": ":0"}, "linux", False),  # as the kernel rule
     ({}, "win32", True),
 ])
 def test_can_open_browser(env: dict[str, str], platform: str, expected: bool) -> None:
