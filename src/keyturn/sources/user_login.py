@@ -274,22 +274,25 @@ class UserLogin(Adapters):
 
     # -- public API ---------------------------------------------------------------------------------
 
-    def get_token(self) -> Token:
-        active = self._active
-        if active is not None:  # the cache's fast path, as Source.get_token has it
-            cache = active.cache
-            entry = cache.entry
-            if entry is not None and cache.clock() < entry.refresh_at:
-                return entry.token
-        return self._answered(drive(self._token_flow(), _no_request))
-
-    async def aget_token(self) -> Token:
+    def _fresh(self) -> Token | None:
+        """The answering login's cached token while it is fresh: the cache's fast path, as
+        Source.get_token has it."""
         active = self._active
         if active is not None:
             cache = active.cache
             entry = cache.entry
             if entry is not None and cache.clock() < entry.refresh_at:
                 return entry.token
+        return None
+
+    def get_token(self) -> Token:
+        fresh = self._fresh()
+        return fresh if fresh is not None else self._answered(drive(self._token_flow(), _no_request))
+
+    async def aget_token(self) -> Token:
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
         return self._answered(await adrive(self._token_flow(), _ano_request))
 
     def get_access_token(self) -> str:
