@@ -212,7 +212,8 @@ def login_label(prof: Profile) -> str:
 
 #: The ad-hoc options of a command line, as (option, profile setting).
 _OVERRIDES = (("--issuer", "issuer"), ("--client-id", "client_id"), ("--scope", "scope"),
-              ("--flow", "grant"), ("--account", "account"))
+              ("--flow", "grant"), ("--account", "account"),
+              ("--device-authorization-endpoint", "device_authorization_endpoint"))
 
 
 def login_command(prof: Profile, overrides: Given | None = None) -> str:
@@ -240,6 +241,10 @@ def login_command(prof: Profile, overrides: Given | None = None) -> str:
             words += ["--flow", prof.grant]
         if settings.get("account"):
             words += ["--account", str(settings["account"])]
+        if settings.get("device_authorization_endpoint"):
+            # A server whose metadata does not name it: the login cannot start without it.
+            words += ["--device-authorization-endpoint",
+                      str(settings["device_authorization_endpoint"])]
     return shlex.join(words)
 
 
