@@ -80,7 +80,8 @@ def qr_data_uri(data: str) -> str | None:
 def _md(text: str) -> str:
     """``text`` as literal Markdown: HTML-escaped (Markdown passes HTML through), then every
     Markdown character backslash-escaped."""
-    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in html.escape(text))
+    # quote=False: a quote means nothing to Markdown, and "&#x27;" would show as it is.
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in html.escape(text, quote=False))
 
 
 def _md_link(text: str, url: str) -> str:

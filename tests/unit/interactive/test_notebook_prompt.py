@@ -100,6 +100,9 @@ def test_signed_in_names_the_person_and_the_issuer() -> None:
         "Signed in at https://id.example"
     escaped = signed_in_line(claims_token(name="<i>x</i>"), None)
     assert "<i>" not in escaped.html and "&lt;i&gt;" in escaped.html
+    # Markdown shows a quote as it is: an HTML entity for it would be shown literally.
+    quoted = signed_in_line(claims_token(preferred_username="o'brien"), None)
+    assert quoted.markdown == "Signed in as **o'brien**", quoted.markdown
 
 
 @pytest.mark.parametrize(("error", "says"), [
