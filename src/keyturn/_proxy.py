@@ -18,6 +18,10 @@ user's description of these rules; tests/unit/test_proxy.py holds them.
   ``.example.org`` alike, never ``notexample.org``), an IP address or CIDR (IPv4 or IPv6,
   brackets optional) matches the URLs whose host is such an address literal, and ``host:port``
   matches that port only. Loopback is not bypassed unless listed: curl does not either.
+- A variable keyturn cannot use (``all_proxy=socks://...``, as desktop proxy settings may export)
+  is a :class:`ConfigError` naming it at the first request that would go through it, never before:
+  a variable no URL of the source picks (``all_proxy`` beside both scheme variables, a host in
+  ``NO_PROXY``) changes nothing, as with curl, which reads only the variable it uses.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ DIRECT = "none"
 #: What httpx can go through (SOCKS with the socksio package: ``pip install 'keyturn[socks]'``).
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_EXAMPLE = 'proxy="http://proxy.example.org:3128" (or proxy="none" to go direct)'
+_EXAMPLE_URL = "http://proxy.example.org:3128"
+_EXAMPLE = f'proxy="{_EXAMPLE_URL}" (or proxy="none" to go direct)'
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -53,13 +58,14 @@ def is_direct(proxy: object) -> bool:
 
 
 def shown(proxy: str | Secret[str] | None) -> str | None:
-    """``proxy=`` as a repr may show it: None, ``"none"``, or the URL redacted."""
+    """``proxy=`` as a repr may show it: None, ``"none"``, or the URL redacted (given as a
+    :class:`Secret` or a plain ``str`` alike)."""
     if proxy is None:
         return None
     if is_direct(proxy):
         return DIRECT
-    return redact(proxy.reveal()) if isinstance(proxy, Secret) and isinstance(
-        proxy.reveal(), str) else "<not a URL>"
+    url = _plain(proxy)
+    return redact(url) if isinstance(url, str) else "<not a URL>"
 
 
 def redact(url: str) -> str:
@@ -95,26 +101,39 @@ def _plain(url: str | Secret[str]) -> str:
 
 
 def _proxy_url_problem(url: object, setting: str) -> str | None:
-    """What is wrong with ``url`` as a proxy URL (shown redacted), or None."""
+    """What is wrong with ``url`` as a proxy URL (shown redacted), or None. The fix is said for
+    where the URL came from: ``proxy=`` is rewritten, an environment variable set or unset."""
+    variable = setting != "proxy"
+    fix = (f"set it to a URL such as {_EXAMPLE_URL}, or unset it" if variable
+           else f"write it as {_EXAMPLE}")
     if not isinstance(url, str) or not url.strip():
         return f"{setting} must be a proxy URL such as {_EXAMPLE}"
     shown = redact(url)
     if "://" not in url:
         shown = redact("http://" + url.strip()).removeprefix("http://")
-        return f"{setting}={shown!r} has no scheme: write it as {_EXAMPLE}"
+        return f"{setting}={shown!r} has no scheme: {fix}"
     try:
         parts = urlsplit(url.strip())
         host, _ = parts.hostname, parts.port
     except ValueError:
-        return f"{setting}={shown!r} is not a valid URL: write it as {_EXAMPLE}"
+        return f"{setting}={shown!r} is not a valid URL: {fix}"
     scheme = parts.scheme.lower()
     if scheme not in PROXY_SCHEMES:
-        hint = " (SOCKS4 is not supported: use the proxy's SOCKS5 side)" if scheme.startswith(
-            "socks4") else ""
+        hint = ""
+        if scheme in ("socks", "socks4", "socks4a"):
+            # curl reads socks:// as SOCKS4 (measured, curl 7.88.1: its first byte to the proxy
+            # is 0x04); httpx speaks SOCKS5 only, so keyturn cannot go through it as written.
+            hint = ("; socks:// means SOCKS4 (as curl reads it), which is not supported"
+                    if scheme == "socks" else "; SOCKS4 is not supported")
+            socks5 = "socks5://" + shown.split("://", 1)[-1]
+            if variable:
+                fix = f"set it to {socks5} if the proxy speaks SOCKS5, or unset it"
+            else:
+                fix = f"write it as proxy={socks5!r} if the proxy speaks SOCKS5"
         return (f"{setting}={shown!r}: keyturn goes through http://, https://, socks5:// "
-                f"or socks5h:// proxies{hint}; write it as {_EXAMPLE}")
+                f"or socks5h:// proxies{hint}; {fix}")
     if not host:
-        return f"{setting}={shown!r} names no host: write it as {_EXAMPLE}"
+        return f"{setting}={shown!r} names no host: {fix}"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         return f"{setting}={shown!r}: a proxy URL is scheme://host:port only"
     if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
@@ -125,10 +144,12 @@ def _proxy_url_problem(url: object, setting: str) -> str | None:
 
 @dataclass(frozen=True)
 class Route:
-    """A proxy to go through: its URL (with any credentials: never show it) and where it was set."""
+    """A proxy to go through: its URL (with any credentials: never show it) and where it was set;
+    ``problem``: why keyturn cannot go through it (a variable's value), said when a URL picks it."""
 
     url: str = field(repr=False)
     origin: str
+    problem: str | None = None
 
     @property
     def shown(self) -> str:
@@ -175,7 +196,8 @@ class ProxyRules:
     bypass_all: bool = False
 
     def route_for(self, url: str) -> Route | None:
-        """The proxy for ``url``, or None to go direct."""
+        """The proxy for ``url``, or None to go direct; a :class:`ConfigError` naming the variable
+        when it picks one keyturn cannot use (only then: see the module's docstring)."""
         if not self.routes:
             return None
         parts = urlsplit(url)
@@ -192,11 +214,17 @@ class ProxyRules:
             address = _address(host)
             if any(entry.matches(host, address, port) for entry in self.bypass):
                 return None
+        if route.problem is not None:
+            # Not ignored (going direct instead): curl goes through it (socks:// as SOCKS4),
+            # requests refuses it (urllib3 2.7: "Unable to determine SOCKS version"), and neither
+            # goes around a proxy the environment names: a site's proxy may be its only way out.
+            raise ConfigError(route.problem)
         return route
 
     def distinct(self) -> tuple[Route, ...]:
-        """Each proxy once (a client keeps one connection pool per proxy)."""
-        return tuple({route.url: route for route in self.routes.values()}.values())
+        """Each proxy keyturn can use once (a client keeps one connection pool per proxy)."""
+        return tuple({route.url: route for route in self.routes.values()
+                      if route.problem is None}.values())
 
     def __repr__(self) -> str:
         routes = ", ".join(f"{scheme}: {route.shown}" for scheme, route in self.routes.items())
@@ -222,6 +250,15 @@ def _getenv(environ: Mapping[str, str] | None, name: str) -> tuple[str, Secret[s
         if env.get(variable, "").strip():
             return variable, Secret(env[variable].strip())
     return None
+
+
+def _route(variable: str, value: Secret[str]) -> Route:
+    """The route a variable names, with what is wrong with it kept for the request that picks it
+    (the check runs in a frame of its own; the message shows the URL redacted)."""
+    url = value.reveal()
+    if "://" not in url:
+        url = "http://" + url  # curl's default scheme for a proxy
+    return Route(url, variable, _proxy_url_problem(url, variable))
 
 
 _PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>\d+))?$")
@@ -260,8 +297,8 @@ def _parse_bypass(value: str) -> tuple[_Bypass, ...]:
 def proxy_rules(proxy: str | Secret[str] | None,
                 environ: Mapping[str, str] | None = None) -> ProxyRules:
     """The rules for a source's ``proxy=`` setting; ``proxy=None`` reads ``environ`` (default:
-    :data:`os.environ`, read now). A proxy variable keyturn cannot use is a :class:`ConfigError`
-    naming it."""
+    :data:`os.environ`, read now). A bad ``proxy=`` is a :class:`ConfigError` now; a proxy
+    variable keyturn cannot use, at the first :meth:`ProxyRules.route_for` that picks it."""
     if proxy is not None:
         if is_direct(proxy):
             return ProxyRules({})
@@ -269,12 +306,11 @@ def proxy_rules(proxy: str | Secret[str] | None,
         return ProxyRules({"http": route, "https": route})
     routes: dict[str, Route] = {}
     for scheme in ("http", "https", "all"):
+        if scheme == "all" and {"http", "https"} <= routes.keys():
+            break  # keyturn asks only http and https URLs: all_proxy is not read (curl)
         found = _getenv(environ, f"{scheme}_proxy")
         if found is not None:
-            variable, value = found
-            if "://" not in value.reveal():
-                value = Secret("http://" + value.reveal())  # curl's default scheme for a proxy
-            routes[scheme] = Route(check_proxy_url(value, setting=variable), variable)
+            routes[scheme] = _route(*found)
     if not routes:
         return ProxyRules({})
     no_proxy = _getenv(environ, "no_proxy")

@@ -22,7 +22,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -48,19 +49,30 @@ MAX_BODY = 1 << 20
 DEFAULT_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class HttpSettings:
     """TLS and timeout settings shared by the sync and async clients of one source."""
 
-    verify: TlsVerify = True
-    cert: ClientCert | None = None
-    timeout: float = 30.0
+    verify: TlsVerify
+    cert: ClientCert | None
+    timeout: float
     #: A proxy URL, ``"none"`` to go direct, or None for the proxy environment variables. Kept
     #: as a :class:`~keyturn.secret.Secret` (a given ``str`` is wrapped): the URL may hold the
     #: proxy's password, and every frame of a traceback that holds these settings shows them.
-    proxy: str | Secret[str] | None = None
-    retry: RetryPolicy = DEFAULT_RETRY
-    _tls: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False, repr=False)
+    proxy: Secret[str] | None
+    retry: RetryPolicy
+    _tls: dict[str, ssl.SSLContext] = field(init=False, compare=False, repr=False)
+
+    def __init__(self, verify: TlsVerify = True, cert: ClientCert | None = None,
+                 timeout: float = 30.0, proxy: str | Secret[str] | None = None,
+                 retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        # Not the dataclass's __init__: ``proxy`` is taken as a str too, and kept as a Secret.
+        concealed = None if proxy is None else Secret.wrap(proxy)
+        for name, value in (("verify", verify), ("cert", cert), ("timeout", timeout),
+                            ("proxy", concealed), ("retry", retry), ("_tls", {})):
+            object.__setattr__(self, name, value)
+        if self.proxy is not None and not _proxy.is_direct(self.proxy):
+            _proxy.check_proxy_url(self.proxy)  # a ConfigError when the source is made
 
     def tls_context(self) -> ssl.SSLContext:
         """The TLS context, built once: loading a CA bundle takes tens of milliseconds, which
@@ -69,11 +81,6 @@ class HttpSettings:
         if context is None:
             context = self._tls.setdefault("context", shared_tls_context(self.verify, self.cert))
         return context
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "proxy", Secret.optional(self.proxy))
-        if self.proxy is not None and not _proxy.is_direct(self.proxy):
-            _proxy.check_proxy_url(self.proxy)  # a ConfigError when the source is made
 
     def __repr__(self) -> str:
         # Not the dataclass's: the proxy URL may hold a password.
@@ -89,8 +96,18 @@ class HttpSettings:
 
     def proxy_tls_context(self) -> ssl.SSLContext:
         """The context for an ``https://`` proxy: the same CAs, not the client certificate (the
-        proxy is not the server the certificate authenticates to)."""
-        return shared_tls_context(self.verify, None)
+        proxy is not the server the certificate authenticates to). A ``verify=`` SSLContext of
+        the caller's serves both, with whatever certificate it holds (it cannot be copied)."""
+        context = self._tls.get("proxy")
+        if context is None:
+            context = self._tls.setdefault("proxy", shared_tls_context(self.verify, None))
+        return context
+
+    def _warm(self, rules: _proxy.ProxyRules) -> None:
+        """Build the contexts a client of ``rules`` uses (each may read a CA file)."""
+        self.tls_context()
+        if any(_https(route) for route in rules.distinct()):
+            self.proxy_tls_context()
 
     def client(self) -> httpx.Client:
         rules = self.proxy_rules()
@@ -101,9 +118,10 @@ class HttpSettings:
                             trust_env=False)
 
     async def async_client(self) -> httpx.AsyncClient:
-        if "context" not in self._tls:
-            await thread_future(self.tls_context)  # off the loop: it reads files
         rules = self.proxy_rules()
+        if "context" not in self._tls or ("proxy" not in self._tls and any(
+                _https(route) for route in rules.distinct())):
+            await thread_future(lambda: self._warm(rules))  # off the loop: it reads files
         direct = _async_transport(self, None)
         transport: httpx.AsyncBaseTransport = direct if not rules.routes else _AsyncRouter(
             rules, direct, {route.url: _async_transport(self, route) for route in rules.distinct()})
@@ -111,10 +129,16 @@ class HttpSettings:
                                  follow_redirects=False, trust_env=False)
 
 
+def _https(route: _proxy.Route) -> bool:
+    """Whether keyturn talks TLS to the proxy itself."""
+    return route.url.lower().startswith("https://")
+
+
 def _proxy_of(settings: HttpSettings, route: _proxy.Route) -> httpx.Proxy:
     try:
-        https = route.url.lower().startswith("https://")  # httpcore refuses a context otherwise
-        return httpx.Proxy(route.url, ssl_context=settings.proxy_tls_context() if https else None)
+        # httpcore refuses a context for a proxy it does not talk TLS to.
+        return httpx.Proxy(route.url,
+                           ssl_context=settings.proxy_tls_context() if _https(route) else None)
     except ValueError:  # checked by _proxy already; httpx's words would echo the URL
         raise ConfigError(f"{route.shown} is not a proxy URL httpx can use") from None
 
@@ -133,6 +157,34 @@ def _async_transport(settings: HttpSettings, route: _proxy.Route | None
 
 #: The attribute of an httpx error that holds the proxy it went through (a :class:`_proxy.Route`).
 _VIA = "keyturn_proxy"
+_Pool = TypeVar("_Pool", httpx.HTTPTransport, httpx.AsyncHTTPTransport)
+
+
+def _pool_for(rules: _proxy.ProxyRules, direct: _Pool, proxied: dict[str, _Pool],
+              request: httpx.Request) -> tuple[_proxy.Route | None, _Pool]:
+    """The proxy ``request`` goes through (None: direct) and its connection pool; a
+    :class:`ConfigError` for a proxy variable keyturn cannot use (raised before anything is sent)."""
+    route = rules.route_for(str(request.url))
+    return route, direct if route is None else proxied[route.url]
+
+
+def _proxy_refusal(response: httpx.Response, request: httpx.Request) -> httpx.ProxyError | None:
+    """A forwarding proxy's own 407 as the error it is, not the endpoint's answer (through CONNECT,
+    httpcore raises ProxyError itself), for the caller to raise once it closed the response."""
+    if response.status_code == 407 and request.url.scheme == "http":
+        return httpx.ProxyError("407 Proxy Authentication Required", request=request)
+    return None
+
+
+@contextmanager
+def _tagged(route: _proxy.Route | None) -> Iterator[None]:
+    """An httpx failure inside tagged with the proxy it went through, for the error message."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        if route is not None:
+            setattr(exc, _VIA, route)
+        raise
 
 
 class _Router(httpx.BaseTransport):
@@ -144,20 +196,14 @@ class _Router(httpx.BaseTransport):
         self._rules, self._direct, self._proxied = rules, direct, proxied
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        route = self._rules.route_for(str(request.url))
-        if route is None:
-            return self._direct.handle_request(request)
-        try:
-            response = self._proxied[route.url].handle_request(request)
-            if response.status_code == 407 and request.url.scheme == "http":
-                # A forwarding proxy's own answer, not the endpoint's (through CONNECT, httpcore
-                # raises ProxyError itself).
+        route, pool = _pool_for(self._rules, self._direct, self._proxied, request)
+        with _tagged(route):
+            response = pool.handle_request(request)
+            refusal = _proxy_refusal(response, request) if route is not None else None
+            if refusal is not None:
                 response.close()
-                raise httpx.ProxyError("407 Proxy Authentication Required", request=request)
+                raise refusal
             return response
-        except httpx.TransportError as exc:
-            setattr(exc, _VIA, route)
-            raise
 
     def close(self) -> None:
         self._direct.close()
@@ -166,27 +212,21 @@ class _Router(httpx.BaseTransport):
 
 
 class _AsyncRouter(httpx.AsyncBaseTransport):
-    """:class:`_Router` for the async client."""
+    """:class:`_Router` for the async client: the same helpers, awaited."""
 
     def __init__(self, rules: _proxy.ProxyRules, direct: httpx.AsyncHTTPTransport,
                  proxied: dict[str, httpx.AsyncHTTPTransport]) -> None:
         self._rules, self._direct, self._proxied = rules, direct, proxied
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        route = self._rules.route_for(str(request.url))
-        if route is None:
-            return await self._direct.handle_async_request(request)
-        try:
-            response = await self._proxied[route.url].handle_async_request(request)
-            if response.status_code == 407 and request.url.scheme == "http":
-                # A forwarding proxy's own answer, not the endpoint's (through CONNECT, httpcore
-                # raises ProxyError itself).
+        route, pool = _pool_for(self._rules, self._direct, self._proxied, request)
+        with _tagged(route):
+            response = await pool.handle_async_request(request)
+            refusal = _proxy_refusal(response, request) if route is not None else None
+            if refusal is not None:
                 await response.aclose()
-                raise httpx.ProxyError("407 Proxy Authentication Required", request=request)
+                raise refusal
             return response
-        except httpx.TransportError as exc:
-            setattr(exc, _VIA, route)
-            raise
 
     async def aclose(self) -> None:
         await self._direct.aclose()

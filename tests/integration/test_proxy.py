@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from keyturn import ClientCredentials, MemoryStore, RefreshToken, TransportError
+from keyturn import ClientCredentials, ConfigError, MemoryStore, RefreshToken, TransportError
 from keyturn.server.runner import ServerThread
 from tests.support.clihelper import Cli
 from tests.support.providerfixture import make_client, start_provider
@@ -245,12 +245,12 @@ def test_proxy_credentials_are_sent_and_never_shown(provider, tls_server, authpr
 
 
 @pytest.mark.parametrize("over", ["http", "https"])
-def test_a_proxy_that_wants_credentials_says_so(provider, tls_server, authproxy, pki, over):
+def test_a_proxy_that_wants_credentials_says_so(provider, tls_server, authproxy, pki, over, mode):
     without = f"http://{authproxy.address}"
     source = (cc(provider, proxy=without) if over == "http"
               else service(tls_server, verify=pki["ca.pem"], proxy=without))
     with pytest.raises(TransportError) as info:
-        source.get_access_token()
+        mode.access_token(source)
     message = str(info.value)
     assert f"the proxy {without} (from proxy=) would not carry" in message
     assert "407" in message and "credentials" in message
@@ -291,6 +291,43 @@ def test_a_dead_proxy_from_the_environment_is_named_with_its_variable(provider, 
         cc(provider).get_access_token()
     assert f"http://***@127.0.0.1:{port} (from HTTP_PROXY)" in str(info.value)
     assert PROXY_PASSWORD not in str(info.value)
+
+
+# -- a variable keyturn cannot use (all_proxy=socks://, as desktop settings may export) -----------------
+
+
+def test_an_unusable_all_proxy_beside_both_scheme_variables_changes_nothing(provider, proxy, mode,
+                                                                            monkeypatch):
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv("https_proxy", proxy.url)
+    monkeypatch.setenv("all_proxy", "socks://127.0.0.1:1080/")
+    assert mode.access_token(cc(provider, token_endpoint=provider.token_endpoint, issuer=None))
+    assert proxy.seen() == [f"POST {provider.token_endpoint}"]
+
+
+def test_an_unusable_variable_fails_the_request_that_would_use_it(provider, mode, monkeypatch):
+    listener = socket.socket()  # where the variable points: nothing may connect to it
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("ALL_PROXY", f"socks://alice:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{_free_port()}")  # not for http URLs
+    before = provider.token_requests("basic")
+    source = cc(provider, token_endpoint=provider.token_endpoint, issuer=None)  # made: no error
+    with pytest.raises(ConfigError) as info:
+        mode.access_token(source)
+    message = str(info.value)
+    assert message.startswith(f"ALL_PROXY='socks://***@127.0.0.1:{port}': ")
+    assert f"set it to socks5://***@127.0.0.1:{port} if the proxy speaks SOCKS5, or unset it" \
+        in message
+    for name, text in renderings(with_context(info.value)).items():
+        assert not leaks(text, [PROXY_PASSWORD, str(provider.clients["basic"].client_secret)]), name
+    assert provider.token_requests("basic") == before
+    with listener, pytest.raises(BlockingIOError):
+        listener.accept()  # nothing was sent to the proxy either
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # the same variable, for a host it does not serve
+    assert mode.access_token(cc(provider, token_endpoint=provider.token_endpoint, issuer=None))
 
 
 # -- SOCKS5 ------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from keyturn import ClientCredentials, ConfigError, MemoryStore
-from keyturn._proxy import check_proxy_url, proxy_rules, redact
+from keyturn._proxy import check_proxy_url, proxy_rules, redact, shown
+from keyturn.secret import Secret
 from keyturn.transport import HttpSettings, Transport
 
 PROXY = "http://proxy.example.org:3128"
@@ -183,7 +184,8 @@ def test_a_bad_proxy_is_a_config_error_saying_what_to_write(url, words):
                           client_secret="s", proxy=url, store=MemoryStore())
     assert words in str(info.value)
     assert 'proxy="http://proxy.example.org:3128"' in str(info.value) or "pip" in str(info.value) \
-        or "scheme://host:port" in str(info.value)
+        or "scheme://host:port" in str(info.value) \
+        or "proxy='socks5://proxy.example.org:1080' if the proxy speaks SOCKS5" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [3128, ["http://proxy.example.org:3128"], True])
@@ -198,10 +200,68 @@ def test_the_schemes_httpx_can_go_through(scheme):
     assert check_proxy_url(f"{scheme}://proxy.example.org:1080") == f"{scheme}://proxy.example.org:1080"
 
 
-def test_a_bad_proxy_variable_is_named(monkeypatch):
+def test_a_bad_proxy_variable_is_named_at_the_url_that_picks_it():
+    rules = proxy_rules(None, {"ALL_PROXY": f"socks4://user:{PASSWORD}@proxy.example.org:1080"})
     with pytest.raises(ConfigError, match="ALL_PROXY") as info:
-        proxy_rules(None, {"ALL_PROXY": f"socks4://user:{PASSWORD}@proxy.example.org:1080"})
-    assert PASSWORD not in str(info.value)
+        rules.route_for("https://idp.example.com/token")
+    message = str(info.value)
+    assert PASSWORD not in message and "user" not in message
+    assert "set it to socks5://***@proxy.example.org:1080 if the proxy speaks SOCKS5, or unset it" \
+        in message
+    assert "write it as proxy=" not in message  # the variable is what to fix
+
+
+# -- a variable keyturn would not use changes nothing (review #4) -----------------------------------
+
+DESKTOP_SOCKS = "socks://proxy.example.org:1080/"  # what desktop proxy settings may export
+
+
+def test_all_proxy_is_not_read_beside_both_scheme_variables():
+    environ = {"https_proxy": PROXY, "http_proxy": OTHER, "all_proxy": DESKTOP_SOCKS,
+               "no_proxy": "localhost"}
+    rules = proxy_rules(None, environ)
+    assert set(rules.routes) == {"http", "https"}
+    assert rules.route_for("https://idp.example.com/token").url == PROXY
+    assert rules.route_for("http://idp.example.com/token").url == OTHER
+
+
+def test_a_bad_variable_only_fails_the_urls_that_would_go_through_it():
+    rules = proxy_rules(None, {"https_proxy": PROXY, "all_proxy": DESKTOP_SOCKS,
+                               "no_proxy": "127.0.0.1"})
+    assert rules.route_for("https://idp.example.com/token").url == PROXY
+    assert rules.route_for("http://127.0.0.1:8080/token") is None  # bypassed: never picked
+    assert rules.distinct() == (rules.routes["https"],)  # no pool for a proxy keyturn cannot use
+    with pytest.raises(ConfigError) as info:
+        rules.route_for("http://idp.example.com/token")
+    assert str(info.value) == (
+        "all_proxy='socks://proxy.example.org:1080': keyturn goes through http://, https://, "
+        "socks5:// or socks5h:// proxies; socks:// means SOCKS4 (as curl reads it), which is not "
+        "supported; set it to socks5://proxy.example.org:1080 if the proxy speaks SOCKS5, or "
+        "unset it")
+
+
+@pytest.mark.parametrize("no_proxy", ["*", "idp.example.com"])
+def test_a_bad_variable_of_a_bypassed_host_changes_nothing(no_proxy):
+    rules = proxy_rules(None, {"all_proxy": DESKTOP_SOCKS, "no_proxy": no_proxy})
+    assert rules.route_for("https://idp.example.com/token") is None
+
+
+def test_a_bad_variable_makes_no_client_fail(monkeypatch):
+    monkeypatch.setenv("all_proxy", DESKTOP_SOCKS)
+    monkeypatch.setenv("https_proxy", PROXY)
+    HttpSettings().client().close()  # built: only a request that picks all_proxy fails
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("ftp://proxy.example.org:21", "set it to a URL such as http://proxy.example.org:3128, or "
+                                   "unset it"),
+    ("http://proxy.example.org:3128/path", "a proxy URL is scheme://host:port only"),
+    ("http://proxy.example.org:99999", "is not a valid URL: set it to a URL such as"),
+])
+def test_a_bad_variable_says_to_set_or_unset_it(value, words):
+    with pytest.raises(ConfigError, match="https_proxy") as info:
+        proxy_rules(None, {"https_proxy": value}).route_for("https://idp.example.com/")
+    assert words in str(info.value) and "write it as proxy=" not in str(info.value)
 
 
 def test_socks_without_socksio_names_the_extra(monkeypatch):
@@ -214,7 +274,7 @@ def test_socks_without_socksio_names_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'keyturn\[socks\]'"):
         HttpSettings(proxy="socks5://127.0.0.1:1080")
     with pytest.raises(ConfigError, match=r"pip install 'keyturn\[socks\]'"):
-        proxy_rules(None, {"all_proxy": "socks5h://127.0.0.1:1080"})
+        proxy_rules(None, {"all_proxy": "socks5h://127.0.0.1:1080"}).route_for("http://x.example/")
 
 
 # -- the password shows nowhere ----------------------------------------------------------------------
@@ -245,6 +305,18 @@ def test_no_password_in_reprs():
         assert PASSWORD not in text and "alice" not in text
 
 
+@pytest.mark.parametrize("given", [SECRET_PROXY, Secret(SECRET_PROXY)])
+def test_shown_redacts_a_str_and_a_secret_alike(given):
+    assert shown(given) == "http://***@proxy.example.org:3128"
+
+
+def test_the_settings_keep_a_given_str_as_a_secret():
+    settings = HttpSettings(proxy=SECRET_PROXY)
+    assert isinstance(settings.proxy, Secret) and settings.proxy.reveal() == SECRET_PROXY
+    assert settings == HttpSettings(proxy=Secret(SECRET_PROXY))
+    assert HttpSettings().proxy is None
+
+
 def test_no_password_in_a_config_error():
     with pytest.raises(ConfigError) as info:
         HttpSettings(proxy=f"http://alice:{PASSWORD}@proxy.example.org:3128/path")
@@ -258,3 +330,39 @@ def test_no_password_in_the_log(caplog, monkeypatch):
     records = [r for r in caplog.records if r.name == "keyturn.transport"]
     assert records and "***@proxy.example.org:3128" in records[0].getMessage()
     assert PASSWORD not in caplog.text
+
+
+# -- the async client reads no file on the event loop (review #7) ------------------------------------
+
+
+def test_the_async_client_builds_both_tls_contexts_off_the_loop(tmp_path, monkeypatch):
+    import asyncio
+    import threading
+
+    import trustme
+
+    from keyturn import transport
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")  # a fresh path: no context of it is shared yet
+    ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
+        tmp_path / "client.pem")
+    built: list[tuple[object, bool]] = []
+    real = transport.shared_tls_context
+
+    def recording(verify, cert):  # the real one, noting the thread each context is built on
+        built.append((cert, threading.current_thread() is loop_thread))
+        return real(verify, cert)
+
+    monkeypatch.setattr(transport, "shared_tls_context", recording)
+    monkeypatch.setenv("https_proxy", "https://127.0.0.1:3129")  # keyturn talks TLS to it
+    settings = HttpSettings(verify=str(tmp_path / "ca.pem"), cert=str(tmp_path / "client.pem"))
+
+    async def make() -> None:
+        await (await settings.async_client()).aclose()
+
+    loop_thread = threading.current_thread()  # asyncio.run runs the loop on this thread
+    asyncio.run(make())
+    expected = [(None, False), (str(tmp_path / "client.pem"), False)]
+    assert sorted(built, key=repr) == sorted(expected, key=repr)
+    assert settings.proxy_tls_context() is not settings.tls_context()  # no client cert to the proxy
