@@ -46,29 +46,51 @@ KEEP_RETRY_DELAYS: Final = (0.1, 0.4, 0.0)
 
 
 def successor(token: Token, previous: Token | None) -> Token:
-    """``token`` carrying the refresh token to use next."""
-    if previous is not None and token.refresh_token is None and previous.refresh_token:
+    """``token`` carrying what to use next of the login it refreshed: its refresh token when the
+    server did not rotate, and Globus Auth's ``other_tokens`` when the answer brought none."""
+    if previous is None:
+        return token
+    if token.refresh_token is None and previous.refresh_token:
         # RFC 6749 §6: the server "MAY issue a new refresh token"; when it does not, the old
         # one stays valid and must be kept.
-        return token.with_refresh_token(previous.refresh_token)
+        token = token.with_refresh_token(previous.refresh_token)
+    others = _other_records(previous)
+    if others and not _other_records(token):
+        # Globus Auth answers a refresh with the one resource server's token ("other_tokens":
+        # [] or none): the others, each with its own refresh token, are still the login's.
+        token = token.with_extra({**token.extra, "other_tokens": others})
     return token
+
+
+def _other_records(token: Token) -> list[object]:
+    """The token records of ``token``'s ``other_tokens`` (Token.other_tokens), [] when none."""
+    records = token.extra.get("other_tokens")
+    return list(records) if isinstance(records, list) else []
 
 
 def pending(received: Received, previous: Token | None) -> Token:
     """What is kept the moment a server answered, before the answer is checked: the new refresh
     token and no usable access token — until the checks pass nobody may use it; a refresh is the
     way on. A refresh's answer also carries on what it refreshed (``previous``): the identity
-    validated before (its ID Token and claims), and its refresh token when the server did not
-    rotate. A new login carries on nothing."""
+    validated before (its ID Token and claims), its refresh token when the server did not
+    rotate, and its other tokens (Globus Auth's ``other_tokens``, each with its own refresh
+    token) when the answer has none. A new login carries on nothing, but keeps the other tokens
+    of its own answer: those refresh tokens too exist nowhere else."""
     token = received.token
     before = previous if received.refresh else None
     identity = before if before is not None and before.claims else None
+    extra: dict[str, object] = {"id_token_claims": identity.claims} if identity is not None \
+        else {}
+    carried = successor(token, before)
+    others = _other_records(carried)
+    if others:
+        extra["other_tokens"] = others
     return Token(
         access_token="", token_type=token.token_type, expires_at=0.0, issued_at=token.issued_at,
-        scope=token.scope, refresh_token=successor(token, before).refresh_token,
+        scope=token.scope, refresh_token=carried.refresh_token,
         id_token=identity.id_token if identity is not None else None,
         refresh_expires_at=token.refresh_expires_at,
-        extra={"id_token_claims": identity.claims} if identity is not None else {},
+        extra=extra,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._tokenformat import authorization
@@ -106,7 +106,11 @@ class Token:
         and its own refresh token. () when the answer had none.
 
         The parser checked them as token answers and keeps them in ``extra["other_tokens"]`` as
-        token records (what a store keeps), so a saved login still has them."""
+        token records (what a store keeps), so a saved login still has them. A refresh whose
+        answer has none (Globus answers a refresh with ``"other_tokens": []``) carries the ones
+        of the token it refreshed on, as it does the refresh token when the server does not
+        rotate (:func:`keyturn._keeping.successor`); they are the tokens of that first answer,
+        not refreshed themselves: each one's refresh token refreshes it."""
         records = self.extra.get("other_tokens")
         if not isinstance(records, list):
             return ()
@@ -114,17 +118,12 @@ class Token:
 
     def with_refresh_token(self, refresh_token: str | None) -> Token:
         """This token carrying ``refresh_token`` (servers that do not rotate omit it on refresh)."""
-        return Token(
-            access_token=self.access_token,
-            token_type=self.token_type,
-            expires_at=self.expires_at,
-            issued_at=self.issued_at,
-            scope=self.scope,
-            refresh_token=refresh_token,
-            id_token=self.id_token,
-            refresh_expires_at=self.refresh_expires_at,
-            extra=self.extra,
-        )
+        return replace(self, refresh_token=refresh_token)
+
+    def with_extra(self, extra: Mapping[str, Any]) -> Token:
+        """This token with ``extra`` instead of its own (a refresh carrying Globus Auth's
+        ``other_tokens`` on)."""
+        return replace(self, extra=extra)
 
     # -- persistence: plain JSON-able records, used by every store ---------------------------------
 

@@ -12,6 +12,7 @@ s), as a real login would: they run once, synchronously; the others run sync and
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -430,9 +431,11 @@ def test_auth0_invalid_refresh_token(replay: ReplayServer) -> None:
 
 
 def test_globus_other_tokens(replay: ReplayServer, mode: Mode) -> None:
-    replay.script("POST", "/v2/oauth2/token", replay.reply("globus", "token.json"))
+    replay.script("POST", "/v2/oauth2/token", replay.reply("globus", "token.json"),
+                  replay.reply("globus", "refresh.json"))
+    store = _store()
     source = RefreshToken(token_endpoint=f"{replay.url}/v2/oauth2/token", client_id="ddb59aef",
-                          refresh_token="AgDk-seed", allow_insecure_http=True, store=_store())
+                          refresh_token="AgDk-seed", allow_insecure_http=True, store=store)
     before = time.time()
     token = mode.token(source)
     assert token.extra["resource_server"] == "auth.globus.org"
@@ -447,6 +450,23 @@ def test_globus_other_tokens(replay: ReplayServer, mode: Mode) -> None:
     again = type(token).from_record(token.to_record())
     assert [t.access_token for t in again.other_tokens] == [transfer.access_token]
     assert "AgmQdD0gyzgV3bO7" not in repr(token) and "AgmQdD0gyzgV3bO7" not in repr(transfer)
+
+    # The refresh: Globus answers with the one resource server's token and "other_tokens": [].
+    mode.invalidate(source, token.access_token)
+    refreshed = mode.token(source)
+    sent = replay.requests_to("/v2/oauth2/token")
+    assert [r.form["grant_type"] for r in sent] == ["refresh_token", "refresh_token"]
+    assert sent[1].form["refresh_token"] == token.refresh_token
+    assert refreshed.access_token.startswith("AgJ0m6wQbO1N8vXk")
+    assert refreshed.refresh_token == token.refresh_token  # not rotated: the one before is kept
+    assert refreshed.other_tokens == (transfer,)
+    # In the store too: another process (another source on the same store) has them.
+    saved = source.saved_token()
+    assert saved is not None and saved.other_tokens == (transfer,)
+    other = RefreshToken(token_endpoint=f"{replay.url}/v2/oauth2/token", client_id="ddb59aef",
+                         refresh_token="AgDk-seed", allow_insecure_http=True, store=store)
+    assert mode.token(other).other_tokens == (transfer,)
+    assert len(replay.requests_to("/v2/oauth2/token")) == 2  # from the store, no third request
 
 
 def test_a_token_without_other_tokens_has_none(replay: ReplayServer) -> None:
@@ -520,6 +540,63 @@ def test_a_hook_that_raises_is_named(replay: ReplayServer, mode: Mode) -> None:
     assert "xoxp-1234" not in text and "xoxb-" not in text
     # Not chained to the hook's KeyError: the hook's frame holds the answer, tokens and all.
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def _rotated_by_keycloak(replay: ReplayServer) -> str:
+    replay.script("POST", KC_TOKEN, replay.reply("keycloak", "token-refresh.json"))
+    return str(json.loads(replay.body("keycloak", "token-refresh.json"))["refresh_token"])
+
+
+def test_a_hook_that_raises_on_a_rotating_refresh_keeps_the_new_refresh_token(
+        replay: ReplayServer, mode: Mode) -> None:
+    """The server has spent the refresh token and answered a new one: a hook that fails on the
+    answer ends the call, and the new refresh token is in the store all the same."""
+    rotated = _rotated_by_keycloak(replay)
+    store = _store()
+
+    def lift(answer: dict[str, Any]) -> dict[str, Any]:
+        return dict(answer["authed_user"])
+
+    endpoint = f"{replay.url}{KC_TOKEN}"
+    source = RefreshToken(token_endpoint=endpoint, client_id="cli", refresh_token="kc-seed",
+                          token_response_hook=lift, allow_insecure_http=True, store=store)
+    with pytest.raises(ConfigError, match=r"^token_response_hook test_a_hook_that_raises_on_a_"
+                                          r"rotating_refresh_keeps_the_new_refresh_token\.<locals>"
+                                          r"\.lift \(tests\.integration\.test_provider_replays\) "
+                                          r"raised KeyError\('authed_user'\)"):
+        mode.token(source)
+    saved = source.saved_token()
+    assert saved is not None and saved.refresh_token == rotated
+    assert saved.access_token == ""  # the answer's access token was never checked: not served
+    # With the hook fixed, the next call refreshes with the rotated token, not the spent seed.
+    fixed = RefreshToken(token_endpoint=endpoint, client_id="cli", refresh_token="kc-seed",
+                         allow_insecure_http=True, store=store)
+    assert mode.token(fixed).access_token.endswith(".b25saW5l")
+    assert [r.form["refresh_token"] for r in replay.requests_to(KC_TOKEN)] == ["kc-seed", rotated]
+
+
+def test_a_hook_that_raises_on_the_approved_device_poll_keeps_the_login(
+        replay: ReplayServer) -> None:
+    """The device code is spent once the poll is answered with the tokens: their refresh token
+    is kept though the hook fails, and the next call refreshes instead of a new login."""
+    replay.script("POST", "/common/oauth2/v2.0/devicecode", replay.reply("entra", "devicecode.json"))
+    replay.script("POST", "/common/oauth2/v2.0/token", replay.reply("entra", "token-device.json"))
+    refresh = json.loads(replay.body("entra", "token-device.json"))["refresh_token"]
+    shown: list[DeviceVerification] = []
+
+    def lift(answer: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("authed_user")
+
+    source = DeviceCode(token_endpoint=f"{replay.url}/common/oauth2/v2.0/token",
+                        device_authorization_endpoint=f"{replay.url}/common/oauth2/v2.0/devicecode",
+                        client_id="00001111-aaaa", prompt=shown.append, token_response_hook=lift,
+                        allow_insecure_http=True, store=_store())
+    with pytest.raises(ConfigError, match=r"token_response_hook .*lift .* raised "
+                                          r"KeyError\('authed_user'\) on the token endpoint's"):
+        source.get_token()
+    assert len(shown) == 1  # the login was shown and approved (the poll's answer is the tokens)
+    saved = source.saved_token()
+    assert saved is not None and saved.refresh_token == refresh and saved.access_token == ""
 
 
 def test_a_hook_that_returns_no_dict(replay: ReplayServer) -> None:

@@ -13,6 +13,13 @@ Any other status is parsed as RFC 6749 §5.2 says, so a hook written for the suc
 hides the server's error. A hook that raises, or returns something other than a dict of JSON
 values, ends the grant with a :class:`~keyturn.errors.ConfigError` naming the hook; the answer
 itself (it holds the tokens) is never in that error, nor in the traceback of this module.
+
+A hook fails after the server has acted: on a request that cannot be sent again (a rotating
+refresh, a code exchange, a device poll) the answer is the only copy of the new refresh token. So
+before the error ends the grant, that refresh token is handed to the keeper
+(:class:`~keyturn.protocol.http.Received`), as the grants do with an answer that fails its checks
+(:func:`~keyturn.protocol.grants.salvage_refresh_token`): the saved login lives on, and the next
+call, with the hook fixed, refreshes from it.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from typing import Any, TypeAlias, TypeVar
 from ..errors import ConfigError, InvalidResponse, KeyturnError
 from ..secret import Secret
 from .device import DEVICE_ENDPOINT
-from .grants import TOKEN_ENDPOINT, response_members
-from .http import Answer, Effect, Flow, HttpRequest, HttpResponse
+from .grants import TOKEN_ENDPOINT, response_members, salvage_refresh_token
+from .http import Answer, Effect, Flow, HttpRequest, HttpResponse, Received
+from .wire import GRANT_REFRESH_TOKEN
 
 __all__ = ["DEVICE_ENDPOINT", "TOKEN_ENDPOINT", "ResponseHook", "check_hook", "describe_hook",
            "hooked_response", "with_response_hooks"]
@@ -97,6 +105,20 @@ def _raised(where: str, exc: Exception, purpose: str) -> ConfigError:
                        "hook (it is given the answer as a dict and must return a dict)")
 
 
+def _keep_spent(request: HttpRequest, answer: HttpResponse) -> Flow[None]:
+    """Hand the keeper the refresh token of an answer the hook failed on, when it has one: the
+    server has spent what ``request`` carried (a refresh token, a code), and this answer is all
+    there is of what it gave."""
+    # A refresh-only placeholder, as Token.refresh_only: already expired (the next call
+    # refreshes), so when it was issued (issued_at 0) counts for nothing.
+    salvaged = salvage_refresh_token(answer, now=0.0)
+    if salvaged is not None:
+        # RFC 6749 §6: a refresh's answer continues the login it refreshed (Received.refresh).
+        refresh = request.form is not None and request.form.get("grant_type") == (
+            GRANT_REFRESH_TOKEN)
+        yield Received(salvaged, refresh=refresh)
+
+
 def with_response_hooks(flow: Flow[T], hooks: Mapping[str, tuple[str, ResponseHook]]) -> Flow[T]:
     """``flow`` with the answers to its requests rewritten by ``hooks`` (request purpose ->
     (argument name, hook)); every other effect and answer passes through unchanged, and what the
@@ -114,12 +136,15 @@ def with_response_hooks(flow: Flow[T], hooks: Mapping[str, tuple[str, ResponseHo
             except BaseException as thrown:  # handed on to the flow, as the driver would throw it
                 effect = flow.throw(thrown)
                 continue
-            purpose = effect.purpose if isinstance(effect, HttpRequest) else None
-            hooked = hooks.get(purpose) if purpose is not None else None
-            if hooked is not None and purpose is not None and isinstance(answer, HttpResponse):
+            request = effect if isinstance(effect, HttpRequest) else None
+            hooked = hooks.get(request.purpose) if request is not None else None
+            if hooked is not None and request is not None and isinstance(answer, HttpResponse):
                 argument, hook = hooked
-                rewritten = hooked_response(hook, answer, argument=argument, purpose=purpose)
+                rewritten = hooked_response(hook, answer, argument=argument,
+                                            purpose=request.purpose)
                 if isinstance(rewritten, KeyturnError):
+                    if not request.idempotent:
+                        yield from _keep_spent(request, answer)
                     # Thrown into the flow at the request's yield, as a failed effect is: a flow
                     # that cleans up (closes a listener) does so.
                     effect = flow.throw(rewritten)
