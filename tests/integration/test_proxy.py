@@ -330,6 +330,23 @@ def test_an_unusable_variable_fails_the_request_that_would_use_it(provider, mode
     assert mode.access_token(cc(provider, token_endpoint=provider.token_endpoint, issuer=None))
 
 
+def test_a_refresh_an_unusable_variable_stops_spends_nothing(provider, mode, monkeypatch):
+    refresh_token = provider.mint_refresh_token("public")
+    store = MemoryStore()
+
+    def source() -> RefreshToken:
+        # No discovery first: the refresh is the first request, the one refused.
+        return RefreshToken(token_endpoint=provider.token_endpoint, client_id="public",
+                            refresh_token=refresh_token, store=store)
+
+    monkeypatch.setenv("all_proxy", "socks://127.0.0.1:1080/")
+    with pytest.raises(ConfigError, match=re.escape("all_proxy='socks://127.0.0.1:1080'")):
+        mode.token(source())  # the refresh is the critical step: refused before it is sent
+    monkeypatch.delenv("all_proxy")
+    token = mode.token(source())  # the same refresh token still works: it was never spent
+    assert token.access_token and token.refresh_token != refresh_token
+
+
 # -- SOCKS5 ------------------------------------------------------------------------------------------
 
 
