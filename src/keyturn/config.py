@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .sources.base import Source
+    from .sources.user_login import UserLogin
+    from .stores.base import Store
 
 __all__ = [
     "GRANTS",
@@ -339,22 +341,39 @@ class Profile:
         import importlib
 
         row = registry.grant(self.grant)
-        store = registry.store_for(self.store)
-        if store is None:
-            raise _config_error(f"profile {self.name!r}: store {self.store!r} is not "
-                                f"{registry.store_choices()}")
         try:
             cls = getattr(importlib.import_module(row.module), row.cls)
         except ImportError:
             raise _config_error(f"the {self.grant} grant is not available in this keyturn") from None
-        store_cls = getattr(importlib.import_module(store.module), store.cls)
         kwargs = dict(self.kwargs)
-        kwargs["store"] = (store_cls(self.cache_dir) if store.takes == "cache_dir" else
-                           store_cls(self.store) if store.takes == "url" else store_cls())
+        kwargs["store"] = self._store()
         if row.interactive:
             kwargs.update(extra)
         source: Source = cls(**kwargs)
         return source
+
+    def build_user_login(self, **extra: Any) -> UserLogin:
+        """A :class:`~keyturn.sources.user_login.UserLogin` with the settings of both logins of
+        the pair, for a profile whose flow was picked by this machine (:attr:`chosen`): the
+        library's rule and its fallbacks, which ``keyturn login`` uses too."""
+        from .sources.user_login import UserLogin
+
+        kwargs: dict[str, Any] = {}
+        for grant in registry.LOGIN_PAIR:
+            kwargs.update(_keywords_of(grant, self.settings))
+        return UserLogin(**kwargs, store=self._store(), **extra)
+
+    def _store(self) -> Store | None:
+        import importlib
+
+        store = registry.store_for(self.store)
+        if store is None:
+            raise _config_error(f"profile {self.name!r}: store {self.store!r} is not "
+                                f"{registry.store_choices()}")
+        store_cls = getattr(importlib.import_module(store.module), store.cls)
+        made: Store | None = (store_cls(self.cache_dir) if store.takes == "cache_dir" else
+                              store_cls(self.store) if store.takes == "url" else store_cls())
+        return made
 
 
 def _keywords_of(grant: str, settings: Mapping[str, Any]) -> dict[str, Any]:

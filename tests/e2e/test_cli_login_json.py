@@ -67,9 +67,10 @@ def test_device_login_and_logout_answer_in_json(cli: Cli, provider: Provider) ->
     gone = cli.run("logout", "--profile", "dev", "--json")
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout) == {
-        "profile": "dev", "issuer": provider.issuer, "client_id": "public", "account": None,
-        "forgotten": True, "refresh_token": True, "revoked": True, "reason": None, "detail": None,
-        "login_command": "keyturn login --profile dev"}
+        "profile": "dev", "grant": "device_code", "issuer": provider.issuer,
+        "client_id": "public", "account": None, "forgotten": True, "refresh_token": True,
+        "revoked": True, "reason": None, "detail": None,
+        "login_command": "keyturn login --profile dev", "others": []}
     assert gone.stderr == "" and token not in gone.stdout
     again = cli.run("logout", "--profile", "dev", "--json")
     assert again.returncode == 0, again.stderr

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,24 @@ def test_the_browser_login_of_user_login_answers_keyturn_token_over_ssh(
     assert report["forgotten"] is True and report["grant"] == "authorization_code", report
     assert report["revoked"] is True and report["others"] == []
     assert cli.run("token", *adhoc(idp), env=SSH).returncode == 4  # nothing left to answer
+
+
+def test_keyturn_login_takes_the_device_flow_when_no_browser_starts(
+        cli: Cli, idp: Provider, tmp_path: Path) -> None:
+    # At a desk (a display) the rule picks the browser; `false` fails at once, as a browser that is
+    # not installed does: without TERM, and with a PATH holding no browser (this machine has
+    # chromium, which webbrowser would try next under a display), nothing else is tried. The
+    # client may use the device flow: keyturn login, as UserLogin, logs in with it instead.
+    idp.reset_stats()
+    desk = {"DISPLAY": ":0", "BROWSER": "/bin/false %s", "PATH": str(tmp_path)}
+    cli.env.pop("TERM", None)
+    login = device_login(cli, idp, desk)
+    assert login.returncode == 0, login.stderr
+    assert "Logged in as alice" in login.stderr
+    assert "in a browser on this machine" not in login.stderr  # no URL left to open by hand
+    assert "on any device:" in login.stderr  # the device prompt
+    assert idp.token_requests(CLIENT, DEVICE_CODE_GRANT) == 1
+    # The device login answers `keyturn token` at the same desk, from the fast path's index too.
+    printed = cli.run("token", *adhoc(idp), env=desk)
+    assert printed.returncode == 0, printed.stderr
+    assert idp.token_requests(CLIENT) == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,6 +26,9 @@ from ..sources.paired import paired_saved_login
 from ..token import Token
 from .exitcodes import CONFIG, FAILED, LOGIN_REQUIRED, NETWORK, REFUSED
 from .timefmt import when
+
+if TYPE_CHECKING:
+    from ..sources.user_login import UserLogin
 
 __all__ = [
     "CommandFailed",
@@ -147,7 +150,7 @@ def resolve(profile: str | None, settings: Given) -> Profile:
     return load_profile(profile, overrides=settings)
 
 
-def remember(prof: Profile, name: str | None, settings: Given, source: Source) -> None:
+def remember(prof: Profile, name: str | None, settings: Given, source: Source | UserLogin) -> None:
     """Let the next ``keyturn token`` with these arguments answer from the fast path."""
     store_file = prof.store_file()
     if store_file is None:

@@ -11,12 +11,17 @@ import json
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..protocol.device import DeviceVerification
+from ..registry import paired_login
 from .common import AD_HOC, given, login_label, remember, resolve, source_options, when
+
+if TYPE_CHECKING:
+    from ..sources.base import Source
+    from ..sources.user_login import UserLogin
 
 __all__ = ["command"]
 
@@ -85,12 +90,20 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
     settings = given(issuer, client_id, scope, flow)
     prof = resolve(profile, settings)
     wait = _ApprovalWait()
-    extra: dict[str, Any] = {"interactive": True}
-    if prof.grant == "device_code":
-        extra["prompt"] = wait.prompt
-    elif prof.grant == "authorization_code":
-        extra["open_browser"] = wait.open_browser
-    source = prof.build(**extra)
+    source: Source | UserLogin
+    if prof.chosen and paired_login(prof.grant) is not None:
+        # The flow was picked by this machine: the library's UserLogin, the one rule with its
+        # fallbacks (the device flow when no browser starts or the provider refuses the loopback
+        # redirect), and a login saved by either flow is the login.
+        source = prof.build_user_login(interactive=True, prompt=wait.prompt,
+                                       open_browser=wait.open_browser)
+    else:
+        extra: dict[str, Any] = {"interactive": True}
+        if prof.grant == "device_code":
+            extra["prompt"] = wait.prompt
+        elif prof.grant == "authorization_code":
+            extra["open_browser"] = wait.open_browser
+        source = prof.build(**extra)
     wait.login_timeout = float(getattr(source, "login_timeout", wait.login_timeout))
     if force:
         source.forget()
@@ -98,6 +111,8 @@ def command(profile: str | None, issuer: str | None, client_id: str | None, scop
         got = source.get_token()
     finally:
         wait.done()
+    if source.grant_name and source.grant_name != prof.grant:
+        prof = prof.with_grant(source.grant_name)  # the login that answered: its store file
     remember(prof, profile, settings, source)
     who = got.claims.get("preferred_username") or got.claims.get("email") or got.claims.get("sub")
     if as_json:  # epoch seconds, for programs; no token of any kind

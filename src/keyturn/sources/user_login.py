@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._drivers import adrive, drive
-from ..errors import ConfigError, KeyturnError, LoginRequired, TransportError
+from ..errors import ConfigError, DiscoveryError, KeyturnError, LoginRequired, OAuthError, TransportError
 from ..integrations import Adapters
 from ..interactive.choice import BROWSER_LOGIN, DEVICE_LOGIN, choose_login
 from ..logout import Logout
@@ -52,7 +52,13 @@ log = logging.getLogger("keyturn")
 class _NoBrowserLogin(KeyturnError):
     """The browser login cannot happen here (no browser started, the redirect refused, a provider
     without it): the device flow takes over. Raised before anything of the login was sent that
-    could not be sent again: no code was issued, no token was asked for."""
+    could not be sent again: no code was issued, no token was asked for. ``by_hand``: the browser
+    login could still be finished by a person opening the URL themselves (only no browser would
+    start), which is the way left when the device flow cannot start either."""
+
+    def __init__(self, message: str, *, by_hand: bool = False) -> None:
+        super().__init__(message)
+        self.by_hand = by_hand
 
 
 class _BrowserOrDevice(AuthorizationCode):
@@ -114,9 +120,10 @@ class _BrowserOrDevice(AuthorizationCode):
         try:
             opened = opener(url)
         except Exception as exc:
-            raise _NoBrowserLogin(f"the browser could not be started ({type(exc).__name__})") from None
+            raise _NoBrowserLogin(f"the browser could not be started ({type(exc).__name__})",
+                                  by_hand=True) from None
         if opened is False:
-            raise _NoBrowserLogin("no browser could be started")
+            raise _NoBrowserLogin("no browser could be started", by_hand=True)
         if self._open_browser is None and sys.stderr is not None:
             # The URL holds no secret (the PKCE verifier never leaves this process).
             sys.stderr.write("\nA browser window was opened to sign in. If none appeared, open "
@@ -144,7 +151,21 @@ async def _ano_request(request: HttpRequest) -> HttpResponse:
 
 
 #: The modes of a UserLogin's sources (see UserLogin._source).
-_SILENT, _LOGIN = "silent", "login"
+_SILENT, _LOGIN, _BY_HAND = "silent", "login", "by hand"
+
+
+def _refused_before_a_code(device: OpenIDSource, error: KeyturnError) -> bool:
+    """Whether the device flow failed before any code was issued: the provider names no device
+    endpoint, or its device authorization endpoint refused this client (RFC 8628 §3.2: an error
+    answer there, before any user code exists). A refusal while polling is the login's outcome."""
+    if isinstance(error, DiscoveryError):
+        return True
+    if not isinstance(device, DeviceCode):
+        return False
+    metadata = device._metadata
+    endpoint = device._device_endpoint or (
+        metadata.device_authorization_endpoint if metadata is not None else None)
+    return isinstance(error, OAuthError) and error.url is not None and error.url == endpoint
 
 
 class UserLogin(Adapters):
@@ -213,7 +234,8 @@ class UserLogin(Adapters):
     def _source(self, login: str, mode: str) -> OpenIDSource:
         """The source of ``login`` in ``mode``: :data:`_SILENT` never starts a login (it finds a
         saved one); :data:`_LOGIN` starts one (the browser login giving way to the device flow
-        when it cannot happen here)."""
+        when it cannot happen here); :data:`_BY_HAND` is the browser login that prints its URL
+        for the person to open when no browser starts."""
         source = self._sources.get((login, mode))
         if source is None:
             # Callable[..., ]: each login's class takes its own keywords besides the shared.
@@ -264,8 +286,20 @@ class UserLogin(Adapters):
             token = yield from current_token(source)
         except _NoBrowserLogin as exc:
             log.info("UserLogin: %s; logging in with the device flow instead", exc)
-            source = self._source(DEVICE_LOGIN, _LOGIN)
-            token = yield from current_token(source)
+            device = self._source(DEVICE_LOGIN, _LOGIN)
+            try:
+                token = yield from current_token(device)
+            except (OAuthError, DiscoveryError) as refused:
+                if not (exc.by_hand and _refused_before_a_code(device, refused)):
+                    raise
+                # No browser starts and the client may not use the device flow: the browser
+                # login with its URL for the person to open, as AuthorizationCode does.
+                log.info("UserLogin: the device flow is refused too (%s); the browser login's URL "
+                         "is for the person to open", type(refused).__name__)
+                source = self._source(BROWSER_LOGIN, _BY_HAND)
+                token = yield from current_token(source)
+            else:
+                source = device
         return source, token
 
     def _answered(self, found: tuple[OpenIDSource, Token]) -> Token:
