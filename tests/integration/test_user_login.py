@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jupyter_client.manager
 import pytest
 
 from keyturn import AuthorizationCode, DeviceCode, DeviceVerification, FileStore, LoginRequired, UserLogin
@@ -424,7 +425,6 @@ def test_a_remote_kernel_picks_the_device_flow(
     display (as a hub's image may set) the rule still says the device flow there, while the same
     environment outside a kernel says the browser. (This machine is a container, which alone
     makes a kernel remote: a kernel on a desktop is the rule's unit table's.)"""
-    jupyter_client = pytest.importorskip("jupyter_client.manager")
     specs = tmp_path / "jupyter"
     subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(specs),
                     "--name", "keyturn-user-login"], check=True, capture_output=True, timeout=60)
@@ -432,7 +432,7 @@ def test_a_remote_kernel_picks_the_device_flow(
            if k not in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "BROWSER")} | environ
     env["JUPYTER_PATH"] = str(specs / "share" / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", env["JUPYTER_PATH"])
-    manager, client = jupyter_client.start_new_kernel(kernel_name="keyturn-user-login", env=env,
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="keyturn-user-login", env=env,
                                                       cwd=str(tmp_path))
     try:
         out: list[str] = []
