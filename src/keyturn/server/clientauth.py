@@ -4,7 +4,8 @@ Accepted: ``client_secret_basic``, ``client_secret_post``, and ``none`` (a publi
 itself with ``client_id``). Real clients differ in how they send a public client's id, so all of
 these are one and the same: ``client_id`` in the body; Basic with an empty password
 (requests-oauthlib); both at once (openid-client). A Basic header and a body ``client_id`` that
-disagree, or a secret sent both ways, are refused.
+disagree, or a secret sent both ways, are refused. A public client's ``client_secret`` in the body
+is ignored (cegal-keystoneauth sends a random one); a non-empty Basic password is refused.
 
 The Authorization header and the secret are held as :class:`~keyturn.secret.Secret` in every frame
 here, and the form is :class:`~keyturn.secret.SecretFields`: a server traceback rendered with its
@@ -144,16 +145,17 @@ def authenticate_client(
     body_id = form.get("client_id") or None
     body_secret = Secret(form["client_secret"]) if form.get("client_secret") else None
     secret: Secret[str] | None
+    header_secret: Secret[str] | None = None
     if basic is not None:
-        client_id, secret = basic[0], (basic[1] or None)
+        client_id, header_secret = basic[0], (basic[1] or None)
         if body_id is not None and body_id != client_id:
             raise refusal(InvalidRequest, "client_id in the body and in the Authorization "
                           "header differ")
-        if secret is not None and body_secret is not None:
+        if header_secret is not None and body_secret is not None:
             # RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in
             # each request."
             raise refusal(InvalidRequest, "the client secret was sent twice")
-        secret = secret or body_secret
+        secret = header_secret or body_secret
     else:
         client_id, secret = body_id or "", body_secret
     if not client_id:
@@ -162,8 +164,14 @@ def authenticate_client(
     if client is None:
         raise _invalid_client("unknown client")
     if client.public:
-        if secret is not None:
+        if header_secret is not None:
+            # A password in Basic is an authentication method (RFC 6749 §2.3.1) this client
+            # cannot have: refused, so a confidential client misconfigured as public is noticed.
             raise _invalid_client("this is a public client: it has no secret")
+        # A client_secret in the body of a public client is ignored: cegal-keystoneauth sends a
+        # random one on every refresh. RFC 6749 §2.3.1 calls client_secret_post "NOT
+        # RECOMMENDED"; it authenticates nothing for a client that has no secret, and refusing it
+        # would end that client's refreshes (a new device login each time).
         return client
     if secret is None:
         raise _invalid_client("this client must authenticate (client_secret_basic or "
