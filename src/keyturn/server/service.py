@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidClient, InvalidRequest
+from .claims import released_claims
 from .clientauth import SecretAttempts
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import DeviceStatus, hash_code
@@ -153,7 +154,9 @@ class AuthorizationServer:
         # Only a person's login (it has a sid) is about a user: a client-credentials token's sub is
         # a client id, which may happen to equal a user's name.
         user = self.config.users.get(subject) if claims.get("sid") else None
-        extra = dict(user[1]) if user else {}
+        # OIDC Core §5.4: the scope values "request access to" the claims they name; only those
+        # (and sub) are released, as in the id_token.
+        extra = released_claims(user[1], str(claims.get("scope", "")).split()) if user else {}
         return Reply(200, {**extra, "sub": subject}, NO_STORE)
 
     # -- rate limits (.ratelimit) ------------------------------------------------------------------
