@@ -18,6 +18,10 @@
     overall = 300
     secret_per_address = 20                        # wrong client secrets, per client and address
     secret_per_client = 200                        # wrong client secrets, per client
+    name_free = 5                                  # wrong passwords per user name and name_window
+    name_delay = 60                                # then a wait, doubling per failure
+    name_delay_max = 3600                          # up to this
+    name_window = 86400                            # seconds the name's failures are counted in
 
     [clients.cli]
     name = "Cluster command line"                 # shown on the approval page
@@ -75,13 +79,20 @@ class Lifetimes:
 class RateLimits:
     """Per ``window`` seconds: wrong user codes allowed from one address and from everyone; wrong
     secrets of one confidential client allowed from one address and from everyone (past these,
-    its secret is not even hashed)."""
+    its secret is not even hashed). Per user name: ``name_free`` wrong passwords per
+    ``name_window`` seconds, then one per delay of ``name_delay`` seconds doubling up to
+    ``name_delay_max`` (:class:`~.ratelimit.NameAttempts`; past them the password is not even
+    checked)."""
 
     window: int = 300
     per_address: int = 10
     overall: int = 300
     secret_per_address: int = 20
     secret_per_client: int = 200
+    name_free: int = 5
+    name_delay: int = 60
+    name_delay_max: int = 3600
+    name_window: int = 86400
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,13 @@ def _positive_ints(table: Any, cls: type[Any], where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"[{where}] {key} must be a positive whole number of seconds or counts")
     return cls(**table)
+
+
+def _rate_limits(table: Any) -> RateLimits:
+    limits: RateLimits = _positive_ints(table, RateLimits, "rate_limits")
+    if limits.name_delay_max < limits.name_delay:
+        raise ConfigError("[rate_limits] name_delay_max must be at least name_delay")
+    return limits
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -188,7 +206,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         users={name: _user(name, table) for name, table in users.items()},
         issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),
         lifetimes=_positive_ints(data.get("lifetimes"), Lifetimes, "lifetimes"),
-        rate_limits=_positive_ints(data.get("rate_limits"), RateLimits, "rate_limits"),
+        rate_limits=_rate_limits(data.get("rate_limits")),
         data_dir=data.get("data_dir"),
     )
 

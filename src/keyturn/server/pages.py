@@ -72,6 +72,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _wait_text(seconds: int) -> str:
+    """A wait as a person reads it, rounded up: "1 second", "2 minutes", "1 hour"."""
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * length or (unit == "minute" and seconds > length):
+            count = -(-seconds // length)
+            return f"{count} {unit}s"
+    if seconds >= 60:
+        return "1 minute"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 class DevicePages:
     def __init__(self, server: AuthorizationServer, authenticator: Authenticator, prefix: str) -> None:
         self.server = server
@@ -176,11 +187,20 @@ class DevicePages:
             return self._code_form(csrf, typed, "That code is not valid (or has expired). "
                                    "Check it on your device.", status=400)
         username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
+        turn = await run_in_threadpool(self.server.verification.take_password_check, username, now)
+        if not turn.allowed:
+            # The same words, for a name that exists and one that does not: no oracle.
+            locked = self._code_form(csrf, typed, "Too many failed sign-ins with this user name: "
+                                     f"try again in {_wait_text(turn.retry_after)}.", status=429)
+            locked.headers["Retry-After"] = str(turn.retry_after)
+            return locked
         user = await run_in_threadpool(self.authenticator.authenticate, username, password)
         if user is None:
-            # The try stays counted: wrong passwords are rate-limited like wrong codes.
+            # The try stays counted: wrong passwords are rate-limited like wrong codes, and per
+            # user name (take_password_check).
             return self._code_form(csrf, typed, "Wrong user name or password.", status=401)
         await run_in_threadpool(self.server.signed_in, address, now)
+        await run_in_threadpool(self.server.verification.password_accepted, username, now)
         grant = lookup.grant
         client = self.server.config.clients.get(grant.client_id)
         client_name = client.name if client else grant.client_id

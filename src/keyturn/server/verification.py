@@ -1,8 +1,9 @@
 """The verification page's decisions (RFC 8628 §3.3): look a typed user code up, approve or deny.
 
 No HTTP here (:mod:`.pages` renders the page): a typed code is counted against the rate limits
-*before* it is looked up, and the person's decision is written with compare-and-set, so two tabs
-(or two replicas) deciding one grant at once cannot both win.
+*before* it is looked up, a password check against its user name's limit *before* it is made, and
+the person's decision is written with compare-and-set, so two tabs (or two replicas) deciding one
+grant at once cannot both win.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 from .config import RateLimits
 from .device_flow import DeviceGrant, DeviceStatus, normalize_user_code
 from .passwords import User
-from .ratelimit import UserCodeAttempts
+from .ratelimit import NameAttempts, NameTurn, UserCodeAttempts
 from .storage.base import ServerStorage
 
 __all__ = ["CodeLookup", "Verification"]
@@ -35,6 +36,7 @@ class Verification:
     def __init__(self, storage: ServerStorage, limits: RateLimits) -> None:
         self._storage = storage
         self._attempts = UserCodeAttempts(storage, limits)
+        self._names = NameAttempts(storage, limits)
 
     def __repr__(self) -> str:
         return "Verification()"
@@ -58,6 +60,18 @@ class Verification:
         """A right code and the right password: the try :meth:`lookup_user_code` counted (with
         the same ``now``) is given back."""
         self._attempts.give_back(address, now)
+
+    def take_password_check(self, username: str, now: float) -> NameTurn:
+        """May the password typed for ``username`` be checked now? Counted as a failure until
+        :meth:`password_accepted`. Any live user code will do and anyone can make one, so the
+        limits per code and address alone would let many addresses guess one person's password:
+        this limit is the name's, whatever the address and the code, and holds for names that
+        exist nowhere too (the same answers, so that it tells nobody which names exist)."""
+        return self._names.take(username, now)
+
+    def password_accepted(self, username: str, now: float) -> None:
+        """The right password for ``username``: its failures are forgotten."""
+        self._names.signed_in(username, now)
 
     def settle(self, device_code_hash: str, user: User | None, now: float) -> DeviceStatus | None:
         """Approve (a user) or deny (None) a pending grant; the grant's status after, or None."""
