@@ -10,6 +10,7 @@ redis-server; several attackers are real sockets bound to different loopback add
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from keyturn.server.ratelimit import NameAttempts, address_key
 from keyturn.server.runner import ServerThread
 from keyturn.server.storage.redis import RedisStorage
 from keyturn.server.storage.sqlite import SQLiteStorage
+from tests.server.test_server_browser import ARGS, CHROMIUM
 from tests.support.serverkit import ALICE_PASSWORD, make_config, page_approve, poll, start_device
 
 #: Limits that never decide a test unless it sets them: the per-name limit is then what stops.
@@ -246,3 +249,34 @@ def test_guesses_sent_at_once_cannot_overrun_the_name_limit(tmp_path: Path) -> N
         assert not attempts.take("alice", now).allowed
     finally:
         storage.close()
+
+
+@pytest.fixture
+def chromium_page() -> Iterator[Any]:
+    """A page of real Chromium (Debian's, through playwright), as the person sees /device."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright import sync_api
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = chromium.new_context()
+        yield context.new_page()
+        context.close()
+        chromium.close()
+
+
+def test_the_person_sees_when_to_try_again_in_chromium(tmp_path: Path, chromium_page: Any) -> None:
+    limits = replace(_WIDE, name_free=2, name_delay=_LONG, name_delay_max=_LONG)
+    with ServerThread(make_config(rate_limits=limits), data_dir=tmp_path) as running:
+        code = start_device(running.issuer, scope="openid")
+        alerts = []
+        for password in ("wrong-1", "wrong-2", ALICE_PASSWORD):
+            chromium_page.goto(f"{running.issuer}/device?user_code={code['user_code']}")
+            chromium_page.fill("#username", "alice")
+            chromium_page.fill("#password", password)
+            chromium_page.click("button[type=submit]")
+            alerts.append(chromium_page.inner_text("[role=alert]"))
+        assert alerts[:2] == ["Wrong user name or password."] * 2
+        assert re.fullmatch(r"Too many failed sign-ins with this user name: try again in \d+ "
+                            r"(days|hours|minutes|seconds?)\.", alerts[2]), alerts[2]
+        assert poll(running.issuer, code["device_code"]).json()["error"] == "authorization_pending"
