@@ -87,7 +87,10 @@ def test_guesses_from_many_addresses_stop_at_the_name_limit(start: Start) -> Non
     """The attack of issue 12, reproduced: six addresses, each with its own live code, guess one
     victim's password with the shipped limits. On main each address got 10 checks (60 in all) and
     the password at guess 46 was found; now the name stops them after ``name_free`` failures."""
-    limits = RateLimits()  # the shipped defaults
+    # The shipped limits, but a first delay no window boundary falls in during the test (with
+    # the shipped 60 s one crossing into a new minute may allow one more check, and that could
+    # be the right guess: a flaky test)
+    limits = replace(RateLimits(), name_delay=_LONG, name_delay_max=_LONG)
     running = start(limits)
     attackers = [_from(f"127.0.0.{n}") for n in range(2, 8)]
     try:
@@ -101,13 +104,8 @@ def test_guesses_from_many_addresses_stop_at_the_name_limit(start: Start) -> Non
     finally:
         for attacker in attackers:
             attacker.close()
-    assert outcomes[:limits.name_free] == ["checked"] * limits.name_free
-    # name_delay is 60 s: the next failure would need a minute of its own, and these all came
-    # within one (none crossing a minute boundary is checked twice: at most one more check)
-    assert outcomes.count("checked") <= limits.name_free + 1
-    assert "approved" not in outcomes
-    assert outcomes[-1] == "locked"
-    assert set(outcomes) <= {"checked", "locked"}, outcomes
+    free = limits.name_free
+    assert outcomes == ["checked"] * free + ["locked"] * (len(guesses) - free), outcomes
     for code in codes:
         assert poll(running.issuer, code["device_code"]).json()["error"] == "authorization_pending"
 
