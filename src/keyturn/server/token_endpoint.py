@@ -4,8 +4,12 @@ refresh-token rotation and the revocation of a login whose code or refresh token
 
 Form in, :class:`~.reply.Reply` out, or an :class:`~keyturn.errors.OAuthError` raised (rendered
 by :func:`~.errors.error_reply`). The device grant's rules are :mod:`.device_flow`'s; this module
-applies them to the storage with compare-and-set. The device code and the refresh token are
-hashed at once and never held in a local of a frame that can raise.
+applies them to the storage with compare-and-set. Each redemption (a device code, a refresh
+token) is one atomic storage operation that spends the credential and stores the new refresh
+token; a rotation also keeps the sealed answer (:mod:`.replay`) for an identical retry within
+``Lifetimes.retry_grace``. The device code and the refresh token are hashed at once and never
+held in a local of a frame that can raise (the sealing key derived from them is held by a
+:class:`~.replay.Sealer`, whose repr hides it).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import decide_poll, format_user_code, hash_code, new_device_grant
 from .errors import TemporarilyUnavailable, refusal, refusal_for_code
+from .replay import Sealer, request_fingerprint
 from .reply import NO_STORE, Reply
-from .storage.base import RefreshRecord, ServerStorage
+from .storage.base import RefreshRecord, Replay, ServerStorage
 from .tokens import Signer
 
 __all__ = ["TokenEndpoint", "requested_scope"]
@@ -138,27 +143,31 @@ class TokenEndpoint:
             if updated is None:
                 assert outcome.error is not None
                 raise refusal_for_code(outcome.error, outcome.description)
-            family_id = None
-            if outcome.error is None:
-                family_id = secrets.token_urlsafe(12)
-                updated = replace(updated, family_id=family_id)
-            if not self.storage.swap_device_grant(updated):
-                continue
             if outcome.error is not None:
+                if not self.storage.swap_device_grant(updated):
+                    continue
                 # authorization_pending or slow_down, now that the poll's time is written.
                 raise refusal_for_code(outcome.error, outcome.description)
+            family_id = secrets.token_urlsafe(12)
+            updated = replace(updated, family_id=family_id)
             assert updated.subject is not None
-            return self._issue(
+            body, successor = self._answer(
                 client, subject=updated.subject, scope=updated.scope, now=now,
                 refresh=GRANT_REFRESH_TOKEN in client.grants, auth_time=updated.auth_time,
                 claims=updated.extra, family_id=family_id,
             )
+            # The grant is consumed and its refresh token stored in one step: a storage error
+            # leaves the grant APPROVED, and the retried poll redeems it (once: RFC 8628 §3.5
+            # codes stay single-use, so there is no retry grace here).
+            if self.storage.redeem_device_grant(updated, successor):
+                return Reply(200, body, NO_STORE)
         raise refusal(InvalidGrant, "the device_code is being redeemed concurrently")
 
     def _refresh_grant(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
         if not form.get("refresh_token"):
             raise refusal(InvalidRequest, "refresh_token is missing")
         token_hash = hash_code(form["refresh_token"])
+        sealer = Sealer(form["refresh_token"])
         record = self.storage.refresh_token(token_hash)
         # RFC 6749 §5.2, invalid_grant: "The provided authorization grant ... or refresh token is
         # invalid, expired, revoked, ... or was issued to another client."
@@ -175,22 +184,74 @@ class TokenEndpoint:
             if not set(requested) <= set(record.scope):
                 raise refusal(InvalidScope, "a refresh cannot widen the scope")
             scope = requested
-        if not self.storage.use_refresh_token(token_hash, now):
-            # OAuth 2.0 Security BCP §4.14.2 (refresh token rotation): "If a refresh token is
-            # compromised and subsequently used by both the attacker and the legitimate client,
-            # one of them will present an invalidated refresh token, which will inform the
-            # authorization server of the breach" - so the whole family is revoked.
-            self.storage.revoke_family(record.family_id, now + self.lifetimes.refresh_token)
-            raise refusal(InvalidGrant, "the refresh token was already used")
-        return self._issue(client, subject=record.subject, scope=scope, now=now, refresh=True,
-                           auth_time=record.auth_time, claims=record.claims,
-                           family_id=record.family_id, refresh_scope=record.scope)
+        replay_key = f"rt:{token_hash}"
+        fingerprint = request_fingerprint(client.client_id, GRANT_REFRESH_TOKEN, requested)
+        if record.used_at is None:
+            body, successor = self._answer(
+                client, subject=record.subject, scope=scope, now=now, refresh=True,
+                auth_time=record.auth_time, claims=record.claims, family_id=record.family_id,
+                refresh_scope=record.scope)
+            assert successor is not None
+            # RFC 6749 §6: "The authorization server MAY revoke the old refresh token after
+            # issuing a new refresh token to the client": spending it, storing the new one and
+            # keeping the answer are one step, so a storage error leaves the old one working.
+            if self.storage.rotate_refresh_token(token_hash, now, successor, self._replay(
+                    replay_key, sealer, fingerprint, body, record.family_id, successor, now)):
+                return Reply(200, body, NO_STORE)
+        # Already used (or used by a concurrent request just now): the identical request retried
+        # within the grace gets the answer it was given.
+        again = self._replayed(replay_key, sealer, fingerprint, now)
+        if again is not None:
+            return again
+        # OAuth 2.0 Security BCP §4.14.2 (refresh token rotation): "If a refresh token is
+        # compromised and subsequently used by both the attacker and the legitimate client,
+        # one of them will present an invalidated refresh token, which will inform the
+        # authorization server of the breach" - so the whole family is revoked.
+        self.storage.revoke_family(record.family_id, now + self.lifetimes.refresh_token)
+        raise refusal(InvalidGrant, "the refresh token was already used")
+
+    # -- the retry grace (.replay) -----------------------------------------------------------------
+
+    def _replay(self, key: str, sealer: Sealer, fingerprint: str, body: Mapping[str, Any],
+                family_id: str, successor: RefreshRecord, now: float) -> Replay:
+        return Replay(key=key, fingerprint=fingerprint, expires_at=now + self.lifetimes.retry_grace,
+                      sealed=sealer.seal(body), family_id=family_id,
+                      successor_hash=successor.token_hash)
+
+    def _replayed(self, key: str, sealer: Sealer, fingerprint: str, now: float) -> Reply | None:
+        """The answer kept for this identical request, while the grace lasts and the client has
+        not moved on (the refresh token it carried is unused); None: a reuse."""
+        kept = self.storage.replay(key)
+        if (kept is None or kept.expires_at <= now or kept.fingerprint != fingerprint
+                or self.storage.family_revoked(kept.family_id)):
+            return None
+        if kept.successor_hash is not None:
+            successor = self.storage.refresh_token(kept.successor_hash)
+            if successor is None or successor.used_at is not None:
+                return None
+        body = sealer.open(kept.sealed)
+        return None if body is None else Reply(200, body, NO_STORE)
+
+    # -- the answer --------------------------------------------------------------------------------
 
     def _issue(
         self, client: ClientConfig, *, subject: str, scope: tuple[str, ...], now: float,
         refresh: bool, auth_time: float | None, claims: Mapping[str, str], family_id: str | None,
-        refresh_scope: tuple[str, ...] | None = None,
     ) -> Reply:
+        """An answer that spends nothing (client credentials: no refresh token to store)."""
+        body, successor = self._answer(client, subject=subject, scope=scope, now=now,
+                                       refresh=refresh, auth_time=auth_time, claims=claims,
+                                       family_id=family_id)
+        assert successor is None
+        return Reply(200, body, NO_STORE)
+
+    def _answer(
+        self, client: ClientConfig, *, subject: str, scope: tuple[str, ...], now: float,
+        refresh: bool, auth_time: float | None, claims: Mapping[str, str], family_id: str | None,
+        refresh_scope: tuple[str, ...] | None = None,
+    ) -> tuple[dict[str, Any], RefreshRecord | None]:
+        """The token answer, and the new refresh token's record for the caller to store (in the
+        same step that spends the credential it was redeemed with)."""
         access, _ = self.signer.access_token(
             subject=subject, client_id=client.client_id, audience=self.config.audience or self.issuer,
             scope=scope, now=now, lifetime=self.lifetimes.access_token, auth_time=auth_time,
@@ -198,18 +259,19 @@ class TokenEndpoint:
         )
         body: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
                                 "expires_in": self.lifetimes.access_token, "scope": " ".join(scope)}
+        successor = None
         if refresh and family_id is not None:
             refresh_token = secrets.token_urlsafe(32)
-            self.storage.add_refresh_token(RefreshRecord(
+            successor = RefreshRecord(
                 token_hash=hash_code(refresh_token), family_id=family_id,
                 client_id=client.client_id, subject=subject, scope=refresh_scope or scope,
                 created_at=now, expires_at=now + self.lifetimes.refresh_token, auth_time=auth_time,
                 claims=dict(claims),
-            ))
+            )
             body["refresh_token"] = refresh_token
         if "openid" in scope and family_id is not None:
             body["id_token"] = self.signer.id_token(
                 subject=subject, client_id=client.client_id, now=now,
                 lifetime=self.lifetimes.id_token, auth_time=auth_time, claims=claims, scope=scope,
             )
-        return Reply(200, body, NO_STORE)
+        return body, successor

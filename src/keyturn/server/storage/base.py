@@ -5,7 +5,10 @@ processes (replicas behind a load balancer) can share one store: a device code m
 approved on a second and redeemed on a third. Changes that must not race are single operations
 of the interface (compare-and-set on a device grant's version, "mark this refresh token used if
 it is not", an atomic counter), which SQLite does with a transaction and Redis with a Lua script
-or WATCH. Codes and refresh tokens are kept as SHA-256 hashes only.
+or WATCH. A redemption (rotating a refresh token, redeeming a device code) is one such operation
+too: spending the old credential, storing the new refresh token (and, for a rotation, keeping
+the answer for a retry) happen together or not at all, so a storage error never leaves a
+spent credential whose tokens nobody received. Codes and refresh tokens are kept as SHA-256 hashes only.
 
 A backend implements :class:`ServerStorage`; :class:`~.sqlite.SQLiteStorage` is the default.
 """
@@ -22,7 +25,7 @@ from ... import strictjson
 from ...errors import StoreError
 from ..device_flow import DeviceGrant, DeviceStatus
 
-__all__ = ["RefreshRecord", "ServerStorage", "grant_from_json", "grant_to_json"]
+__all__ = ["RefreshRecord", "Replay", "ServerStorage", "grant_from_json", "grant_to_json"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,33 @@ class RefreshRecord:
     used_at: float | None = None
     #: The person's claims at sign-in (name, email), for the id_tokens of later refreshes.
     claims: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The answer one redemption gave, kept for a short grace (``Lifetimes.retry_grace``) so that
+    a client retrying the identical request (its answer was lost) gets it again instead of a
+    revocation. ``key`` names the refresh token redeemed (``"rt:"`` and its hash);
+    ``sealed`` is the answer encrypted under a key only that credential gives (:mod:`..replay`):
+    the store never holds the tokens readable."""
+
+    key: str
+    #: What makes a retry identical (the client and the parameters), hashed.
+    fingerprint: str
+    expires_at: float
+    sealed: str = field(repr=False)
+    family_id: str
+    #: The hash of the refresh token the answer carried: once it has been used, the client has
+    #: moved on and the old credential coming back is a reuse again.
+    successor_hash: str | None = None
+
+
+def replay_to_json(replay: Replay) -> str:
+    return json.dumps(asdict(replay), separators=(",", ":"))
+
+
+def replay_from_json(text: str) -> Replay:
+    return Replay(**_record(text, "retry answer"))
 
 
 def grant_to_json(grant: DeviceGrant) -> str:
@@ -114,6 +144,23 @@ class ServerStorage(abc.ABC):
     @abc.abstractmethod
     def use_refresh_token(self, token_hash: str, now: float) -> bool:
         """Mark it used; True only for the first caller (rotation: a token works once)."""
+
+    @abc.abstractmethod
+    def rotate_refresh_token(self, token_hash: str, now: float, successor: RefreshRecord,
+                             replay: Replay) -> bool:
+        """In one atomic step: mark ``token_hash`` used, store ``successor`` and ``replay``.
+        False, and nothing written, if the token is unknown or was already used."""
+
+    @abc.abstractmethod
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+        """In one atomic step: :meth:`swap_device_grant` (the grant becomes CONSUMED) and store the
+        refresh token it issued (if any). False, and nothing written, if another request changed
+        the grant first."""
+
+    @abc.abstractmethod
+    def replay(self, key: str) -> Replay | None:
+        """The answer kept under ``key`` (:attr:`Replay.key`), if it is still kept (the caller
+        checks ``expires_at``: a backend may keep it a little longer)."""
 
     @abc.abstractmethod
     def revoke_family(self, family_id: str, until: float) -> None:

@@ -17,11 +17,14 @@ from dataclasses import replace
 from ..device_flow import DeviceGrant
 from .base import (
     RefreshRecord,
+    Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
     refresh_from_json,
     refresh_to_json,
+    replay_from_json,
+    replay_to_json,
 )
 
 __all__ = ["MemoryStorage"]
@@ -40,6 +43,7 @@ class MemoryStorage(ServerStorage):
         self._revoked: dict[tuple[str, str], float] = {}       # (kind, id) -> kept until
         self._counters: dict[str, tuple[float, int]] = {}      # key -> (window end, count)
         self._settings: dict[str, str] = {}
+        self._replays: dict[str, tuple[float, str]] = {}      # key -> (expires at, json)
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -101,6 +105,32 @@ class MemoryStorage(ServerStorage):
             self._used[token_hash] = now
         return True
 
+    def rotate_refresh_token(self, token_hash: str, now: float, successor: RefreshRecord,
+                             replay: Replay) -> bool:
+        with self._lock:  # one step under the lock: nothing half done
+            if token_hash not in self._refresh or token_hash in self._used:
+                return False
+            self._used[token_hash] = now
+            self._refresh[successor.token_hash] = refresh_to_json(successor)
+            self._replays[replay.key] = (replay.expires_at, replay_to_json(replay))
+        return True
+
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+        with self._lock:
+            held = self._grants.get(updated.device_code_hash)
+            if held is None or held[0] != updated.version - 1:
+                return False
+            self._grants[updated.device_code_hash] = (updated.version, held[1],
+                                                      grant_to_json(updated))
+            if refresh is not None:
+                self._refresh[refresh.token_hash] = refresh_to_json(refresh)
+        return True
+
+    def replay(self, key: str) -> Replay | None:
+        with self._lock:
+            held = self._replays.get(key)
+        return replay_from_json(held[1]) if held else None
+
     def revoke_family(self, family_id: str, until: float) -> None:
         self._revoke("family", family_id, until)
 
@@ -149,6 +179,7 @@ class MemoryStorage(ServerStorage):
                     del self._refresh[token_hash]
                     self._used.pop(token_hash, None)
             self._revoked = {key: until for key, until in self._revoked.items() if until >= now}
+            self._replays = {key: held for key, held in self._replays.items() if held[0] >= now}
             self._counters = {key: value for key, value in self._counters.items()
                               if value[0] >= now}
 

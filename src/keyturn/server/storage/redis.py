@@ -2,8 +2,13 @@
 
 Every key expires on its own (TTL), so nothing needs sweeping. The operations that must not race
 are single Redis commands or one Lua script: ``SET NX`` for a new user code, a refresh token's
-first use and a setting; a compare-and-set script for a device grant's version; ``INCRBY`` for
-the rate-limit counters. ``redis`` (redis-py) is imported only when this backend is used.
+first use and a setting; a compare-and-set script for a device grant's version; one script for
+each redemption (rotating a refresh token, redeeming a device code), which spends the old
+credential and stores the new refresh token (and, for a rotation, the retry answer) together;
+``INCRBY`` for the rate-limit counters. Redis runs a script alone and does not undo a script
+that fails half way, so each script checks everything first and then only issues ``SET``
+commands, which cannot fail on a key this server wrote. ``redis`` (redis-py) is imported only
+when this backend is used.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from typing import Any
 from ..device_flow import DeviceGrant
 from .base import (
     RefreshRecord,
+    Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
     refresh_from_json,
     refresh_to_json,
+    replay_from_json,
+    replay_to_json,
 )
 
 __all__ = ["RedisStorage"]
@@ -33,6 +41,27 @@ local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""
+
+# KEYS: the old token's record, its used mark, the successor's record, the retry answer.
+# ARGV: now, the mark's TTL, the successor's JSON and TTL, the answer's JSON and TTL.
+_ROTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6])
+return 1
+"""
+
+# KEYS: the grant, the refresh token it issued. ARGV: the version expected, the new grant's JSON,
+# the refresh token's JSON ('' when none is issued) and TTL.
+_REDEEM = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
 return 1
 """
 
@@ -52,6 +81,8 @@ class RedisStorage(ServerStorage):
         self._prefix = prefix
         self._clock = clock or time.time
         self._swap = self._redis.register_script(_SWAP)
+        self._rotate = self._redis.register_script(_ROTATE)
+        self._redeem = self._redis.register_script(_REDEEM)
         self._url_shown = url.split("@")[-1]  # never the password
 
     def __repr__(self) -> str:
@@ -81,6 +112,20 @@ class RedisStorage(ServerStorage):
         return bool(self._swap(keys=[self._key("dg", updated.device_code_hash)],
                                args=[updated.version - 1, grant_to_json(updated)]))
 
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+        now = self._clock()
+        refresh_key = self._key("rt", refresh.token_hash if refresh else "none")
+        return bool(self._redeem(
+            keys=[self._key("dg", updated.device_code_hash), refresh_key],
+            args=[updated.version - 1, grant_to_json(updated),
+                  refresh_to_json(refresh) if refresh else "",
+                  _ttl(refresh.expires_at, now) if refresh else 1],
+        ))
+
+    def replay(self, key: str) -> Replay | None:
+        body = self._redis.get(self._key("replay", key))
+        return replay_from_json(body.decode()) if body else None
+
     # -- refresh tokens ----------------------------------------------------------------------------
 
     def add_refresh_token(self, record: RefreshRecord) -> None:
@@ -98,6 +143,17 @@ class RedisStorage(ServerStorage):
         record = self.refresh_token(token_hash)
         ttl = _ttl(record.expires_at, now) if record else 60
         return bool(self._redis.set(self._key("rtu", token_hash), repr(now), nx=True, ex=ttl))
+
+    def rotate_refresh_token(self, token_hash: str, now: float, successor: RefreshRecord,
+                             replay: Replay) -> bool:
+        # The used mark lives as long as the new token could: a reuse is recognised until then.
+        return bool(self._rotate(
+            keys=[self._key("rt", token_hash), self._key("rtu", token_hash),
+                  self._key("rt", successor.token_hash), self._key("replay", replay.key)],
+            args=[repr(now), _ttl(successor.expires_at, now), refresh_to_json(successor),
+                  _ttl(successor.expires_at, now), replay_to_json(replay),
+                  _ttl(replay.expires_at, now)],
+        ))
 
     def revoke_family(self, family_id: str, until: float) -> None:
         self._redis.set(self._key("family", family_id), "1", ex=_ttl(until, self._clock()))

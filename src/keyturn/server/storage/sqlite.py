@@ -19,11 +19,14 @@ from pathlib import Path
 from ..device_flow import DeviceGrant
 from .base import (
     RefreshRecord,
+    Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
     refresh_from_json,
     refresh_to_json,
+    replay_from_json,
+    replay_to_json,
 )
 
 __all__ = ["SQLiteStorage"]
@@ -56,6 +59,11 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replays (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    body TEXT NOT NULL
 );
 """
 #: A grant is kept this long past its expiry, so a late poll still gets expired_token rather than
@@ -133,20 +141,42 @@ class SQLiteStorage(ServerStorage):
 
     def swap_device_grant(self, updated: DeviceGrant) -> bool:
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE device_grants SET version = ?, body = ? "
-                "WHERE device_code_hash = ? AND version = ?",
-                (updated.version, grant_to_json(updated), updated.device_code_hash,
-                 updated.version - 1),
-            )
-            return cursor.rowcount == 1
+            return self._swap(db, updated)
+
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+        # One BEGIN IMMEDIATE ... COMMIT: an error at any step rolls the consumed grant back.
+        with self._tx() as db:
+            if not self._swap(db, updated):
+                return False
+            if refresh is not None:
+                self._insert_refresh(db, refresh)
+        return True
+
+    @staticmethod
+    def _swap(db: sqlite3.Connection, updated: DeviceGrant) -> bool:
+        cursor = db.execute(
+            "UPDATE device_grants SET version = ?, body = ? "
+            "WHERE device_code_hash = ? AND version = ?",
+            (updated.version, grant_to_json(updated), updated.device_code_hash,
+             updated.version - 1),
+        )
+        return cursor.rowcount == 1
 
     # -- refresh tokens ----------------------------------------------------------------------------
 
     def add_refresh_token(self, record: RefreshRecord) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO refresh_tokens VALUES (?, ?, ?, ?)",
-                       (record.token_hash, None, record.expires_at, refresh_to_json(record)))
+            self._insert_refresh(db, record)
+
+    @staticmethod
+    def _insert_refresh(db: sqlite3.Connection, record: RefreshRecord) -> None:
+        db.execute("INSERT INTO refresh_tokens VALUES (?, ?, ?, ?)",
+                   (record.token_hash, None, record.expires_at, refresh_to_json(record)))
+
+    @staticmethod
+    def _insert_replay(db: sqlite3.Connection, replay: Replay) -> None:
+        db.execute("INSERT OR REPLACE INTO replays VALUES (?, ?, ?)",
+                   (replay.key, replay.expires_at, replay_to_json(replay)))
 
     def refresh_token(self, token_hash: str) -> RefreshRecord | None:
         row = self._one("SELECT body, used_at FROM refresh_tokens WHERE token_hash = ?", token_hash)
@@ -160,11 +190,30 @@ class SQLiteStorage(ServerStorage):
 
     def use_refresh_token(self, token_hash: str, now: float) -> bool:
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
-                (now, token_hash),
-            )
-            return cursor.rowcount == 1
+            return self._mark_used(db, token_hash, now)
+
+    def rotate_refresh_token(self, token_hash: str, now: float, successor: RefreshRecord,
+                             replay: Replay) -> bool:
+        # One BEGIN IMMEDIATE ... COMMIT: an error after the mark rolls it back, so the old token
+        # still works for the retry.
+        with self._tx() as db:
+            if not self._mark_used(db, token_hash, now):
+                return False
+            self._insert_refresh(db, successor)
+            self._insert_replay(db, replay)
+        return True
+
+    @staticmethod
+    def _mark_used(db: sqlite3.Connection, token_hash: str, now: float) -> bool:
+        cursor = db.execute(
+            "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+            (now, token_hash),
+        )
+        return cursor.rowcount == 1
+
+    def replay(self, key: str) -> Replay | None:
+        row = self._one("SELECT body FROM replays WHERE key = ?", key)
+        return replay_from_json(str(row[0])) if row else None
 
     def revoke_family(self, family_id: str, until: float) -> None:
         self._revoke("family", family_id, until)
@@ -213,6 +262,7 @@ class SQLiteStorage(ServerStorage):
             db.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM revoked WHERE until < ?", (now,))
             db.execute("DELETE FROM counters WHERE window_end < ?", (now,))
+            db.execute("DELETE FROM replays WHERE expires_at < ?", (now,))
 
     def ping(self) -> None:
         self._one("SELECT 1")
