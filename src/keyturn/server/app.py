@@ -9,9 +9,11 @@ under the issuer's path, so ``https://host/realm`` works; discovery is also answ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +28,8 @@ from ..errors import OAuthError
 from ..secret import SecretFields
 from .clientauth import authenticate_client
 from .config import ClientConfig, ServerConfig
-from .errors import BadForm, error_reply
+from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, unavailable
+from .housekeeping import purge_periodically
 from .pages import DevicePages
 from .passwords import Authenticator, LocalUsers
 from .reply import NO_STORE, Reply
@@ -104,9 +107,11 @@ def _plain(exc: BadForm) -> Response:
 
 
 Handler = Callable[[ClientConfig, Mapping[str, str], float], Reply]
+#: What runs after the client is authenticated and before the handler: (client, address, now).
+Admission = Callable[[ClientConfig, str, float], None]
 
 
-def _client_endpoint(server: AuthorizationServer, handler: Handler
+def _client_endpoint(server: AuthorizationServer, handler: Handler, admit: Admission | None = None
                      ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -121,6 +126,8 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler
             now = time.time()
             client = authenticate_client(server.config.clients, request.headers.get("authorization"),
                                          form, server.secret_attempts(address, now))
+            if admit is not None:
+                admit(client, address, now)
             return handler(client, form, now)
 
         try:
@@ -160,7 +167,8 @@ def create_app(
             await run_in_threadpool(storage.ping)
         except Exception:
             log.exception("health check: storage unreachable")
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+            return JSONResponse({"status": "unavailable"}, status_code=503,
+                                headers={"Retry-After": str(OUTAGE_RETRY_AFTER)})
         return JSONResponse({"status": "ok"})
 
     async def userinfo(request: Request) -> Response:
@@ -203,7 +211,8 @@ def create_app(
         Route(f"{prefix}/health", health),
         Route(f"{prefix}/userinfo", userinfo, methods=["GET", "POST"]),
         Route(f"{prefix}/device_authorization",
-              _client_endpoint(server, server.device_authorization), methods=["POST"]),
+              _client_endpoint(server, server.device_authorization, server.count_new_grant),
+              methods=["POST"]),
         Route(f"{prefix}/token", _client_endpoint(server, server.token), methods=["POST"]),
         Route(f"{prefix}/revoke", _client_endpoint(server, server.revoke), methods=["POST"]),
         Route(f"{prefix}/introspect", _client_endpoint(server, server.introspect), methods=["POST"]),
@@ -215,7 +224,35 @@ def create_app(
         # the path component" for an issuer with a path.
         routes += [Route(f"/.well-known/oauth-authorization-server{prefix}", metadata),
                    Route(f"/.well-known/openid-configuration{prefix}", metadata)]
-    app = Starlette(routes=routes)
+    page_paths = frozenset({f"{prefix}/device", f"{prefix}/device/decision"})
+
+    async def storage_outage(request: Request, exc: Exception) -> Response:
+        """The one answer to a request the storage could not serve (a SQLite file locked or
+        unreadable, Redis down): 503 with Retry-After, JSON for a client and a short page for a
+        person; never the exception's text or a traceback (it could name the storage)."""
+        log.warning("storage unavailable (%s) on %s", exc.__class__.__name__, request.url.path)
+        if request.url.path in page_paths:
+            return Response("The sign-in service is unavailable for a moment. Please try again "
+                            "in a minute.\n", status_code=503, media_type="text/plain",
+                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER), **NO_STORE})
+        # RFC 6749 §4.1.2.1, temporarily_unavailable: "The authorization server is currently
+        # unable to handle the request due to a temporary overloading or maintenance of the
+        # server."
+        return _json(error_reply(unavailable("the server's storage is unavailable: try again",
+                                             retry_after=OUTAGE_RETRY_AFTER)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        purging = asyncio.create_task(purge_periodically(storage, config.purge_interval))
+        try:
+            yield
+        finally:
+            purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purging
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers=dict.fromkeys(storage_outages(), storage_outage))
     app.state.server = server
     return app
 

@@ -4,6 +4,7 @@
 
     issuer = "https://login.example.org/realm"     # optional: else http://HOST:PORT
     audience = "https://api.example.org"           # optional: access tokens' "aud" (else the issuer)
+    purge_interval = 600                           # seconds between purges of expired rows
 
     [lifetimes]                                    # seconds; these are the defaults
     device_code = 1800
@@ -11,7 +12,6 @@
     access_token = 600
     id_token = 600
     refresh_token = 2592000
-    retry_grace = 20                               # the identical refresh retried: same answer
 
     [rate_limits]                                  # per window of seconds; these are the defaults
     window = 300
@@ -19,6 +19,8 @@
     overall = 300
     secret_per_address = 20                        # wrong client secrets, per client and address
     secret_per_client = 200                        # wrong client secrets, per client
+    pending_per_client = 5000                      # new device grants per device_code lifetime
+    pending_per_address = 100                      # the same, per address (429 past either)
     name_free = 5                                  # wrong passwords per user name and name_window
     name_delay = 60                                # then a wait, doubling per failure
     name_delay_max = 3600                          # up to this
@@ -74,9 +76,6 @@ class Lifetimes:
     access_token: int = 600
     id_token: int = 600
     refresh_token: int = 30 * 24 * 3600
-    #: A client that repeats the identical refresh this soon (its answer was lost) gets the same
-    #: answer again instead of a revocation (docs/server.md).
-    retry_grace: int = 20
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,10 @@ class RateLimits:
     overall: int = 300
     secret_per_address: int = 20
     secret_per_client: int = 200
+    #: New device grants per client and per address in a window of ``lifetimes.device_code``
+    #: seconds (:mod:`.grantlimit`).
+    pending_per_client: int = 5000
+    pending_per_address: int = 100
     name_free: int = 5
     name_delay: int = 60
     name_delay_max: int = 3600
@@ -121,6 +124,8 @@ class ServerConfig:
     lifetimes: Lifetimes = Lifetimes()
     rate_limits: RateLimits = RateLimits()
     data_dir: str | None = None
+    #: Seconds between purges of expired rows (:mod:`.housekeeping`).
+    purge_interval: int = 600
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
     demo_password: str | None = field(default=None, repr=False)
     #: Set only by demo_config: the secret of its confidential client DEMO_SERVICE_CLIENT, to print.
@@ -194,6 +199,13 @@ def _user(name: str, table: Any) -> tuple[str, Mapping[str, str]]:
     return str(table["password_hash"]), claims
 
 
+def _purge_interval(data: Mapping[str, Any]) -> int:
+    value = data.get("purge_interval", ServerConfig.purge_interval)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError("purge_interval must be a positive whole number of seconds")
+    return value
+
+
 def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     clients = data.get("clients", {})
     users = data.get("users", {})
@@ -210,6 +222,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         users={name: _user(name, table) for name, table in users.items()},
         issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),
         lifetimes=_positive_ints(data.get("lifetimes"), Lifetimes, "lifetimes"),
+        purge_interval=_purge_interval(data),
         rate_limits=_rate_limits(data.get("rate_limits")),
         data_dir=data.get("data_dir"),
     )

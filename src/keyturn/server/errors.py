@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from ..errors import InvalidClient, InvalidRequest, OAuthError, oauth_error
 from .reply import NO_STORE, Reply
 
-__all__ = ["BadForm", "InvalidToken", "TemporarilyUnavailable", "error_reply", "refusal",
-           "refusal_for_code"]
+__all__ = ["OUTAGE_RETRY_AFTER", "BadForm", "InvalidToken", "TemporarilyUnavailable", "error_reply",
+           "refusal", "refusal_for_code", "storage_outages", "unavailable"]
 
 
 class InvalidToken(OAuthError):
@@ -31,6 +31,39 @@ class TemporarilyUnavailable(OAuthError):
     to handle the request due to a temporary overloading or maintenance of the server.\""""
 
     code = "temporarily_unavailable"
+    #: Seconds for the Retry-After header (RFC 9110 §10.2.3), set by :func:`unavailable`.
+    retry_after: int | None = None
+
+
+#: Retry-After (seconds) of the answer to a request the storage could not serve (an outage).
+OUTAGE_RETRY_AFTER = 5
+
+
+def unavailable(description: str, *, retry_after: int, status: int = 503
+                ) -> TemporarilyUnavailable:
+    """temporarily_unavailable with a Retry-After: 503 for an outage; 429 for a limit that the
+    caller reached (RFC 6585 §4: "The 429 status code indicates that the user has sent too many
+    requests in a given amount of time"; RFC 8628 has no error code for it)."""
+    exc = refusal(TemporarilyUnavailable, description, status=status)
+    exc.retry_after = max(1, retry_after)
+    return exc
+
+
+def storage_outages() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the storage cannot be reached or written just now (a SQLite file
+    locked or unreadable, Redis down or read-only), not a bug: answered with 503. A damaged
+    record (:class:`~keyturn.errors.StoreError`) is not among them."""
+    import sqlite3
+
+    kinds: list[type[BaseException]] = [sqlite3.OperationalError]
+    try:
+        from redis import exceptions as redis_errors
+    except ImportError:  # redis is optional: only its backend needs it
+        pass
+    else:
+        kinds += [redis_errors.ConnectionError, redis_errors.TimeoutError,
+                  redis_errors.ReadOnlyError]
+    return tuple(kinds)
 
 
 class BadForm(InvalidRequest):
@@ -86,4 +119,8 @@ def error_reply(exc: OAuthError) -> Reply:
         # status code and include the "WWW-Authenticate" response header field matching the
         # authentication scheme used by the client." Sent on every 401, as openid-client expects.
         headers["WWW-Authenticate"] = 'Basic realm="keyturn"'
+    if isinstance(exc, TemporarilyUnavailable) and exc.retry_after is not None:
+        # RFC 9110 §10.2.3: "Servers send the "Retry-After" header field to indicate how long the
+        # user agent ought to wait before making a follow-up request."
+        headers["Retry-After"] = str(exc.retry_after)
     return Reply(status, body, headers)

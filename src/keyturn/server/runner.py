@@ -78,7 +78,8 @@ def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
     import uvicorn
 
     config = uvicorn.Config(
-        AccessLog(app), lifespan="off", access_log=False, server_header=False,
+        # lifespan "on": the app's lifespan runs the periodic purge (housekeeping.py).
+        AccessLog(app), lifespan="on", access_log=False, server_header=False,
         # Forwarded headers are believed only from the proxies named here (issue 4: "honoured only
         # when configured").
         proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips or "",

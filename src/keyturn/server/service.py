@@ -19,6 +19,7 @@ from .clientauth import SecretAttempts
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import DeviceStatus, hash_code
 from .errors import InvalidToken, refusal
+from .grantlimit import PendingGrantLimit
 from .passwords import User
 from .ratelimit import StoredSecretAttempts
 from .reply import NO_STORE, Reply
@@ -41,6 +42,7 @@ class AuthorizationServer:
         self.lifetimes = config.lifetimes
         self.grants = TokenEndpoint(config, storage, signer, self.issuer)
         self.verification = Verification(storage, config.rate_limits)
+        self.pending_grants = PendingGrantLimit(config, storage)
 
     def __repr__(self) -> str:
         return f"AuthorizationServer(issuer={self.issuer!r})"
@@ -160,6 +162,10 @@ class AuthorizationServer:
         return Reply(200, {**extra, "sub": subject}, NO_STORE)
 
     # -- rate limits (.ratelimit) ------------------------------------------------------------------
+
+    def count_new_grant(self, client: ClientConfig, address: str, now: float) -> None:
+        """Before a device authorization: see :meth:`.PendingGrantLimit.take` (429 past it)."""
+        self.pending_grants.take(client, address, now)
 
     def secret_attempts(self, address: str, now: float) -> SecretAttempts:
         """The counter of secret checks for one request from ``address`` at ``now``, for
