@@ -13,9 +13,11 @@ lost on its way to the client).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from keyturn.errors import StoreError
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import Lifetimes
 from keyturn.server.device_flow import DeviceGrant, hash_code
+from keyturn.server.replay import Sealer
 from keyturn.server.runner import ServerThread
 from keyturn.server.storage.base import RefreshRecord, Replay, ServerStorage
 from keyturn.server.storage.memory import MemoryStorage
@@ -38,6 +41,8 @@ from tests.support.serverkit import RS_SECRET, basic, make_config, page_approve,
 #: within it for the others).
 SHORT_GRACE = 1
 LONG_GRACE = 60
+#: Identical refreshes sent at once.
+RACERS = 4
 
 #: The steps a test can make fail once.
 STORE_NEW_TOKEN = "store the new refresh token"
@@ -212,6 +217,22 @@ def test_the_identical_retry_within_the_grace_gets_the_identical_answer(site: Si
     assert active(site.issuer, first.json()["refresh_token"])
 
 
+def test_identical_refreshes_at_once_all_get_the_one_answer(site: Site) -> None:
+    tokens = login(site.issuer)
+    barrier = threading.Barrier(RACERS)
+
+    def race() -> httpx.Response:
+        barrier.wait(timeout=30)
+        return refresh(site.issuer, tokens["refresh_token"])
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        answers = list(pool.map(lambda _: race(), range(RACERS)))
+    # One rotation won; the others, racing it, were given its answer rather than a revocation.
+    assert [a.status_code for a in answers] == [200] * RACERS
+    assert all(a.json() == answers[0].json() for a in answers)
+    assert active(site.issuer, answers[0].json()["access_token"])
+
+
 def test_a_retry_after_the_client_moved_on_revokes_the_family(site: Site) -> None:
     tokens = login(site.issuer)
     first = refresh(site.issuer, tokens["refresh_token"]).json()
@@ -339,3 +360,19 @@ def test_a_redemption_that_loses_the_race_writes_nothing(storage: ServerStorage)
     assert storage.refresh_token("won") is not None
     held = storage.device_grant("dc")
     assert held is not None and held.family_id == "fam"
+
+
+# -- the sealed answer ------------------------------------------------------------------------------
+
+
+def test_only_the_credential_redeemed_opens_its_answer() -> None:
+    answer = {"access_token": "a.b.c", "refresh_token": "new-refresh"}
+    sealed = Sealer("old-refresh").seal(answer)
+    assert "new-refresh" not in sealed and "a.b.c" not in sealed
+    assert Sealer("old-refresh").open(sealed) == answer
+    assert Sealer("another-refresh").open(sealed) is None
+    assert Sealer("old-refresh").open(sealed[:-4] + "AAAA") is None
+    assert Sealer("old-refresh").open("not a jwe") is None
+    assert "old-refresh" not in repr(Sealer("old-refresh"))
+    kept = Replay(key="rt:h", fingerprint="f", expires_at=1.0, sealed=sealed, family_id="fam")
+    assert sealed not in repr(kept)
