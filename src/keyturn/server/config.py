@@ -12,6 +12,7 @@
     access_token = 600
     id_token = 600
     refresh_token = 2592000
+    retry_grace = 20                               # the identical refresh retried: same answer
 
     [rate_limits]                                  # per window of seconds; these are the defaults
     window = 300
@@ -76,6 +77,9 @@ class Lifetimes:
     access_token: int = 600
     id_token: int = 600
     refresh_token: int = 30 * 24 * 3600
+    #: A client that repeats the identical refresh this soon (its answer was lost) gets the same
+    #: answer again instead of a revocation (docs/server.md).
+    retry_grace: int = 20
 
 
 @dataclass(frozen=True)
