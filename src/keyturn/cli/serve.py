@@ -1,4 +1,5 @@
-"""``keyturn serve``: run the RFC 8628 device authorization server (:mod:`keyturn.server`)."""
+"""``keyturn serve``: run the RFC 8628 device authorization server (:mod:`keyturn.server`);
+``keyturn serve rotate-keys``: make a new signing key."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from .common import require_server_extra
 
 __all__ = ["command"]
 
+_REDIS_HELP = ("Keep all state in Redis, for several replicas (redis://host:6379/0). The command "
+               "line is visible to every local user in `ps`: give a URL with a password in "
+               "KEYTURN_REDIS_URL or the configuration (redis_url_env, redis_url_file) instead.")
 
-@click.command("serve")
+
+@click.group("serve", invoke_without_command=True)
 @click.option("--config", "config_file", metavar="FILE",
               help="Server configuration (TOML; default: the demo configuration).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -22,12 +27,14 @@ __all__ = ["command"]
 @click.option("--path", "issuer_path", default="", metavar="/REALM",
               help="Serve under this path: the issuer becomes http://HOST:PORT/REALM (https with "
                    "--cert); ignored when the configuration names an issuer.")
-@click.option("--redis", "redis_url", metavar="URL",
-              help="Keep all state in Redis, for several replicas (redis://host:6379/0).")
-def command(config_file: str | None, host: str, port: int, data_dir: str | None, cert: str | None,
-            key: str | None, forwarded_allow_ips: str | None, issuer_path: str,
+@click.option("--redis", "redis_url", metavar="URL", help=_REDIS_HELP)
+@click.pass_context
+def command(ctx: click.Context, config_file: str | None, host: str, port: int, data_dir: str | None,
+            cert: str | None, key: str | None, forwarded_allow_ips: str | None, issuer_path: str,
             redis_url: str | None) -> None:
     """Run the RFC 8628 device authorization server (the first stdout line is its issuer URL)."""
+    if ctx.invoked_subcommand is not None:
+        return
     require_server_extra()
     from .server_commands import serve_command
 
@@ -35,3 +42,17 @@ def command(config_file: str | None, host: str, port: int, data_dir: str | None,
         config=config_file, host=host, port=port, data_dir=data_dir, cert=cert, key=key,
         forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url)
     raise click.exceptions.Exit(code)
+
+
+@command.command("rotate-keys")
+@click.option("--config", "config_file", metavar="FILE",
+              help="The configuration of the server whose keys to rotate.")
+@click.option("--data-dir", metavar="DIR", help="Its data directory (if not in the configuration).")
+@click.option("--redis", "redis_url", metavar="URL", help=_REDIS_HELP)
+def rotate_keys(config_file: str | None, data_dir: str | None, redis_url: str | None) -> None:
+    """A new signing key signs from now on; the old one stays in the JWKS until its tokens expire."""
+    require_server_extra()
+    from .server_commands import rotate_keys_command
+
+    raise click.exceptions.Exit(
+        rotate_keys_command(config=config_file, data_dir=data_dir, redis=redis_url))

@@ -1,4 +1,5 @@
-"""The server's commands as plain functions: ``serve``, ``demo``, ``hash-password``; and
+"""The server's commands as plain functions: ``serve``, ``serve rotate-keys``, ``demo``,
+``hash-password``; and
 ``python -m keyturn.server``, the same commands parsed with argparse.
 
 Each function returns a process exit code and prints one clear line on stderr on failure, so the
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from ..errors import KeyturnError
 from .exitcodes import CONFIG, FAILED, INTERRUPTED, SUCCESS
 
-__all__ = ["demo_command", "hash_password_command", "main", "serve_command"]
+__all__ = ["demo_command", "hash_password_command", "main", "rotate_keys_command", "serve_command"]
 
 
 def serve_command(
@@ -35,6 +36,26 @@ def serve_command(
         return CONFIG
     except KeyboardInterrupt:
         return INTERRUPTED
+    return SUCCESS
+
+
+def rotate_keys_command(*, config: str | None = None, data_dir: str | None = None,
+                        redis: str | None = None) -> int:
+    """``keyturn serve rotate-keys``: prints the new key's kid, then each retired one with the
+    time it leaves the JWKS."""
+    import datetime
+
+    from ..server.runner import rotate_keys
+
+    try:
+        keys = rotate_keys(config, data_dir=data_dir, redis_url=redis)
+    except KeyturnError as exc:
+        print(f"keyturn serve rotate-keys: {' '.join(str(exc).split())}", file=sys.stderr)
+        return CONFIG
+    print(f"signing with the new key {keys[0].kid}")
+    for old in keys[1:]:
+        until = datetime.datetime.fromtimestamp(old.drop_at or 0, datetime.timezone.utc)
+        print(f"retired key {old.kid} stays in the JWKS until {until:%Y-%m-%d %H:%M:%S} UTC")
     return SUCCESS
 
 
@@ -73,7 +94,7 @@ def hash_password_command() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m keyturn.server serve|demo|hash-password``."""
+    """``python -m keyturn.server serve|rotate-keys|demo|hash-password``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m keyturn.server")
@@ -87,7 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--key", help="... and this private key (PEM)")
     serve.add_argument("--forwarded-allow-ips", help="proxies whose X-Forwarded-* are believed")
     serve.add_argument("--path", default="", help="issuer path, e.g. /realm")
-    serve.add_argument("--redis", metavar="URL", help="keep all state in Redis (several replicas)")
+    redis_help = ("keep all state in Redis (several replicas); argv is public in `ps`: prefer "
+                  "KEYTURN_REDIS_URL or the configuration's redis_url_env / redis_url_file")
+    serve.add_argument("--redis", metavar="URL", help=redis_help)
+    rotate = commands.add_parser("rotate-keys", help="a new signing key signs from now on")
+    rotate.add_argument("--config", help="the server's configuration file")
+    rotate.add_argument("--data-dir")
+    rotate.add_argument("--redis", metavar="URL", help=redis_help)
     demo = commands.add_parser("demo", help="walk through a device login against a demo server")
     demo.add_argument("--auto-approve", action="store_true", default=None,
                       help="keyturn approves in the verification page itself")
@@ -98,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              data_dir=args.data_dir, cert=args.cert, key=args.key,
                              forwarded_allow_ips=args.forwarded_allow_ips, path=args.path,
                              redis=args.redis)
+    if args.command == "rotate-keys":
+        return rotate_keys_command(config=args.config, data_dir=args.data_dir, redis=args.redis)
     if args.command == "demo":
         return demo_command(args.auto_approve)
     return hash_password_command()

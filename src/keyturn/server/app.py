@@ -151,7 +151,7 @@ def create_app(
     authenticator: Authenticator | None = None,
 ) -> Starlette:
     """The ASGI app for ``issuer`` (its final public URL, path included)."""
-    signer = load_signer(storage, issuer.rstrip("/"))
+    signer = load_signer(storage, issuer.rstrip("/"), config)
     server = AuthorizationServer(config, storage, signer, issuer)
     prefix = urlsplit(server.issuer).path.rstrip("/")
     pages = DevicePages(server, authenticator or LocalUsers(config.users), prefix)

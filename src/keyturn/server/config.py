@@ -33,6 +33,12 @@
     scopes = ["openid", "profile", "offline_access"]
     # secret_hash = "scrypt$..."                  # a confidential client; absent: a public one
 
+    # Redis for several replicas (instead of --redis URL, which every local user sees in `ps`):
+    # one of redis_url (this file must then be chmod 600), redis_url_env, redis_url_file.
+    redis_url_env = "KEYTURN_REDIS_URL"
+    signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
+    rotate_keys_every = "30d"                       # optional: s, m, h or d
+
     [users.alice]
     password_hash = "scrypt$..."                  # or "$argon2id$..."
     name = "Alice Example"                        # any further strings become id_token claims
@@ -44,11 +50,14 @@ Hashes are made with ``keyturn.server.hash_password`` (scrypt). Secrets never ap
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
@@ -130,6 +139,13 @@ class ServerConfig:
     data_dir: str | None = None
     #: Seconds between purges of expired rows (:mod:`.housekeeping`).
     purge_interval: int = 600
+    #: Redis for the replicas' state, from redis_url / redis_url_env / redis_url_file (it may
+    #: hold a password: never shown).
+    redis_url: str | None = field(default=None, repr=False)
+    #: The environment variable holding the key that encrypts the signing keys at rest.
+    signing_key_secret_env: str | None = None
+    #: Seconds between scheduled key rotations (``rotate_keys_every = "30d"``); None: only by hand.
+    rotate_keys_every: int | None = None
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
     demo_password: str | None = field(default=None, repr=False)
     #: Set only by demo_config: the secret of its confidential client DEMO_SERVICE_CLIENT, to print.
@@ -210,12 +226,72 @@ def _purge_interval(data: Mapping[str, Any]) -> int:
     return value
 
 
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any, where: str) -> int:
+    """Seconds from ``3600`` or ``"3600s"``, ``"90m"``, ``"12h"``, ``"30d"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f'{where} must be a duration such as "30d", "12h" or 3600 (seconds)')
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def has_password(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return bool(parts.password or parts.username)
+    except ValueError:
+        return True  # unparsable: treat it as secret
+
+
+def _private_file(path: str, what: str) -> str:
+    """A file's text, refused if others may read it: what it holds is a secret."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: "
+                          f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(f"{what} {path} is readable by others: run chmod 600 {path}")
+    return text.strip()
+
+
+def _redis_url(data: Mapping[str, Any]) -> str | None:
+    given = [key for key in ("redis_url", "redis_url_env", "redis_url_file") if key in data]
+    if len(given) > 1:
+        raise ConfigError(f"give one of {', '.join(given)}, not several")
+    if not given:
+        return None
+    key = given[0]
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a string")
+    if key == "redis_url_env":
+        url = os.environ.get(value)
+        if not url:
+            raise ConfigError(f"redis_url_env names {value}, which is not set")
+    elif key == "redis_url_file":
+        url = _private_file(value, "redis_url_file")
+    else:
+        url = value
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        # The URL itself is not shown: it may hold the password.
+        raise ConfigError(f"{key}: the Redis URL must start with redis://, rediss:// or unix://")
+    return url
+
+
 def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     clients = data.get("clients", {})
     users = data.get("users", {})
     if not isinstance(clients, Mapping) or not isinstance(users, Mapping):
         raise ConfigError("[clients] and [users] must be tables of tables")
-    for key in ("issuer", "audience", "data_dir"):
+    for key in ("issuer", "audience", "data_dir", "signing_key_secret_env"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{key} must be a string")
     issuer = data.get("issuer")
@@ -228,7 +304,10 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         lifetimes=_positive_ints(data.get("lifetimes"), Lifetimes, "lifetimes"),
         purge_interval=_purge_interval(data),
         rate_limits=_rate_limits(data.get("rate_limits")),
-        data_dir=data.get("data_dir"),
+        data_dir=data.get("data_dir"), redis_url=_redis_url(data),
+        signing_key_secret_env=data.get("signing_key_secret_env"),
+        rotate_keys_every=(parse_duration(data["rotate_keys_every"], "rotate_keys_every")
+                           if "rotate_keys_every" in data else None),
     )
 
 
@@ -240,6 +319,7 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
             data = tomllib.load(file)
     except OSError as exc:
         raise ConfigError(f"cannot read the server configuration {path}: {exc.strerror}") from None
@@ -252,6 +332,12 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         # tomllib parses nested arrays and inline tables by recursion.
         raise ConfigError(f"the server configuration {path} nests arrays or inline tables too "
                           "deeply") from None
+    url = data.get("redis_url")
+    if isinstance(url, str) and has_password(url) and stat.S_IMODE(mode) & 0o077:
+        # A secret in a file others can read is a secret no longer.
+        raise ConfigError(f"the server configuration {path} holds redis_url with a password but "
+                          f"is readable by others: run chmod 600 {path}, or use redis_url_env / "
+                          "redis_url_file")
     return parse_config(data)
 
 

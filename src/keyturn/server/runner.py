@@ -20,13 +20,18 @@ from typing import Any
 from ..errors import ConfigError
 from .app import AccessLog, create_app
 from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
+from .keys import KeyStore, SigningKey, policy_for
 from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
 
-__all__ = ["ServerThread", "default_data_dir", "open_storage", "serve"]
+__all__ = ["REDIS_URL_ENV", "ServerThread", "default_data_dir", "open_storage", "redis_url_for",
+           "rotate_keys", "serve"]
 
 DATABASE_NAME = "keyturn-server.sqlite3"
+#: The Redis URL from the environment: unlike ``--redis URL``, not shown to every local user by
+#: ``ps`` (a process's argv is public; its environment is readable by its owner only).
+REDIS_URL_ENV = "KEYTURN_REDIS_URL"
 
 
 def default_data_dir() -> Path:
@@ -42,6 +47,29 @@ def open_storage(data_dir: str | os.PathLike[str], redis_url: str | None = None)
 
         return RedisStorage(redis_url)
     return SQLiteStorage(Path(data_dir) / DATABASE_NAME)
+
+
+def redis_url_for(settings: ServerConfig, given: str | None = None) -> str | None:
+    """The Redis URL: ``--redis`` if given, else :data:`REDIS_URL_ENV`, else the configuration's
+    ``redis_url`` / ``redis_url_env`` / ``redis_url_file``; None: SQLite."""
+    return given or os.environ.get(REDIS_URL_ENV) or settings.redis_url
+
+
+def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
+                data_dir: str | os.PathLike[str] | None = None,
+                redis_url: str | None = None) -> list[SigningKey]:
+    """``keyturn serve rotate-keys``: a new key signs from now on, in the storage the server with
+    this configuration uses; the old ones stay published until their tokens have expired.
+    Running servers pick the new key up at their next read of the keyring. Returns the ring,
+    newest first."""
+    settings = load_config(config_path) if config_path is not None else demo_config()
+    if data_dir is None:
+        data_dir = settings.data_dir or default_data_dir()
+    storage = open_storage(data_dir, redis_url_for(settings, redis_url))
+    try:
+        return KeyStore(storage, policy_for(settings)).rotate()
+    finally:
+        storage.close()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -111,7 +139,8 @@ def serve(
     (``http://host:port/realm``) when the configuration names no issuer. ``forwarded_allow_ips``
     (comma-separated addresses, or ``*``) names the reverse proxies whose X-Forwarded-For/-Proto
     are believed; without it forwarded headers are ignored. ``redis_url`` keeps all state in
-    Redis instead of SQLite, for several replicas.
+    Redis instead of SQLite, for several replicas (see :func:`redis_url_for` for the ways to give
+    it that ``ps`` does not show).
     """
     config_path = config_path if config_path is not None else config  # ``config=``: an alias
     settings = load_config(config_path) if config_path is not None else demo_config()
@@ -126,7 +155,7 @@ def serve(
             data_dir = temporary.name
         else:
             data_dir = default_data_dir()
-    storage = open_storage(data_dir, redis_url)
+    storage = open_storage(data_dir, redis_url_for(settings, redis_url))
     sock = _bind(host, port)
     try:
         issuer = _issuer(settings, sock, host, tls=cert is not None, path=path)
@@ -172,7 +201,7 @@ class ServerThread:
             if data_dir is None:
                 self._temporary = tempfile.TemporaryDirectory(prefix="keyturn-server-")
                 data_dir = self._temporary.name
-            storage = open_storage(data_dir)
+            storage = open_storage(data_dir, config.redis_url)
         self.storage = storage
         self.config = config
         self._sock = _bind(host, port)

@@ -3,23 +3,23 @@
 One RSA key signs both, with RS256: OpenID Connect Discovery §3 requires RS256 among the id_token
 algorithms, and clients such as openid-client expect it by default. The key is made on first start
 and kept in the storage (a 0600 database, or the replicas' shared Redis), so every replica signs
-with the same key and a restart keeps tokens valid. The JWKS publishes only its public half.
+with the same key and a restart keeps tokens valid; :mod:`.keys` keeps it (encrypted when so
+configured) and rotates it. The JWKS publishes only the public halves of the keys still in use.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from joserfc import jwk, jwt
+from joserfc import jwt
 from joserfc.errors import JoseError
 
-from .. import strictjson
-from ..errors import StoreError
 from .claims import released_claims
+from .config import ServerConfig
+from .keys import KeyPolicy, Keyring, KeyStore, policy_for
 from .storage.base import ServerStorage
 
 __all__ = ["AccessClaims", "Signer", "load_signer"]
@@ -40,10 +40,14 @@ class AccessClaims:
 class Signer:
     """Signs and checks the server's JWTs. Its repr shows no key material."""
 
-    def __init__(self, key: jwk.RSAKey, issuer: str) -> None:
-        self._key = key
-        self.kid = key.thumbprint()
+    def __init__(self, keys: Keyring, issuer: str) -> None:
+        self._keys = keys
         self.issuer = issuer
+
+    @property
+    def kid(self) -> str:
+        """The key that signs now."""
+        return self._keys.current.kid
 
     def __repr__(self) -> str:
         return f"Signer(kid={self.kid!r})"
@@ -52,13 +56,22 @@ class Signer:
         raise TypeError("a keyturn Signer holds a private key and cannot be pickled")
 
     def jwks(self) -> dict[str, Any]:
-        public = dict(self._key.as_dict(private=False))
-        public.update(kid=self.kid, use="sig", alg=ALG)
-        return {"keys": [public]}
+        # Read afresh: a key another replica or `keyturn serve rotate-keys` added is published
+        # by every replica at once. OIDC Core §10.1.1: an RP "will need to re-retrieve the JWKS
+        # when it encounters an unfamiliar kid".
+        self._keys.refresh()
+        published = []
+        for key in self._keys.verification_keys().keys:
+            # Each key's kid is set (keys.py gives every key its thumbprint): as_dict carries it.
+            public = dict(key.as_dict(private=False))
+            public.update(use="sig", alg=ALG)
+            published.append(public)
+        return {"keys": published}
 
     def _sign(self, typ: str, claims: Mapping[str, Any]) -> str:
-        header = {"alg": ALG, "typ": typ, "kid": self.kid}
-        return jwt.encode(header, dict(claims), self._key, algorithms=[ALG])
+        current = self._keys.current
+        header = {"alg": ALG, "typ": typ, "kid": current.kid}
+        return jwt.encode(header, dict(claims), current.key, algorithms=[ALG])
 
     def access_token(
         self, *, subject: str, client_id: str, audience: str, scope: tuple[str, ...], now: float,
@@ -102,7 +115,9 @@ class Signer:
         if token.count(".") != 2 or len(token) > 8192:
             return None
         try:
-            decoded = jwt.decode(token, self._key, algorithms=[ALG])
+            # The KeySet picks the key by the header's kid: tokens signed before a rotation
+            # stay valid while their key is published.
+            decoded = jwt.decode(token, self._keys.verification_keys(), algorithms=[ALG])
         # joserfc parses the header with json.loads: RecursionError for one nested deep enough
         # (today its 512-byte header limit comes first; a token is the caller's input either way).
         except (JoseError, ValueError, TypeError, RecursionError):
@@ -116,16 +131,8 @@ class Signer:
         return claims
 
 
-def load_signer(storage: ServerStorage, issuer: str) -> Signer:
-    """The persisted signing key; made now if this is the first start (first replica wins)."""
-    def make() -> str:
-        return json.dumps(jwk.RSAKey.generate_key(2048, private=True).as_dict(private=True))
-
-    stored = storage.setting("signing_key", make)
-    try:
-        key = jwk.RSAKey.import_key(strictjson.loads(stored, as_written=True))
-    except (strictjson.JsonError, JoseError, TypeError) as exc:
-        # Named by class only: the text of a key error could quote key material.
-        raise StoreError("the signing key in the server's storage is damaged "
-                         f"({exc.__class__.__name__})") from None
-    return Signer(key, issuer)
+def load_signer(storage: ServerStorage, issuer: str, config: ServerConfig | None = None) -> Signer:
+    """The persisted signing keys (made on the first start: first replica wins), sealed and
+    rotated as ``config`` says; a wrong or missing key-encryption key fails here, at start."""
+    policy = policy_for(config) if config is not None else KeyPolicy()
+    return Signer(Keyring(KeyStore(storage, policy)), issuer)

@@ -191,6 +191,11 @@ class ServerStorage(abc.ABC):
         (the first of several racing replicas wins, and all get its value)."""
 
     @abc.abstractmethod
+    def replace_setting(self, name: str, expected: str, value: str) -> bool:
+        """Store ``value`` under ``name`` if it still holds ``expected``; False if another
+        process changed it first (read again and decide again). Key rotation uses it."""
+
+    @abc.abstractmethod
     def purge(self, now: float) -> None:
         """Drop what has expired (housekeeping; correctness never depends on it)."""
 

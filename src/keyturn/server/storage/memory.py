@@ -167,6 +167,13 @@ class MemoryStorage(ServerStorage):
         with self._lock:
             return self._settings.setdefault(name, value)
 
+    def replace_setting(self, name: str, expected: str, value: str) -> bool:
+        with self._lock:
+            if self._settings.get(name) != expected:
+                return False
+            self._settings[name] = value
+            return True
+
     def purge(self, now: float) -> None:
         with self._lock:
             for code_hash, (_, until, _) in list(self._grants.items()):

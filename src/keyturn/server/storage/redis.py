@@ -66,6 +66,14 @@ return 1
 """
 
 
+#: Compare-and-set of a setting (key rotation): replaced only if it still holds ARGV[1].
+_REPLACE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 def _ttl(until: float, now: float) -> int:
     return max(1, math.ceil(until - now))
 
@@ -81,6 +89,7 @@ class RedisStorage(ServerStorage):
         self._prefix = prefix
         self._clock = clock or time.time
         self._swap = self._redis.register_script(_SWAP)
+        self._replace = self._redis.register_script(_REPLACE)
         self._rotate = self._redis.register_script(_ROTATE)
         self._redeem = self._redis.register_script(_REDEEM)
         self._url_shown = url.split("@")[-1]  # never the password
@@ -188,6 +197,9 @@ class RedisStorage(ServerStorage):
             self._redis.set(key, make(), nx=True)
             value = self._redis.get(key)
         return str(value.decode())
+
+    def replace_setting(self, name: str, expected: str, value: str) -> bool:
+        return bool(self._replace(keys=[self._key("setting", name)], args=[expected, value]))
 
     def purge(self, now: float) -> None:
         """Nothing to do: every key has a TTL."""

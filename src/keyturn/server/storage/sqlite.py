@@ -256,6 +256,12 @@ class SQLiteStorage(ServerStorage):
             row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
         return str(row[0])
 
+    def replace_setting(self, name: str, expected: str, value: str) -> bool:
+        with self._tx() as db:
+            changed = db.execute("UPDATE settings SET value = ? WHERE name = ? AND value = ?",
+                                 (value, name, expected)).rowcount
+        return bool(changed)
+
     def purge(self, now: float) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM device_grants WHERE expires_at < ?", (now,))

@@ -1,0 +1,318 @@
+"""The server's signing keys at rest: the keyring in the storage, its encryption, its rotation.
+
+The keyring is one setting (``signing_key``: a SQLite row, or the Redis key
+``keyturn-server:setting:signing_key``) holding every key still published, newest first: the
+newest signs, the retired ones stay in the JWKS until every token they signed has expired, then
+are dropped. Every replica reads the same setting, and changes go through a compare-and-set
+(:meth:`~.storage.base.ServerStorage.replace_setting`), so two replicas rotating at once make one
+new key, not two.
+
+With a key-encryption key (the configuration's ``signing_key_secret_env`` names the environment
+variable holding it) the setting is AES-256-GCM ciphertext, decrypted in memory only; whoever
+reads the database or Redis without the variable gets no private key. Without one, the private
+keys are stored as plain JWK JSON, protected only by the database file's 0600 mode or by Redis'
+access control.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from joserfc import jwk
+from joserfc.errors import JoseError
+
+from .. import strictjson
+from ..errors import ConfigError, StoreError
+from .config import ServerConfig
+from .storage.base import ServerStorage
+
+__all__ = ["KeyEncryptionKey", "KeyPolicy", "KeyStore", "Keyring", "SigningKey", "parse_kek",
+           "policy_for"]
+
+logger = logging.getLogger("keyturn.server.keys")
+
+SETTING: Final = "signing_key"
+#: How a sealed keyring starts: the format is named so that a plain one is never mistaken for it.
+SEALED_PREFIX: Final = "keyturn-sealed:v1:"
+#: Binds the ciphertext to its place: a sealed value copied into another setting does not open.
+_AAD: Final = b"keyturn-server signing keyring v1"
+#: How often a replica re-reads the keyring (to sign with a key another process rotated in, and
+#: to run a scheduled rotation). A retired key is kept this much longer than the token lifetime,
+#: since a replica may still sign with it until its next read.
+REFRESH_SECONDS: Final = 30.0
+RSA_BITS: Final = 2048
+
+
+def parse_kek(text: str, variable: str) -> bytes:
+    """A 256-bit key written in base64 (standard or URL-safe, padding optional)."""
+    cleaned = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(
+            cleaned.replace("+", "-").replace("/", "_") + "=" * (-len(cleaned) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        # The value itself is never shown: it is a secret, even when malformed.
+        raise ConfigError(f"{variable} must hold a 256-bit key in base64 (make one with "
+                          "`openssl rand -base64 32`)")
+    return raw
+
+
+class KeyEncryptionKey:
+    """Seals and opens the keyring.
+
+    AES-GCM rather than Fernet: it takes a full 256-bit key (Fernet's AES-128-CBC uses half of
+    its 32 bytes for HMAC), and its associated data binds the ciphertext to this one setting.
+    A fresh random 96-bit nonce per seal is safe far beyond the few writes a keyring sees
+    (NIST SP 800-38D §8.3 bounds random nonces at 2**32 encryptions per key).
+    """
+
+    def __init__(self, key: bytes, variable: str) -> None:
+        self._aead = AESGCM(key)
+        self.variable = variable
+
+    def __repr__(self) -> str:
+        return f"KeyEncryptionKey(from ${self.variable})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a keyturn KeyEncryptionKey is a secret and cannot be pickled")
+
+    @classmethod
+    def from_env(cls, variable: str) -> KeyEncryptionKey:
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(f"signing_key_secret_env names {variable}, which is not set: the "
+                              "signing keys are encrypted with the key it holds")
+        return cls(parse_kek(value, variable), variable)
+
+    def seal(self, plaintext: str) -> str:
+        nonce = secrets.token_bytes(12)
+        sealed = nonce + self._aead.encrypt(nonce, plaintext.encode(), _AAD)
+        return SEALED_PREFIX + base64.urlsafe_b64encode(sealed).decode()
+
+    def open(self, stored: str) -> str:
+        try:
+            sealed = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX):])
+            return self._aead.decrypt(sealed[:12], sealed[12:], _AAD).decode()
+        except (InvalidTag, binascii.Error, ValueError):
+            raise ConfigError(f"the signing keys in the server's storage do not decrypt with the "
+                              f"key in {self.variable}: a wrong key-encryption key, or damaged "
+                              "data") from None
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What the configuration says about the keys: how they are sealed, when they are rotated,
+    and how long a retired key is kept (the longest token lifetime)."""
+
+    kek: KeyEncryptionKey | None = None
+    rotate_every: int | None = None
+    retention: int = 600
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One key of the ring. ``retired_at`` is set once another key signs instead; ``drop_at`` is
+    when every token it signed has expired. Its repr shows no key material."""
+
+    key: jwk.RSAKey
+    created_at: float
+    retired_at: float | None = None
+    drop_at: float | None = None
+
+    @property
+    def kid(self) -> str:
+        return str(self.key.kid)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r}, retired_at={self.retired_at!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"jwk": dict(self.key.as_dict(private=True)), "created_at": self.created_at,
+                "retired_at": self.retired_at, "drop_at": self.drop_at}
+
+
+def _new_key(now: float) -> SigningKey:
+    # The kid is the RFC 7638 thumbprint, as before rotation existed.
+    return SigningKey(jwk.RSAKey.generate_key(RSA_BITS, private=True, auto_kid=True),
+                      created_at=now)
+
+
+def _import(data: Any) -> jwk.RSAKey:
+    key: jwk.RSAKey = jwk.RSAKey.import_key(data)
+    if not key.is_private:
+        raise TypeError("a public key cannot sign")
+    if key.kid:
+        return key
+    with_kid: jwk.RSAKey = jwk.RSAKey.import_key(data, {"kid": key.thumbprint()})
+    return with_kid
+
+
+def _damaged(exc: BaseException) -> StoreError:
+    # Named by class only: the text of a key error could quote key material.
+    return StoreError("the signing key in the server's storage is damaged "
+                      f"({exc.__class__.__name__})")
+
+
+def decode_keyring(plain: str) -> list[SigningKey]:
+    """The keyring document; a bare JWK (what keyturn stored before rotation) is a ring of one
+    key of unknown age."""
+    try:
+        data = strictjson.loads(plain, as_written=True)
+        if isinstance(data, dict) and "kty" in data:
+            return [SigningKey(_import(data), created_at=0.0)]
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list) or not data["keys"]:
+            raise TypeError("not a keyring")
+        return [SigningKey(_import(item["jwk"]), created_at=float(item["created_at"]),
+                           retired_at=item.get("retired_at"), drop_at=item.get("drop_at"))
+                for item in data["keys"]]
+    except (strictjson.JsonError, JoseError, TypeError, KeyError, ValueError) as exc:
+        raise _damaged(exc) from None
+
+
+def encode_keyring(keys: Sequence[SigningKey]) -> str:
+    return json.dumps({"version": 1, "keys": [key.to_dict() for key in keys]},
+                      separators=(",", ":"))
+
+
+class KeyStore:
+    """Reads and changes the keyring in the storage, sealing it when a KEK is configured."""
+
+    def __init__(self, storage: ServerStorage, policy: KeyPolicy) -> None:
+        self._storage = storage
+        self.policy = policy
+
+    def __repr__(self) -> str:
+        return f"KeyStore({self._storage!r})"
+
+    def _stored(self, now: float) -> str:
+        return self._storage.setting(SETTING, lambda: self._seal(encode_keyring([_new_key(now)])))
+
+    def _seal(self, plain: str) -> str:
+        return self.policy.kek.seal(plain) if self.policy.kek is not None else plain
+
+    def _open(self, stored: str) -> str:
+        if stored.startswith(SEALED_PREFIX):
+            if self.policy.kek is None:
+                raise ConfigError("the signing keys in the server's storage are encrypted: set "
+                                  "signing_key_secret_env in the configuration to the variable "
+                                  "holding their key-encryption key")
+            return self.policy.kek.open(stored)
+        return stored
+
+    def load(self, now: float) -> list[SigningKey]:
+        """The ring as stored (made on the first start: the first replica wins)."""
+        return decode_keyring(self._open(self._stored(now)))
+
+    def _change(self, now: float, change: Callable[[list[SigningKey]], list[SigningKey] | None]
+                ) -> list[SigningKey]:
+        """Apply ``change`` to the ring by compare-and-set, again on a race; None: no change."""
+        for _ in range(20):
+            stored = self._stored(now)
+            keys = decode_keyring(self._open(stored))
+            changed = change(keys)
+            if changed is None:
+                if self.policy.kek is not None and not stored.startswith(SEALED_PREFIX):
+                    # A KEK was configured for a keyring stored before: seal it now.
+                    changed = keys
+                else:
+                    return keys
+            if self._storage.replace_setting(SETTING, stored, self._seal(encode_keyring(changed))):
+                return changed
+        raise StoreError("the signing keyring changed under every attempt to update it")
+
+    def _retire_and_prune(self, keys: list[SigningKey], now: float) -> list[SigningKey]:
+        drop_at = now + self.policy.retention + REFRESH_SECONDS
+        kept = [key if key.retired_at is not None else replace(key, retired_at=now, drop_at=drop_at)
+                for key in keys]
+        return [key for key in kept if key.drop_at is None or key.drop_at > now]
+
+    def rotate(self, now: float | None = None) -> list[SigningKey]:
+        """A new key signs from now; the others retire and stay published until their tokens
+        expire. Returns the new ring, newest first."""
+        moment = time.time() if now is None else now
+        fresh = _new_key(moment)
+        return self._change(moment, lambda keys: [fresh, *self._retire_and_prune(keys, moment)])
+
+    def maintain(self, now: float | None = None) -> list[SigningKey]:
+        """The ring after housekeeping: sealed if a KEK is configured, expired keys dropped, and
+        rotated if the schedule says the signing key is due."""
+        moment = time.time() if now is None else now
+
+        def change(keys: list[SigningKey]) -> list[SigningKey] | None:
+            every = self.policy.rotate_every
+            if every is not None and keys[0].created_at + every <= moment:
+                return [_new_key(moment), *self._retire_and_prune(keys, moment)]
+            kept = [key for key in keys if key.drop_at is None or key.drop_at > moment]
+            return kept if len(kept) != len(keys) else None
+
+        return self._change(moment, change)
+
+
+class Keyring:
+    """The ring as a replica uses it: the key that signs and the keys that verify, re-read from
+    the storage every :data:`REFRESH_SECONDS` (and for each JWKS request), so a rotation made by
+    another process or replica is picked up."""
+
+    def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        # At start a wrong KEK or damaged keyring raises here, before the server listens.
+        self._keys = store.maintain(clock())
+        self._read_at = clock()
+
+    def __repr__(self) -> str:
+        return f"Keyring(kids={[key.kid for key in self._keys]!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a keyturn Keyring holds private keys and cannot be pickled")
+
+    def refresh(self) -> None:
+        now = self._clock()
+        try:
+            keys = self._store.maintain(now)
+        except Exception as exc:  # keep signing with the keys read last time
+            logger.warning("cannot re-read the signing keys (%s); using those read before",
+                           exc.__class__.__name__)
+            keys = self._keys
+        with self._lock:
+            self._keys, self._read_at = keys, now
+
+    def keys(self) -> list[SigningKey]:
+        if self._clock() - self._read_at >= REFRESH_SECONDS:
+            self.refresh()
+        return self._keys
+
+    @property
+    def current(self) -> SigningKey:
+        return self.keys()[0]
+
+    def verification_keys(self) -> jwk.KeySet:
+        now = self._clock()
+        return jwk.KeySet([key.key for key in self.keys()
+                           if key.drop_at is None or key.drop_at > now])
+
+
+def policy_for(config: ServerConfig) -> KeyPolicy:
+    """The key policy a server configuration sets; a named but unset or malformed KEK is a
+    :class:`~keyturn.errors.ConfigError` now, at start."""
+    variable = config.signing_key_secret_env
+    return KeyPolicy(
+        kek=KeyEncryptionKey.from_env(variable) if variable else None,
+        rotate_every=config.rotate_keys_every,
+        # Every token a key signed has expired this long after it stopped signing.
+        retention=max(config.lifetimes.access_token, config.lifetimes.id_token),
+    )

@@ -1,0 +1,296 @@
+"""Signing keys at rest and their rotation (issue 12 §2): the keyring in the real SQLite file is
+AES-GCM ciphertext when a key-encryption key is configured, a wrong or missing one stops the start
+with one clear line, and ``rotate-keys`` makes a new key sign while tokens of the old one stay
+valid for the keyturn client, until the old key is dropped once they have all expired."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from joserfc import jwk
+
+from keyturn import DeviceCode, MemoryStore
+from keyturn.cli import serve as serve_cli
+from keyturn.errors import ConfigError
+from keyturn.protocol.idtoken import KeySetCache, validate_id_token_flow
+from keyturn.protocol.metadata import discover
+from keyturn.server.config import load_config
+from keyturn.server.keys import (
+    REFRESH_SECONDS,
+    SEALED_PREFIX,
+    KeyEncryptionKey,
+    KeyPolicy,
+    Keyring,
+    KeyStore,
+)
+from keyturn.server.passwords import hash_password
+from keyturn.server.runner import DATABASE_NAME
+from keyturn.server.storage.sqlite import SQLiteStorage
+from keyturn.transport import run
+from tests.support.serverkit import page_approve
+
+KEK_ENV = "KT_TEST_SIGNING_KEK"
+BOB_PW = "bob-keys-pw"
+RS_SECRET = "rs-keys-secret-1234"
+
+
+def new_kek() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def write_config(path: Path, *, kek_env: str | None = KEK_ENV, extra: str = "") -> Path:
+    kek_line = f'signing_key_secret_env = "{kek_env}"\n' if kek_env else ""
+    path.write_text(f"""{kek_line}{extra}
+[lifetimes]
+interval = 1
+
+[clients.cli]
+name = "Cluster CLI"
+grants = ["device_code", "refresh_token"]
+scopes = ["openid", "profile", "offline_access"]
+
+[clients.rs]
+name = "Resource server"
+grants = ["client_credentials"]
+scopes = ["introspect"]
+secret_hash = "{hash_password(RS_SECRET, n=2**12)}"
+
+[users.bob]
+password_hash = "{hash_password(BOB_PW, n=2**12)}"
+name = "Bob"
+""")
+    path.chmod(0o600)
+    return path
+
+
+def stored_keyring(data_dir: Path) -> str:
+    with sqlite3.connect(data_dir / DATABASE_NAME) as db:
+        row = db.execute("SELECT value FROM settings WHERE name = 'signing_key'").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@contextmanager
+def server_process(config: Path, data_dir: Path, env: dict[str, str]
+                   ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config),
+         "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    try:
+        assert process.stdout is not None
+        issuer = process.stdout.readline().strip()
+        assert issuer.startswith("http://127.0.0.1:"), issuer
+        yield issuer, process
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def start(config: Path, data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A server start expected to fail before it listens."""
+    return subprocess.run(
+        [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config), "--data-dir",
+         str(data_dir)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env})
+
+
+def login(issuer: str) -> DeviceCode:
+    return DeviceCode(issuer=issuer, client_id="cli", store=MemoryStore(), scope="openid profile",
+                      prompt=lambda v: page_approve(issuer, v.user_code, username="bob",
+                                                    password=BOB_PW))
+
+
+def header_kid(token: str) -> str:
+    head = token.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"])
+
+
+def validate(issuer: str, id_token: str, cache: KeySetCache) -> dict:
+    with httpx.Client(timeout=10) as client:
+        metadata = run(discover(issuer, allow_http=True), client)
+        return run(validate_id_token_flow(id_token, metadata=metadata, client_id="cli",
+                                          now=time.time(), keys=cache), client)
+
+
+# -- encrypted at rest -------------------------------------------------------------------------
+
+
+def test_stored_keyring_is_ciphertext_with_a_kek(tmp_path):
+    kek = new_kek()
+    config, data = write_config(tmp_path / "server.toml"), tmp_path / "data"
+    with server_process(config, data, {KEK_ENV: kek}) as (issuer, _):
+        token = login(issuer).get_token()
+        assert token.claims["sub"] == "bob"  # the client validated the id_token with the JWKS
+        published = httpx.get(f"{issuer}/jwks").json()["keys"]
+    stored = stored_keyring(data)
+    assert stored.startswith(SEALED_PREFIX)
+    # Nothing of the private key, nor of the key's public half, is readable in the row.
+    assert '"d"' not in stored and published[0]["n"] not in stored and "kty" not in stored
+    assert kek not in stored
+
+
+def test_without_a_kek_the_keyring_is_plain_json(tmp_path):
+    """As before: the private key is protected by the database's 0600 mode only (docs say so)."""
+    config, data = write_config(tmp_path / "server.toml", kek_env=None), tmp_path / "data"
+    with server_process(config, data, {}) as (issuer, _):
+        assert httpx.get(f"{issuer}/jwks").status_code == 200
+    stored = json.loads(stored_keyring(data))
+    assert "d" in stored["keys"][0]["jwk"]
+    assert (data / DATABASE_NAME).stat().st_mode & 0o077 == 0
+
+
+def test_start_with_a_wrong_or_missing_kek_fails_clearly(tmp_path):
+    data = tmp_path / "data"
+    right, wrong = new_kek(), new_kek()
+    KeyStore(SQLiteStorage(data / DATABASE_NAME),
+             KeyPolicy(kek=KeyEncryptionKey(base64.b64decode(right), KEK_ENV))).load(time.time())
+    config = write_config(tmp_path / "server.toml")
+
+    result = start(config, data, {KEK_ENV: wrong})
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert f"do not decrypt with the key in {KEK_ENV}" in result.stderr
+    assert wrong not in result.stderr and right not in result.stderr
+
+    unset = {k: v for k, v in os.environ.items() if k != KEK_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config), "--data-dir",
+         str(data)], capture_output=True, text=True, timeout=60, env=unset)
+    assert result.returncode == 3 and f"names {KEK_ENV}, which is not set" in result.stderr
+
+    result = start(config, data, {KEK_ENV: "not-a-key"})
+    assert result.returncode == 3 and "256-bit key in base64" in result.stderr
+    assert "not-a-key" not in result.stderr
+
+    result = start(write_config(tmp_path / "nokek.toml", kek_env=None), data, {})
+    assert result.returncode == 3 and "are encrypted: set signing_key_secret_env" in result.stderr
+    assert stored_keyring(data).startswith(SEALED_PREFIX)  # nothing was overwritten
+
+
+def test_a_plain_keyring_is_sealed_once_a_kek_is_configured(tmp_path):
+    """A site that adds signing_key_secret_env keeps its key (tokens stay valid) and loses the
+    plaintext: the key as keyturn stored it before (a bare JWK) is sealed at the next start."""
+    storage = SQLiteStorage(tmp_path / DATABASE_NAME)
+    legacy = jwk.RSAKey.generate_key(2048, private=True)
+    storage.setting("signing_key", lambda: json.dumps(legacy.as_dict(private=True)))
+    kek = KeyEncryptionKey(secrets.token_bytes(32), KEK_ENV)
+    ring = Keyring(KeyStore(storage, KeyPolicy(kek=kek)))
+    assert ring.current.kid == legacy.thumbprint()
+    sealed = storage.setting("signing_key", lambda: "unused")
+    assert sealed.startswith(SEALED_PREFIX) and legacy.as_dict(private=True)["d"] not in sealed
+    assert KeyStore(storage, KeyPolicy(kek=kek)).load(time.time())[0].kid == legacy.thumbprint()
+
+
+def test_repr_and_errors_hold_no_key_material(tmp_path):
+    raw = secrets.token_bytes(32)
+    kek = KeyEncryptionKey(raw, KEK_ENV)
+    storage = SQLiteStorage(tmp_path / DATABASE_NAME)
+    ring = Keyring(KeyStore(storage, KeyPolicy(kek=kek)))
+    shown = repr(kek) + repr(ring) + repr(ring.current)
+    assert base64.b64encode(raw).decode() not in shown
+    assert str(ring.current.key.as_dict(private=True)["d"]) not in shown
+    with pytest.raises(TypeError):
+        pickle.dumps(kek)
+
+
+# -- rotation ----------------------------------------------------------------------------------
+
+
+def test_rotate_keys_keeps_old_tokens_valid_and_new_ones_use_the_new_key(tmp_path):
+    kek = new_kek()
+    config, data = write_config(tmp_path / "server.toml"), tmp_path / "data"
+    with server_process(config, data, {KEK_ENV: kek}) as (issuer, _):
+        cache = KeySetCache()  # one client's cache, across the rotation
+        before = login(issuer).get_token()
+        old_kid = header_kid(before.id_token)
+        assert header_kid(before.access_token) == old_kid
+        assert validate(issuer, before.id_token, cache)["sub"] == "bob"
+
+        result = CliRunner().invoke(serve_cli.command, [
+            "rotate-keys", "--config", str(config), "--data-dir", str(data)],
+            env={KEK_ENV: kek})
+        assert result.exit_code == 0, result.output
+        new_kid = result.output.splitlines()[0].rsplit(" ", 1)[1]
+        assert new_kid != old_kid and f"retired key {old_kid}" in result.output
+
+        # Every replica publishes the new key at once, next to the old one.
+        kids = [key["kid"] for key in httpx.get(f"{issuer}/jwks").json()["keys"]]
+        assert kids == [new_kid, old_kid]
+        after = login(issuer).get_token()
+        assert after.claims["sub"] == "bob"
+        assert header_kid(after.id_token) == new_kid == header_kid(after.access_token)
+        # The client cached only the old key: the unknown kid makes it fetch the JWKS again.
+        assert validate(issuer, after.id_token, cache)["sub"] == "bob"
+        assert validate(issuer, before.id_token, KeySetCache())["sub"] == "bob"
+        # The server itself (introspection for resource servers) accepts both access tokens.
+        for token in (before, after):
+            introspected = httpx.post(f"{issuer}/introspect", data={"token": token.access_token},
+                                      auth=("rs", RS_SECRET))
+            assert introspected.json()["active"] is True, introspected.text
+    assert stored_keyring(data).startswith(SEALED_PREFIX)
+
+
+def test_a_retired_key_is_dropped_once_its_tokens_have_expired(tmp_path):
+    storage = SQLiteStorage(tmp_path / DATABASE_NAME)
+    store = KeyStore(storage, KeyPolicy(retention=600))
+    t0 = 1_000_000.0
+    first = store.load(t0)[0]
+    ring = store.rotate(now=t0 + 10)
+    assert [key.kid for key in ring][1] == first.kid and ring[1].retired_at == t0 + 10
+    keep_until = t0 + 10 + 600 + REFRESH_SECONDS
+    assert [key.kid for key in store.maintain(now=keep_until - 1)] == [ring[0].kid, first.kid]
+    assert [key.kid for key in store.maintain(now=keep_until + 1)] == [ring[0].kid]
+    assert first.kid not in storage.setting("signing_key", lambda: "unused")
+
+
+def test_scheduled_rotation(tmp_path):
+    storage = SQLiteStorage(tmp_path / DATABASE_NAME)
+    store = KeyStore(storage, KeyPolicy(rotate_every=3600, retention=600))
+    t0 = 2_000_000.0
+    first = store.load(t0)[0]
+    assert [key.kid for key in store.maintain(now=t0 + 3599)] == [first.kid]
+    rotated = store.maintain(now=t0 + 3600)
+    assert rotated[0].kid != first.kid and rotated[1].kid == first.kid
+    # A second replica checking the schedule at the same moment finds it done: no third key.
+    assert [key.kid for key in store.maintain(now=t0 + 3600)] == [key.kid for key in rotated]
+
+
+def test_a_replica_signs_with_a_rotated_key_after_its_next_read(tmp_path):
+    storage = SQLiteStorage(tmp_path / DATABASE_NAME)
+    clock = [3_000_000.0]
+    ring = Keyring(KeyStore(storage, KeyPolicy()), clock=lambda: clock[0])
+    old = ring.current.kid
+    new = KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()).rotate(clock[0])[0].kid
+    clock[0] += REFRESH_SECONDS - 1
+    assert ring.current.kid == old
+    clock[0] += 1
+    assert ring.current.kid == new
+    assert {key.kid for key in ring.verification_keys().keys} == {old, new}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [('"30d"', 30 * 86400), ('"12h"', 43200),
+                                               ('"90m"', 5400), ("3600", 3600)])
+def test_rotate_keys_every_in_the_configuration(tmp_path, text, seconds):
+    config = write_config(tmp_path / "s.toml", extra=f"rotate_keys_every = {text}\n")
+    assert load_config(config).rotate_keys_every == seconds
+
+
+def test_a_bad_schedule_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="rotate_keys_every must be a duration"):
+        load_config(write_config(tmp_path / "s.toml", extra='rotate_keys_every = "30x"\n'))
