@@ -294,3 +294,19 @@ def test_rotate_keys_every_in_the_configuration(tmp_path, text, seconds):
 def test_a_bad_schedule_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="rotate_keys_every must be a duration"):
         load_config(write_config(tmp_path / "s.toml", extra='rotate_keys_every = "30x"\n'))
+
+
+def test_a_server_rotates_a_key_older_than_the_schedule_at_start(tmp_path):
+    """rotate_keys_every is checked at start: a keyring made two hours ago, a schedule of one
+    hour, and the server signs with a new key while the old one stays published."""
+    kek = new_kek()
+    data = tmp_path / "data"
+    store = KeyStore(SQLiteStorage(data / DATABASE_NAME),
+                     KeyPolicy(kek=KeyEncryptionKey(base64.b64decode(kek), KEK_ENV)))
+    old = store.load(time.time() - 7200)[0].kid
+    config = write_config(tmp_path / "server.toml", extra='rotate_keys_every = "1h"\n')
+    with server_process(config, data, {KEK_ENV: kek}) as (issuer, _):
+        kids = [key["kid"] for key in httpx.get(f"{issuer}/jwks").json()["keys"]]
+        assert len(kids) == 2 and kids[1] == old
+        token = login(issuer).get_token()
+        assert header_kid(token.id_token) == kids[0] and token.claims["sub"] == "bob"

@@ -205,3 +205,17 @@ def test_rotate_keys_on_redis_with_the_url_from_the_environment(tmp_path, redis_
         assert len(old) == 1 and len(kids) == 2 and kids[1] == old[0]
     stored = redis_auth.client.get("keyturn-server:setting:signing_key").decode()  # type: ignore[attr-defined]
     assert stored.startswith(SEALED_PREFIX)
+
+
+def test_a_wrong_redis_password_stops_the_start_with_one_line(tmp_path, redis_auth):
+    wrong = secrets.token_urlsafe(18)
+    url = redis_auth.url.replace(redis_auth.password, wrong)
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "serve", "--config",
+                             str(write_config(tmp_path / "server.toml"))], capture_output=True,
+                            text=True, timeout=60,
+                            env=clean_env(KEYTURN_REDIS_URL=url, **{KEK_ENV: kek()}))
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr  # no traceback
+    assert "cannot read the signing keys from RedisStorage('127.0.0.1:" in result.stderr
+    assert "AuthenticationError" in result.stderr
+    assert wrong not in result.stderr and redis_auth.password not in result.stderr

@@ -34,7 +34,7 @@ from joserfc import jwk
 from joserfc.errors import JoseError
 
 from .. import strictjson
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, KeyturnError, StoreError
 from .config import ServerConfig
 from .storage.base import ServerStorage
 
@@ -197,6 +197,11 @@ class KeyStore:
     def __repr__(self) -> str:
         return f"KeyStore({self._storage!r})"
 
+    @property
+    def storage_name(self) -> str:
+        """The storage as its repr shows it (without a password)."""
+        return repr(self._storage)
+
     def _stored(self, now: float) -> str:
         return self._storage.setting(SETTING, lambda: self._seal(encode_keyring([_new_key(now)])))
 
@@ -271,7 +276,15 @@ class Keyring:
         self._clock = clock
         self._lock = threading.Lock()
         # At start a wrong KEK or damaged keyring raises here, before the server listens.
-        self._keys = store.maintain(clock())
+        try:
+            self._keys = store.maintain(clock())
+        except KeyturnError:
+            raise
+        except Exception as exc:  # the backend's own error (redis-py's, sqlite3's)
+            # Named by class, with the storage's repr (never a Redis password): one clear line
+            # at start rather than a traceback.
+            raise StoreError(f"cannot read the signing keys from {store.storage_name} "
+                             f"({exc.__class__.__name__})") from None
         self._read_at = clock()
 
     def __repr__(self) -> str:
