@@ -41,7 +41,7 @@
 
     [users.alice]
     password_hash = "scrypt$..."                  # or "$argon2id$..."
-    name = "Alice Example"                        # any further strings become id_token claims
+    name = "Alice Example"                        # released by scope (OIDC Core §5.4: claims.py)
     email = "alice@example.org"
 
 Hashes are made with ``keyturn.server.hash_password`` (scrypt). Secrets never appear in the file.
