@@ -27,6 +27,7 @@ from keyturn.errors import ConfigError
 from keyturn.server.config import RateLimits, parse_config
 from keyturn.server.ratelimit import NameAttempts, address_key
 from keyturn.server.runner import ServerThread
+from keyturn.server.storage.memory import MemoryStorage
 from keyturn.server.storage.redis import RedisStorage
 from keyturn.server.storage.sqlite import SQLiteStorage
 from tests.server.test_server_browser import ARGS, CHROMIUM
@@ -278,3 +279,13 @@ def test_the_person_sees_when_to_try_again_in_chromium(tmp_path: Path, chromium_
         assert re.fullmatch(r"Too many failed sign-ins with this user name: try again in \d+ "
                             r"(days|hours|minutes|seconds?)\.", alerts[2]), alerts[2]
         assert poll(running.issuer, code["device_code"]).json()["error"] == "authorization_pending"
+
+
+def test_the_defaults_allow_at_most_35_guesses_per_name_a_day() -> None:
+    """docs/server.md's arithmetic, checked: an attacker who tries every 10 s of one UTC day
+    (every window start among them) with the default limits gets 5 + 6 + 23 checks, within the
+    documented bound of 5 + 6 + 24 = 35."""
+    attempts = NameAttempts(MemoryStorage(), RateLimits())
+    day = 20_000 * 86400  # a UTC midnight
+    checked = sum(attempts.take("alice", day + second).allowed for second in range(0, 86400, 10))
+    assert checked == 5 + 6 + 23
