@@ -275,6 +275,21 @@ def test_new_grants_are_limited_per_address(storage_for) -> None:
         assert _start_from(running.issuer, "127.0.0.2").status_code == 200
 
 
+def test_new_grants_from_one_ipv6_64_share_the_per_address_limit(storage_for) -> None:
+    """Behind a proxy (X-Forwarded-For believed from 127.0.0.1): one host owns its whole /64
+    (RFC 8981 temporary addresses), so a new source address in it is no new budget."""
+    config = _limited_config(pending_per_address=2, pending_per_client=1000)
+    with ServerThread(config, storage=storage_for(), forwarded_allow_ips="127.0.0.1") as running:
+        def start_as(address: str) -> httpx.Response:
+            return httpx.post(f"{running.issuer}/device_authorization", data={"client_id": "demo"},
+                              headers={"X-Forwarded-For": address}, timeout=10)
+
+        for host in ("::1", "::2"):
+            assert start_as(f"2001:db8:1:2{host}").status_code == 200
+        _assert_limited(start_as("2001:db8:1:2:ffff:ffff:ffff:ffff"), config.lifetimes.device_code)
+        assert start_as("2001:db8:1:3::1").status_code == 200
+
+
 def test_new_grants_are_limited_per_client(storage_for) -> None:
     config = _limited_config(pending_per_address=1000, pending_per_client=3)
     with ServerThread(config, storage=storage_for()) as running:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from .config import ClientConfig, ServerConfig
 from .errors import unavailable
-from .ratelimit import take
+from .ratelimit import address_key, take
 from .storage.base import ServerStorage
 
 __all__ = ["PendingGrantLimit"]
@@ -36,8 +36,9 @@ class PendingGrantLimit:
         """Count one new grant of ``client`` from ``address``; past a limit, nothing is counted
         and :class:`~.errors.TemporarilyUnavailable` (429) is raised."""
         # Quoted: a client id may hold ":" (any TOML key), and must not run into another key.
+        # An IPv6 address counts by its /64, as every per-address limit (ratelimit.address_key).
         keys = ((f"grants:{quote(client.client_id, safe='')}", self._per_client),
-                (f"grants@{address}", self._per_address))
+                (f"grants@{address_key(address)}", self._per_address))
         if not take(self._storage, self._window, now, keys):
             window_end = (math.floor(now / self._window) + 1) * self._window
             raise unavailable("too many device authorization requests pending: try again later",
