@@ -216,6 +216,51 @@ def test_a_wrong_redis_password_stops_the_start_with_one_line(tmp_path, redis_au
                             env=clean_env(KEYTURN_REDIS_URL=url, **{KEK_ENV: kek()}))
     assert result.returncode == 3 and result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr  # no traceback
-    assert "cannot read the signing keys from RedisStorage('127.0.0.1:" in result.stderr
+    assert "cannot read the signing keys from RedisStorage('redis://127.0.0.1:" in result.stderr
     assert "AuthenticationError" in result.stderr
     assert wrong not in result.stderr and redis_auth.password not in result.stderr
+
+
+def query_url(redis: PasswordRedis, password: str) -> str:
+    """The password as ``?password=``, which redis-py reads as well as userinfo."""
+    return f"redis://127.0.0.1:{redis.port}/0?password={password}"
+
+
+def test_a_wrong_query_password_stops_the_start_with_one_line_without_it(tmp_path, redis_auth):
+    wrong = secrets.token_urlsafe(18)
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "serve", "--config",
+                             str(write_config(tmp_path / "server.toml"))], capture_output=True,
+                            text=True, timeout=60,
+                            env=clean_env(KEYTURN_REDIS_URL=query_url(redis_auth, wrong),
+                                          **{KEK_ENV: kek()}))
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr  # no traceback
+    assert (f"cannot read the signing keys from RedisStorage('redis://127.0.0.1:{redis_auth.port}/0',"
+            in result.stderr)
+    assert "AuthenticationError" in result.stderr
+    assert wrong not in result.stderr and "password=" not in result.stderr
+
+
+def test_the_repr_shows_no_query_password(redis_auth):
+    from keyturn.server.storage.redis import RedisStorage
+
+    storage = RedisStorage(query_url(redis_auth, redis_auth.password) + "&username=default")
+    try:
+        storage.ping()  # the password in the query is really used
+        shown = repr(storage)
+    finally:
+        storage.close()
+    assert shown == f"RedisStorage('redis://127.0.0.1:{redis_auth.port}/0', prefix='keyturn-server')"
+    assert redis_auth.password not in shown
+
+
+def test_a_configuration_others_can_read_may_not_hold_a_query_password(tmp_path, redis_auth):
+    url = query_url(redis_auth, redis_auth.password)
+    config = write_config(tmp_path / "server.toml", f'redis_url = "{url}"', mode=0o644)
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "serve", "--config",
+                             str(config)], capture_output=True, text=True, timeout=60,
+                            env=clean_env(**{KEK_ENV: kek()}))
+    assert result.returncode == 3 and result.stdout == ""
+    assert f"readable by others: run chmod 600 {config}" in result.stderr
+    assert redis_auth.password not in result.stderr
+    assert redis_auth.client.dbsize() == 0  # type: ignore[attr-defined]

@@ -57,7 +57,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
@@ -241,9 +241,12 @@ def parse_duration(value: Any, where: str) -> int:
 
 
 def has_password(url: str) -> bool:
+    """Whether ``url`` holds a Redis credential: as userinfo, or as ``?password=`` /
+    ``?username=``, which redis-py reads too."""
     try:
         parts = urlsplit(url)
-        return bool(parts.password or parts.username)
+        query = parse_qs(parts.query)
+        return bool(parts.password or parts.username or "password" in query or "username" in query)
     except ValueError:
         return True  # unparsable: treat it as secret
 

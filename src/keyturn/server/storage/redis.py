@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..device_flow import DeviceGrant
 from .base import (
@@ -74,6 +75,21 @@ return 1
 """
 
 
+def shown_url(url: str) -> str:
+    """The URL as logs and reprs show it: scheme, host, port and database path only. redis-py
+    takes a password as userinfo or as ``?password=`` (and a user as ``?username=``), so both
+    the userinfo and the whole query are dropped."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable redis URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _ttl(until: float, now: float) -> int:
     return max(1, math.ceil(until - now))
 
@@ -92,7 +108,7 @@ class RedisStorage(ServerStorage):
         self._replace = self._redis.register_script(_REPLACE)
         self._rotate = self._redis.register_script(_ROTATE)
         self._redeem = self._redis.register_script(_REDEEM)
-        self._url_shown = url.split("@")[-1]  # never the password
+        self._url_shown = shown_url(url)
 
     def __repr__(self) -> str:
         return f"RedisStorage({self._url_shown!r}, prefix={self._prefix!r})"
