@@ -13,9 +13,11 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -28,17 +30,19 @@ from keyturn.cli import serve as serve_cli
 from keyturn.errors import ConfigError
 from keyturn.protocol.idtoken import KeySetCache, validate_id_token_flow
 from keyturn.protocol.metadata import discover
+from keyturn.server import keys as keys_module
 from keyturn.server.config import load_config
 from keyturn.server.keys import (
     REFRESH_SECONDS,
     SEALED_PREFIX,
+    UNKNOWN_KID_REFRESH_SECONDS,
     KeyEncryptionKey,
     KeyPolicy,
     Keyring,
     KeyStore,
 )
 from keyturn.server.passwords import hash_password
-from keyturn.server.runner import DATABASE_NAME
+from keyturn.server.runner import DATABASE_NAME, ServerThread
 from keyturn.server.storage.sqlite import SQLiteStorage
 from keyturn.transport import run
 from tests.support.serverkit import page_approve
@@ -85,11 +89,11 @@ def stored_keyring(data_dir: Path) -> str:
 
 
 @contextmanager
-def server_process(config: Path, data_dir: Path, env: dict[str, str]
+def server_process(config: Path, data_dir: Path, env: dict[str, str], port: int = 0
                    ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config),
-         "--data-dir", str(data_dir)],
+         "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     try:
@@ -183,18 +187,33 @@ def test_start_with_a_wrong_or_missing_kek_fails_clearly(tmp_path):
     assert stored_keyring(data).startswith(SEALED_PREFIX)  # nothing was overwritten
 
 
-def test_a_plain_keyring_is_sealed_once_a_kek_is_configured(tmp_path):
-    """A site that adds signing_key_secret_env keeps its key (tokens stay valid) and loses the
-    plaintext: the key as keyturn stored it before (a bare JWK) is sealed at the next start."""
+def test_a_plain_keyring_is_sealed_and_rotated_once_a_kek_is_configured(tmp_path, caplog):
+    """A site that adds signing_key_secret_env loses the plaintext: the key as keyturn stored it
+    before (a bare JWK) is sealed at the next start, and a new key signs, since whoever copied the
+    plaintext holds the old one; the old key stays published (its tokens stay valid) until they
+    have expired. One log line says so."""
     storage = SQLiteStorage(tmp_path / DATABASE_NAME)
     legacy = jwk.RSAKey.generate_key(2048, private=True)
     storage.setting("signing_key", lambda: json.dumps(legacy.as_dict(private=True)))
     kek = KeyEncryptionKey(secrets.token_bytes(32), KEK_ENV)
-    ring = Keyring(KeyStore(storage, KeyPolicy(kek=kek)))
-    assert ring.current.kid == legacy.thumbprint()
+    with caplog.at_level("WARNING", logger="keyturn.server.keys"):
+        ring = Keyring(KeyStore(storage, KeyPolicy(kek=kek, retention=600)))
+    assert ring.current.kid != legacy.thumbprint()
+    held = ring.keys()
+    assert [key.kid for key in held][1:] == [legacy.thumbprint()]
+    assert held[1].drop_at is not None
+    said = [r.getMessage() for r in caplog.records if "plaintext" in r.getMessage()]
+    assert len(said) == 1 and legacy.thumbprint() in said[0] and KEK_ENV in said[0]
     sealed = storage.setting("signing_key", lambda: "unused")
     assert sealed.startswith(SEALED_PREFIX) and legacy.as_dict(private=True)["d"] not in sealed
-    assert KeyStore(storage, KeyPolicy(kek=kek)).load(time.time())[0].kid == legacy.thumbprint()
+    reread = KeyStore(storage, KeyPolicy(kek=kek)).load(time.time())
+    assert [key.kid for key in reread] == [ring.current.kid, legacy.thumbprint()]
+    # Sealed now: the next start neither rotates again nor says it again.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keyturn.server.keys"):
+        again = Keyring(KeyStore(storage, KeyPolicy(kek=kek, retention=600)))
+    assert again.current.kid == ring.current.kid
+    assert not [r for r in caplog.records if "plaintext" in r.getMessage()]
 
 
 def test_repr_and_errors_hold_no_key_material(tmp_path):
@@ -228,8 +247,10 @@ def test_rotate_keys_keeps_old_tokens_valid_and_new_ones_use_the_new_key(tmp_pat
         assert result.exit_code == 0, result.output
         new_kid = result.output.splitlines()[0].rsplit(" ", 1)[1]
         assert new_kid != old_kid and f"retired key {old_kid}" in result.output
-
-        # Every replica publishes the new key at once, next to the old one.
+        port = int(issuer.rsplit(":", 1)[1])
+    # A running server picks the new key up at its next read of the ring (REFRESH_SECONDS,
+    # test_a_replica_signs_with_a_rotated_key_after_its_next_read); a restarted one at once.
+    with server_process(config, data, {KEK_ENV: kek}, port=port) as (issuer, _):
         kids = [key["kid"] for key in httpx.get(f"{issuer}/jwks").json()["keys"]]
         assert kids == [new_kid, old_kid]
         after = login(issuer).get_token()
@@ -310,3 +331,90 @@ def test_a_server_rotates_a_key_older_than_the_schedule_at_start(tmp_path):
         assert len(kids) == 2 and kids[1] == old
         token = login(issuer).get_token()
         assert header_kid(token.id_token) == kids[0] and token.claims["sub"] == "bob"
+
+
+# -- /jwks off the event loop, cached; an unknown kid re-reads the ring ---------------------------
+
+
+class SignalledSQLite(SQLiteStorage):
+    """The real SQLite storage, telling the test when the keyring's write has begun (so the test
+    knows /jwks is waiting on the lock)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writing = threading.Event()
+
+    def replace_setting(self, name: str, expected: str, value: str) -> bool:
+        self.writing.set()
+        return super().replace_setting(name, expected, value)
+
+
+def test_jwks_waiting_on_a_locked_database_does_not_stall_other_requests(tmp_path, monkeypatch):
+    """A /jwks whose re-read of the ring must write (here a scheduled rotation is due) waits on
+    a SQLite file another connection holds with BEGIN IMMEDIATE; meanwhile discovery answers."""
+    monkeypatch.setattr(keys_module, "REFRESH_SECONDS", 0.0)  # every request re-reads the ring
+    storage = SignalledSQLite(tmp_path / DATABASE_NAME)
+    config = load_config(write_config(tmp_path / "s.toml", kek_env=None,
+                                      extra='rotate_keys_every = "1h"\n'))
+    with ServerThread(config, storage=storage) as running:
+        # A key made two hours ago signs: the next read of the ring rotates, which writes.
+        KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()).rotate(time.time() - 7200)
+        holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(httpx.get(f"{running.issuer}/jwks", timeout=60)))
+        try:
+            waiting.start()
+            assert storage.writing.wait(20), "/jwks never reached the keyring's write"
+            metadata = httpx.get(f"{running.issuer}/.well-known/openid-configuration", timeout=10)
+            assert metadata.status_code == 200 and not answers  # /jwks still waits on the lock
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+            waiting.join(60)
+        assert answers[0].status_code == 200 and len(answers[0].json()["keys"]) == 2
+
+
+def test_jwks_is_not_re_read_per_request(tmp_path):
+    """The JWKS is rebuilt when the ring is re-read (every REFRESH_SECONDS), not for each GET:
+    a key rotated in by another process is not published by the very next request."""
+    config = load_config(write_config(tmp_path / "s.toml", kek_env=None))
+    with ServerThread(config, data_dir=tmp_path) as running:
+        first = httpx.get(f"{running.issuer}/jwks").json()["keys"]
+        KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()).rotate()
+        assert httpx.get(f"{running.issuer}/jwks").json()["keys"] == first
+
+
+def test_a_token_signed_with_a_key_another_replica_rotated_in_is_valid_at_once(tmp_path):
+    """Replicas A and B share one SQLite file and one issuer. B read the ring before the
+    rotation; A started after it and signs with the new key. B re-reads the ring for the unknown
+    kid instead of refusing A's token at /introspect."""
+    config = load_config(write_config(tmp_path / "s.toml", kek_env=None))
+    with ServerThread(config, data_dir=tmp_path) as b:
+        old = [key["kid"] for key in httpx.get(f"{b.issuer}/jwks").json()["keys"]]
+        new = KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()).rotate()[0].kid
+        with ServerThread(replace(config, issuer=b.issuer), data_dir=tmp_path) as a:
+            a_url = f"http://127.0.0.1:{a.port}"
+            issued = httpx.post(f"{a_url}/token", data={"grant_type": "client_credentials",
+                                                        "scope": "introspect"},
+                                auth=("rs", RS_SECRET))
+            assert issued.status_code == 200, issued.text
+            token = issued.json()["access_token"]
+        assert header_kid(token) == new and new not in old
+        introspected = httpx.post(f"{b.issuer}/introspect", data={"token": token},
+                                  auth=("rs", RS_SECRET))
+        assert introspected.json()["active"] is True, introspected.text
+        assert introspected.json()["client_id"] == "rs"
+
+
+def test_an_unknown_kid_re_reads_the_ring_at_most_once_a_second(tmp_path):
+    """Tokens with made-up kids cannot turn every request into a storage read."""
+    clock = [4_000_000.0]
+    ring = Keyring(KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()),
+                   clock=lambda: clock[0])
+    assert not ring.knows("made-up")  # this one re-read the ring
+    new = KeyStore(SQLiteStorage(tmp_path / DATABASE_NAME), KeyPolicy()).rotate(clock[0])[0].kid
+    assert not ring.knows(new)  # within the second: no read, the new key is not seen yet
+    clock[0] += UNKNOWN_KID_REFRESH_SECONDS
+    assert ring.knows(new) and ring.current.kid == new

@@ -160,7 +160,9 @@ def create_app(
         return JSONResponse(server.metadata())
 
     async def jwks(request: Request) -> Response:
-        return JSONResponse(server.jwks())
+        # In the threadpool: a due re-read of the keyring waits on the storage (a locked SQLite
+        # file, a Redis round trip), which must not stall every other request on the loop.
+        return JSONResponse(await run_in_threadpool(server.jwks))
 
     async def health(request: Request) -> Response:
         try:

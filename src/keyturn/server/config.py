@@ -5,6 +5,11 @@
     issuer = "https://login.example.org/realm"     # optional: else http://HOST:PORT
     audience = "https://api.example.org"           # optional: access tokens' "aud" (else the issuer)
     purge_interval = 600                           # seconds between purges of expired rows
+    # Redis for several replicas (instead of --redis URL, which every local user sees in `ps`):
+    # one of redis_url (this file must then be chmod 600), redis_url_env, redis_url_file.
+    redis_url_env = "KEYTURN_REDIS_URL"
+    signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
+    rotate_keys_every = "30d"                       # optional: s, m, h or d
 
     [lifetimes]                                    # seconds; these are the defaults
     device_code = 1800
@@ -32,12 +37,6 @@
     grants = ["device_code", "refresh_token"]     # short names or the URNs
     scopes = ["openid", "profile", "offline_access"]
     # secret_hash = "scrypt$..."                  # a confidential client; absent: a public one
-
-    # Redis for several replicas (instead of --redis URL, which every local user sees in `ps`):
-    # one of redis_url (this file must then be chmod 600), redis_url_env, redis_url_file.
-    redis_url_env = "KEYTURN_REDIS_URL"
-    signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
-    rotate_keys_every = "30d"                       # optional: s, m, h or d
 
     [users.alice]
     password_hash = "scrypt$..."                  # or "$argon2id$..."
@@ -188,9 +187,26 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The keys a file may hold: any other is a ConfigError, since TOML puts a key written below a
+#: table header into that table, where it would otherwise be ignored without a word (a
+#: signing_key_secret_env under [clients.x] would leave the signing keys unencrypted).
+_TOP_LEVEL_KEYS = frozenset({
+    "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env",
+    "redis_url_file", "signing_key_secret_env", "rotate_keys_every", "lifetimes", "rate_limits",
+    "clients", "users"})
+_CLIENT_KEYS = frozenset({"name", "grants", "scopes", "secret_hash"})
+
+
+def _known_keys(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where} has an unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+
 def _client(client_id: str, table: Any) -> ClientConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[clients.{client_id}] must be a table")
+    _known_keys(table, _CLIENT_KEYS, f"[clients.{client_id}]")
     grants = []
     for name in _strings(table.get("grants", ["device_code", "refresh_token"]),
                          f"clients.{client_id}.grants"):
@@ -290,6 +306,7 @@ def _redis_url(data: Mapping[str, Any]) -> str | None:
 
 
 def parse_config(data: Mapping[str, Any]) -> ServerConfig:
+    _known_keys(data, _TOP_LEVEL_KEYS, "the configuration's top level")
     clients = data.get("clients", {})
     users = data.get("users", {})
     if not isinstance(clients, Mapping) or not isinstance(users, Mapping):

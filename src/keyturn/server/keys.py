@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -39,7 +40,7 @@ from .config import ServerConfig
 from .storage.base import ServerStorage
 
 __all__ = ["KeyEncryptionKey", "KeyPolicy", "KeyStore", "Keyring", "SigningKey", "parse_kek",
-           "policy_for"]
+           "policy_for", "unreadable"]
 
 logger = logging.getLogger("keyturn.server.keys")
 
@@ -52,6 +53,9 @@ _AAD: Final = b"keyturn-server signing keyring v1"
 #: to run a scheduled rotation). A retired key is kept this much longer than the token lifetime,
 #: since a replica may still sign with it until its next read.
 REFRESH_SECONDS: Final = 30.0
+#: A token naming a kid this replica does not hold re-reads the ring at once (another replica may
+#: have rotated), but at most this often: made-up kids cannot turn every request into a read.
+UNKNOWN_KID_REFRESH_SECONDS: Final = 1.0
 RSA_BITS: Final = 2048
 
 
@@ -166,6 +170,13 @@ def _damaged(exc: BaseException) -> StoreError:
                       f"({exc.__class__.__name__})")
 
 
+def unreadable(store: KeyStore, exc: BaseException) -> StoreError:
+    """The backend's own error (redis-py's, sqlite3's) as one clear line: named by class, with the
+    storage's repr (never a Redis password)."""
+    return StoreError(f"cannot read the signing keys from {store.storage_name} "
+                      f"({exc.__class__.__name__})")
+
+
 def decode_keyring(plain: str) -> list[SigningKey]:
     """The keyring document; a bare JWK (what keyturn stored before rotation) is a ring of one
     key of unknown age."""
@@ -228,13 +239,20 @@ class KeyStore:
             stored = self._stored(now)
             keys = decode_keyring(self._open(stored))
             changed = change(keys)
+            plain = self.policy.kek is not None and not stored.startswith(SEALED_PREFIX)
+            if plain and (changed is None or changed[0].kid == keys[0].kid):
+                # A KEK was configured for a keyring stored before: seal it, and rotate, since
+                # whoever copied the plaintext holds the key that signs (it retires, and leaves
+                # the JWKS once its tokens have expired).
+                changed = [_new_key(now), *self._retire_and_prune(changed or keys, now)]
             if changed is None:
-                if self.policy.kek is not None and not stored.startswith(SEALED_PREFIX):
-                    # A KEK was configured for a keyring stored before: seal it now.
-                    changed = keys
-                else:
-                    return keys
+                return keys
             if self._storage.replace_setting(SETTING, stored, self._seal(encode_keyring(changed))):
+                if plain:
+                    logger.warning("the signing keys were stored in plaintext: now sealed with the "
+                                   "key in $%s, and rotated (key %s was readable; it retires)",
+                                   self.policy.kek.variable if self.policy.kek else "",
+                                   keys[0].kid)
                 return changed
         raise StoreError("the signing keyring changed under every attempt to update it")
 
@@ -268,23 +286,22 @@ class KeyStore:
 
 class Keyring:
     """The ring as a replica uses it: the key that signs and the keys that verify, re-read from
-    the storage every :data:`REFRESH_SECONDS` (and for each JWKS request), so a rotation made by
-    another process or replica is picked up."""
+    the storage every :data:`REFRESH_SECONDS` (and for a token naming a kid it does not hold), so
+    a rotation made by another process or replica is picked up. Reads block on the storage: call
+    it from a worker thread, never on the event loop."""
 
     def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
+        self._unknown_kid_read_at = -math.inf
         # At start a wrong KEK or damaged keyring raises here, before the server listens.
         try:
             self._keys = store.maintain(clock())
         except KeyturnError:
             raise
-        except Exception as exc:  # the backend's own error (redis-py's, sqlite3's)
-            # Named by class, with the storage's repr (never a Redis password): one clear line
-            # at start rather than a traceback.
-            raise StoreError(f"cannot read the signing keys from {store.storage_name} "
-                             f"({exc.__class__.__name__})") from None
+        except Exception as exc:  # the backend's own error: one clear line, not a traceback
+            raise unreadable(store, exc) from None
         self._read_at = clock()
 
     def __repr__(self) -> str:
@@ -308,6 +325,20 @@ class Keyring:
         if self._clock() - self._read_at >= REFRESH_SECONDS:
             self.refresh()
         return self._keys
+
+    def knows(self, kid: str) -> bool:
+        """Whether ``kid`` is in the ring; if not, the ring is re-read first (at most every
+        :data:`UNKNOWN_KID_REFRESH_SECONDS`): a key another replica rotated in signs there at
+        once, and its tokens are valid here too."""
+        if any(key.kid == kid for key in self.keys()):
+            return True
+        with self._lock:
+            now = self._clock()
+            if now - self._unknown_kid_read_at < UNKNOWN_KID_REFRESH_SECONDS:
+                return False
+            self._unknown_kid_read_at = now
+        self.refresh()
+        return any(key.kid == kid for key in self._keys)
 
     @property
     def current(self) -> SigningKey:

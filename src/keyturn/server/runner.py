@@ -17,10 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, KeyturnError
 from .app import AccessLog, create_app
 from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
-from .keys import KeyStore, SigningKey, policy_for
+from .keys import KeyStore, SigningKey, policy_for, unreadable
 from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
@@ -62,12 +62,24 @@ def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
     this configuration uses; the old ones stay published until their tokens have expired.
     Running servers pick the new key up at their next read of the keyring. Returns the ring,
     newest first."""
+    given_redis = redis_url or os.environ.get(REDIS_URL_ENV)
+    if config_path is None and data_dir is None and not given_redis:
+        # The demo `serve` keeps its keys in a temporary directory: a default here would make
+        # and rotate a keyring that no server reads.
+        raise ConfigError("rotate-keys needs the server's storage: give --config (the server's "
+                          "configuration file), --data-dir or --redis")
     settings = load_config(config_path) if config_path is not None else demo_config()
     if data_dir is None:
         data_dir = settings.data_dir or default_data_dir()
     storage = open_storage(data_dir, redis_url_for(settings, redis_url))
     try:
-        return KeyStore(storage, policy_for(settings)).rotate()
+        store = KeyStore(storage, policy_for(settings))
+        try:
+            return store.rotate()
+        except KeyturnError:
+            raise
+        except Exception as exc:  # Redis down, SQLite locked: one line and exit 3, as serve
+            raise unreadable(store, exc) from None
     finally:
         storage.close()
 
@@ -205,6 +217,8 @@ class ServerThread:
         self.storage = storage
         self.config = config
         self._sock = _bind(host, port)
+        #: The port it listens on (the issuer may name another: a configured issuer, a proxy).
+        self.port: int = self._sock.getsockname()[1]
         self.issuer = _issuer(config, self._sock, host, tls=cert is not None, path=path)
         self.app = create_app(config, storage, self.issuer, authenticator=authenticator)
         self._server = _uvicorn_server(self.app, cert=cert, key=key,

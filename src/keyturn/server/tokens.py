@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from .claims import released_claims
@@ -43,6 +43,8 @@ class Signer:
     def __init__(self, keys: Keyring, issuer: str) -> None:
         self._keys = keys
         self.issuer = issuer
+        # The JWKS document for one set of published kids: built once per ring, not per request.
+        self._jwks: tuple[tuple[str, ...], dict[str, Any]] = ((), {"keys": []})
 
     @property
     def kid(self) -> str:
@@ -56,17 +58,22 @@ class Signer:
         raise TypeError("a keyturn Signer holds a private key and cannot be pickled")
 
     def jwks(self) -> dict[str, Any]:
-        # Read afresh: a key another replica or `keyturn serve rotate-keys` added is published
-        # by every replica at once. OIDC Core §10.1.1: an RP "will need to re-retrieve the JWKS
-        # when it encounters an unfamiliar kid".
-        self._keys.refresh()
-        published = []
-        for key in self._keys.verification_keys().keys:
-            # Each key's kid is set (keys.py gives every key its thumbprint): as_dict carries it.
-            public = dict(key.as_dict(private=False))
-            public.update(use="sig", alg=ALG)
-            published.append(public)
-        return {"keys": published}
+        """The public halves of the published keys. The ring is re-read as for signing (every
+        REFRESH_SECONDS), not per request: an anonymous GET must not cost a storage read and a
+        decode of every private key."""
+        keys = self._keys.verification_keys().keys
+        kids = tuple(str(key.kid) for key in keys)
+        built_for, document = self._jwks
+        if kids != built_for:
+            published = []
+            for key in keys:
+                # Each key's kid is set (keys.py gives every key its thumbprint): as_dict has it.
+                public = dict(key.as_dict(private=False))
+                public.update(use="sig", alg=ALG)
+                published.append(public)
+            document = {"keys": published}
+            self._jwks = (kids, document)
+        return document
 
     def _sign(self, typ: str, claims: Mapping[str, Any]) -> str:
         current = self._keys.current
@@ -115,6 +122,11 @@ class Signer:
         if token.count(".") != 2 or len(token) > 8192:
             return None
         try:
+            kid = jws.extract_compact(token.encode()).headers().get("kid")
+            if isinstance(kid, str):
+                # A kid not in the ring: another replica may have rotated in a key and signed
+                # with it; re-read the ring (rate-limited) before refusing the token.
+                self._keys.knows(kid)
             # The KeySet picks the key by the header's kid: tokens signed before a rotation
             # stay valid while their key is published.
             decoded = jwt.decode(token, self._keys.verification_keys(), algorithms=[ALG])
