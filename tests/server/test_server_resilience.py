@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -22,6 +23,7 @@ import httpx
 import pytest
 import redis
 
+from keyturn.errors import StoreError
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import RateLimits
 from keyturn.server.device_flow import new_device_grant
@@ -116,6 +118,55 @@ def test_redis_down_is_503_then_served_again(own_redis: RedisServer) -> None:
                           data={"client_id": "demo"}).status_code == 200
 
 
+def _logged_outage(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith(f"storage unavailable ({kind}) on ")]
+
+
+def test_redis_out_of_memory_is_503(own_redis: RedisServer, caplog) -> None:
+    """maxmemory reached with the noeviction policy: Redis refuses every write with OOM."""
+    storage = RedisStorage(own_redis.url, prefix=f"kt-{uuid.uuid4().hex[:8]}")
+    with ServerThread(make_config(), storage=storage) as running:
+        issuer = running.issuer
+        assert own_redis.command("CONFIG SET maxmemory-policy noeviction").startswith(b"+OK")
+        assert own_redis.command("CONFIG SET maxmemory 1").startswith(b"+OK")
+        try:
+            _assert_outage_json(httpx.post(f"{issuer}/device_authorization",
+                                           data={"client_id": "demo"}), "memory", "OOM")
+        finally:
+            own_redis.command("CONFIG SET maxmemory 0")
+        assert len(_logged_outage(caplog, "OutOfMemoryError")) == 1
+        assert httpx.post(f"{issuer}/device_authorization",
+                          data={"client_id": "demo"}).status_code == 200
+
+
+def test_redis_refusing_writes_after_a_failed_snapshot_is_503(tmp_path: Path, caplog) -> None:
+    """MISCONF: a snapshot failed (its directory is gone: the volume lost) while save points
+    are set and stop-writes-on-bgsave-error holds."""
+    work = tmp_path / "redis-work"
+    work.mkdir()
+    redis_server = RedisServer(work).start()
+    try:
+        storage = RedisStorage(redis_server.url, prefix=f"kt-{uuid.uuid4().hex[:8]}")
+        with ServerThread(make_config(), storage=storage) as running:
+            assert redis_server.command('CONFIG SET save "3600 1"').startswith(b"+OK")
+            assert redis_server.command("CONFIG SET stop-writes-on-bgsave-error yes"
+                                        ).startswith(b"+OK")
+            shutil.rmtree(work)  # redis-server's working directory: no snapshot can be written
+            redis_server.command("BGSAVE")
+            for _ in range(250):  # bounded: the snapshot's child fails at once
+                if b"rdb_last_bgsave_status:err" in redis_server.command("INFO persistence"):
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the snapshot did not fail")
+            _assert_outage_json(httpx.post(f"{running.issuer}/device_authorization",
+                                           data={"client_id": "demo"}), "MISCONF", "snapshot")
+        assert len(_logged_outage(caplog, "MisconfError")) == 1
+    finally:
+        redis_server.stop()
+
+
 # -- SQLite locked by another connection, and its volume gone ------------------------------------
 
 
@@ -165,6 +216,22 @@ def test_sqlite_volume_gone_is_503_then_served_again(tmp_path: Path) -> None:
         assert _refresh(issuer, refresh_token).status_code == 200
 
 
+def test_sqlite_file_that_is_no_database_is_503(tmp_path: Path, caplog) -> None:
+    """The file overwritten (a bad restore, a damaged disk): "file is not a database"."""
+    path = tmp_path / "server.sqlite3"
+    storage = SQLiteStorage(path)
+    with ServerThread(make_config(), storage=storage) as running:
+        issuer = running.issuer
+        assert httpx.post(f"{issuer}/device_authorization",
+                          data={"client_id": "demo"}).status_code == 200
+        storage.close()  # no request runs: each thread opens its connection again
+        size = path.stat().st_size
+        path.write_bytes(b"no database here" * (size // 16 + 1))
+        _assert_outage_json(httpx.post(f"{issuer}/device_authorization",
+                                       data={"client_id": "demo"}), str(tmp_path))
+        assert len(_logged_outage(caplog, "DatabaseError")) == 1
+
+
 # -- the purge ---------------------------------------------------------------------------------
 
 
@@ -207,6 +274,41 @@ def test_expired_rows_are_purged_periodically(tmp_path: Path) -> None:
         # The live grant is still served.
         assert poll(running.issuer, live.json()["device_code"]).json()["error"] == \
             "authorization_pending"
+
+
+class FirstPurgeFails(SQLiteStorage):
+    """The real SQLite storage whose first purge fails with an error that is no outage (fault
+    injection: a damaged record)."""
+
+    failures = 0
+
+    def purge(self, now: float) -> None:
+        if self.failures == 0:
+            self.failures += 1
+            raise StoreError("a damaged row")
+        super().purge(now)
+
+
+def test_the_purge_goes_on_after_any_error_and_stops_cleanly(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "server.sqlite3"
+    storage = FirstPurgeFails(path)
+    with ServerThread(make_config(purge_interval=1), storage=storage):
+        replica = SQLiteStorage(path)
+        try:
+            before = _rows(path)
+            _expired_rows(replica, time.time())
+            deadline = time.monotonic() + PURGE_DEADLINE
+            while _rows(path) != before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _rows(path) == before  # a later purge ran
+        finally:
+            replica.close()
+    assert storage.failures == 1
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purge of")]
+    assert said == ["purge of expired storage rows failed (StoreError); next try in 1 s"]
+    assert "a damaged row" not in caplog.text
+    # A clean shutdown: the lifespan ended without an error.
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 def test_every_redis_key_but_the_settings_expires(redis_url: str) -> None:

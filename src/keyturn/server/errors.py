@@ -50,19 +50,26 @@ def unavailable(description: str, *, retry_after: int, status: int = 503
 
 
 def storage_outages() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean the storage cannot be reached or written just now (a SQLite file
-    locked or unreadable, Redis down or read-only), not a bug: answered with 503. A damaged
-    record (:class:`~keyturn.errors.StoreError`) is not among them."""
+    """The exceptions that mean the storage cannot serve just now, not a bug in a request:
+    answered with 503 (and one log line naming the class). SQLite: any
+    :class:`sqlite3.DatabaseError` (locked, disk I/O error, read-only, a full disk, a file that is
+    no database or is damaged; its subclasses for a bug, such as IntegrityError, come along, and
+    the log line names them). Redis: down, too slow, read-only (a replica), still loading,
+    out of memory (``maxmemory`` with noeviction), or writes stopped after a failed snapshot
+    (MISCONF). A damaged record (:class:`~keyturn.errors.StoreError`) is not among them."""
     import sqlite3
 
-    kinds: list[type[BaseException]] = [sqlite3.OperationalError]
+    kinds: list[type[BaseException]] = [sqlite3.DatabaseError]
     try:
         from redis import exceptions as redis_errors
+
+        from .storage.redis_outage import MisconfError
     except ImportError:  # redis is optional: only its backend needs it
         pass
     else:
         kinds += [redis_errors.ConnectionError, redis_errors.TimeoutError,
-                  redis_errors.ReadOnlyError]
+                  redis_errors.ReadOnlyError, redis_errors.BusyLoadingError,
+                  redis_errors.OutOfMemoryError, MisconfError]
     return tuple(kinds)
 
 

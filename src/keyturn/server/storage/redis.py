@@ -99,9 +99,10 @@ class RedisStorage(ServerStorage):
                  client: Any = None) -> None:
         import time
 
-        import redis
+        from .redis_outage import OutageAwareRedis
 
-        self._redis: Any = client if client is not None else redis.Redis.from_url(url)
+        # A client that names a MISCONF reply by a class of its own: an outage, not a bug (503).
+        self._redis: Any = client if client is not None else OutageAwareRedis.from_url(url)
         self._prefix = prefix
         self._clock = clock or time.time
         self._swap = self._redis.register_script(_SWAP)
