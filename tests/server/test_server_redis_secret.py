@@ -201,6 +201,9 @@ def test_rotate_keys_on_redis_with_the_url_from_the_environment(tmp_path, redis_
                                 timeout=60, env=env)
         assert result.returncode == 0, result.stderr
         assert redis_auth.password not in result.stdout + result.stderr
+    # A running server picks the new key up at its next read of the ring (REFRESH_SECONDS); a
+    # server started now reads the rotated ring from Redis at once.
+    with server_process(config, env, tmp_path / "data") as (issuer, _):
         kids = [key["kid"] for key in httpx.get(f"{issuer}/jwks").json()["keys"]]
         assert len(old) == 1 and len(kids) == 2 and kids[1] == old[0]
     stored = redis_auth.client.get("keyturn-server:setting:signing_key").decode()  # type: ignore[attr-defined]
