@@ -33,6 +33,7 @@ from tests.support.lostlogin import (
     Scenario,
     Server,
     Zygote,
+    expected_at,
     keyturn_server,
     npm_server,
 )
@@ -79,7 +80,8 @@ def test_a_login_survives(item: Scenario, matrix_server: Server, zygote: Zygote,
     if "redis" in item.needs:
         env.redis_url = request.getfixturevalue("redis_server").url
         env.redis_proxy = request.getfixturevalue("redis_proxy")
-    report = Report(item.name, matrix_server.name, item.means, item.point, item.expected)
+    report = Report(item.name, matrix_server.name, item.means, item.point,
+                    expected_at(item, matrix_server))
     try:
         item.run(env, report)
     except MountRefused as exc:

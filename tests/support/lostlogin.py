@@ -16,7 +16,10 @@ server rotated the refresh token and before its answer was stored (the new refre
 only in the killed process), and a holder stopped past its lease *after* it confirmed its lock (its
 refresh token already on its way). Such a scenario asserts that exactly this happens — the fresh
 process is told to log in again, the server refused a refresh token — so that a change that makes
-it survivable, or one that loses the login otherwise, shows.
+it survivable, or one that loses the login otherwise, shows. A known limit is the client's alone
+at a server that answers an identical refresh retried within a grace with the same tokens
+(keyturn's own, ``[lifetimes] retry_grace``, issue 12): the fresh process sends the refresh token
+the killed one had sent, and gets what it was given. There every scenario must survive.
 
 Every wait is bounded; the test and the job processes wait for each other's events (pipes, a
 proxy's gate), and the only poll, for a process to be stopped, has a deadline.
@@ -268,6 +271,9 @@ class Server:
     server_invalid_grants: Callable[[], int] = lambda: 0  # refused refreshes the server counted
     server_refreshes: Callable[[], int] | None = None  # refreshes the server counted, if it says
     reset: Callable[[], None] = lambda: None
+    #: Seconds within which the server answers an identical refresh again with the same tokens
+    #: (0: it revokes the login at once, as oidc-provider does).
+    retry_grace: float = 0.0
 
 
 @contextlib.contextmanager
@@ -317,7 +323,11 @@ def keyturn_server(work: Path) -> Iterator[Server]:
 
     password = "lost-login-matrix"
     with FaultProxy() as proxy:
-        config = replace(demo_config(password), issuer=proxy.url, lifetimes=Lifetimes(interval=1))
+        # A grace longer than any scenario takes, so that a slow machine does not turn a retry
+        # within it into a reuse after it.
+        grace = 600
+        config = replace(demo_config(password), issuer=proxy.url,
+                         lifetimes=Lifetimes(interval=1, retry_grace=grace))
         running = ServerThread(config, data_dir=work / "keyturn-server")
         try:
             proxy.retarget(f"http://127.0.0.1:{running._sock.getsockname()[1]}")
@@ -338,7 +348,7 @@ def keyturn_server(work: Path) -> Iterator[Server]:
                     return str(redeemed.json()["refresh_token"])
 
             yield Server(name="keyturn", issuer=proxy.url, proxy=proxy, client_id="demo",
-                         login=login)
+                         login=login, retry_grace=grace)
         finally:
             running.stop()
 
@@ -522,8 +532,15 @@ def scenario(name: str, means: str, point: str, expected: str = SURVIVES,
     return register
 
 
+def expected_at(item: Scenario, server: Server) -> str:
+    """What ``item`` should come to at ``server``: a known limit is survived where the server
+    answers the retried refresh (see the module's docstring)."""
+    return SURVIVES if item.expected == KNOWN_LIMIT and server.retry_grace else item.expected
+
+
 def run_scenario(item: Scenario, env: Env) -> Report:
-    report = Report(item.name, env.server.name, item.means, item.point, item.expected)
+    report = Report(item.name, env.server.name, item.means, item.point,
+                    expected_at(item, env.server))
     item.run(env, report)
     return report
 
@@ -895,6 +912,10 @@ def _stalled_holder(env: Env, report: Report, fault: str) -> None:
                     f"{a.names()}\n{a.stderr_tail()}")
                 if env.server.server_refreshes is not None:
                     assert env.server.server_refreshes() == 1
+            elif env.server.retry_grace:
+                # Stopped after its lock was confirmed, its refresh token on its way: B spent it,
+                # and the server answers A's identical refresh within its grace with B's tokens.
+                assert statuses == [200, 200], statuses
             else:
                 # Stopped after its lock was confirmed: its refresh token was on its way, and
                 # nothing on the client can call it back once B has spent it.
