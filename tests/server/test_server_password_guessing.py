@@ -254,7 +254,7 @@ def test_guesses_sent_at_once_cannot_overrun_the_name_limit(tmp_path: Path) -> N
 def chromium_page() -> Iterator[Any]:
     """A page of real Chromium (Debian's, through playwright), as the person sees /device."""
     if shutil.which(CHROMIUM) is None:
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+        pytest.fail("Debian chromium is not installed (apt-get install chromium)")
     from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
