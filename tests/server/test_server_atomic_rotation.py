@@ -81,8 +81,9 @@ class FaultySQLite(SQLiteStorage):
         self.faults.trip(AFTER_COMMIT)
         return done
 
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
-        done = super().redeem_device_grant(updated, refresh)
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
+        done = super().redeem_device_grant(updated, refresh, replay)
         self.faults.trip(AFTER_COMMIT)
         return done
 
@@ -103,9 +104,10 @@ class FaultyRedis(RedisStorage):
         self.faults.trip(AFTER_COMMIT)
         return done
 
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
         self.faults.trip(STORE_NEW_TOKEN)
-        done = super().redeem_device_grant(updated, refresh)
+        done = super().redeem_device_grant(updated, refresh, replay)
         self.faults.trip(AFTER_COMMIT)
         return done
 
@@ -268,11 +270,12 @@ def test_the_kept_answer_holds_no_readable_token(site: Site) -> None:
     tokens = login(site.issuer)
     answer = refresh(site.issuer, tokens["refresh_token"]).json()
     stored = _stored_replays(site)
-    assert len(stored) == 1
+    assert len(stored) == 2  # the login's (the device code's) and the rotation's
     for secret in (answer["access_token"], answer["refresh_token"], answer["id_token"],
-                   tokens["refresh_token"]):
-        assert secret not in stored[0]
-    assert hash_code(tokens["refresh_token"]) in stored[0]  # found by the hash only
+                   tokens["refresh_token"], tokens["access_token"]):
+        assert not [text for text in stored if secret in text]
+    # Found by the hash only.
+    assert [text for text in stored if f"rt:{hash_code(tokens['refresh_token'])}" in text]
 
 
 def _stored_replays(site: Site) -> list[str]:
@@ -300,6 +303,47 @@ def test_a_fault_during_redemption_leaves_the_code_to_redeem_once(site: Site) ->
     # Once: the code is spent now, and a second redemption ends the login.
     assert refused_as_used(poll(site.issuer, started["device_code"]))
     assert not active(site.issuer, tokens["access_token"])
+
+
+def test_an_answer_lost_after_the_redemption_is_given_again_on_the_retry(site: Site) -> None:
+    started = start_device(site.issuer, scope="openid offline_access")
+    assert page_approve(site.issuer, started["user_code"]).status_code == 200
+    site.faults.armed.add(AFTER_COMMIT)
+    assert poll(site.issuer, started["device_code"]).status_code >= 500
+    assert site.faults.tripped == [AFTER_COMMIT]
+    retried = poll(site.issuer, started["device_code"])
+    assert retried.status_code == 200, retried.text
+    again = poll(site.issuer, started["device_code"])
+    # The one answer the redemption stored, each time; the login was not revoked.
+    assert again.status_code == 200 and again.json() == retried.json()
+    tokens = retried.json()
+    assert active(site.issuer, tokens["access_token"])
+    assert refresh(site.issuer, tokens["refresh_token"]).status_code == 200
+    # The client moved on (its refresh token was used): the code coming back is a reuse again.
+    assert refused_as_used(poll(site.issuer, started["device_code"]))
+    assert not active(site.issuer, tokens["access_token"])
+
+
+def test_a_device_code_polled_again_after_the_grace_revokes_the_login(short_site: Site) -> None:
+    started = start_device(short_site.issuer, scope="openid offline_access")
+    assert page_approve(short_site.issuer, started["user_code"]).status_code == 200
+    first = poll(short_site.issuer, started["device_code"])
+    assert first.status_code == 200
+    time.sleep(SHORT_GRACE + 1.1)  # past the grace (whole seconds in Redis TTLs)
+    assert refused_as_used(poll(short_site.issuer, started["device_code"]))
+    assert not active(short_site.issuer, first.json()["access_token"])
+
+
+def test_the_kept_device_answer_holds_no_readable_token(site: Site) -> None:
+    started = start_device(site.issuer, scope="openid offline_access")
+    assert page_approve(site.issuer, started["user_code"]).status_code == 200
+    answer = poll(site.issuer, started["device_code"]).json()
+    stored = _stored_replays(site)
+    assert len(stored) == 1
+    for secret in (answer["access_token"], answer["refresh_token"], answer["id_token"],
+                   started["device_code"]):
+        assert secret not in stored[0]
+    assert f"dc:{hash_code(started['device_code'])}" in stored[0]  # found by the hash only
 
 
 # -- the storage operations themselves, on each backend ----------------------------------------------
@@ -353,11 +397,13 @@ def test_a_redemption_that_loses_the_race_writes_nothing(storage: ServerStorage)
     approved = grant.approve("alice", now)
     assert storage.swap_device_grant(approved)
     stale = replace(approved, family_id="lost")  # the version read is not the stored one
-    assert not storage.redeem_device_grant(stale, _record("lost", now))
-    assert storage.refresh_token("lost") is None
+    assert not storage.redeem_device_grant(stale, _record("lost", now), _replay("dc:lost", now))
+    assert storage.refresh_token("lost") is None and storage.replay("dc:lost") is None
     consumed = replace(approved, version=approved.version + 1, family_id="fam")
-    assert storage.redeem_device_grant(consumed, _record("won", now))
+    assert storage.redeem_device_grant(consumed, _record("won", now), _replay("dc:dc", now))
     assert storage.refresh_token("won") is not None
+    kept = storage.replay("dc:dc")  # stored in the same step as the consumed grant
+    assert kept is not None and kept.family_id == "fam"
     held = storage.device_grant("dc")
     assert held is not None and held.family_id == "fam"
 

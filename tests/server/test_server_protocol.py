@@ -151,6 +151,12 @@ def test_device_code_is_single_use_and_reuse_revokes_what_it_gave(server):
     page_approve(server.issuer, started["user_code"])
     tokens = poll(server.issuer, started["device_code"]).json()
     assert introspect(server.issuer, tokens["access_token"])["active"] is True
+    # The client moved on (used its refresh token): the code coming back is a second redemption,
+    # not a retry of a lost answer (test_server_atomic_rotation covers the retry grace).
+    rotated = httpx.post(f"{server.issuer}/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "demo"})
+    assert rotated.status_code == 200, rotated.text
+    tokens = rotated.json()
     again = poll(server.issuer, started["device_code"])
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert introspect(server.issuer, tokens["access_token"]) == {"active": False}

@@ -6,7 +6,7 @@ Form in, :class:`~.reply.Reply` out, or an :class:`~keyturn.errors.OAuthError` r
 by :func:`~.errors.error_reply`). The device grant's rules are :mod:`.device_flow`'s; this module
 applies them to the storage with compare-and-set. Each redemption (a device code, a refresh
 token) is one atomic storage operation that spends the credential and stores the new refresh
-token; a rotation also keeps the sealed answer (:mod:`.replay`) for an identical retry within
+token, and keeps the sealed answer (:mod:`.replay`) for an identical retry within
 ``Lifetimes.retry_grace``. The device code and the refresh token are hashed at once and never
 held in a local of a frame that can raise (the sealing key derived from them is held by a
 :class:`~.replay.Sealer`, whose repr hides it).
@@ -132,9 +132,19 @@ class TokenEndpoint:
         if not form.get("device_code"):
             raise refusal(InvalidRequest, "device_code is missing")
         code_hash = hash_code(form["device_code"])
+        sealer = Sealer(form["device_code"])
+        replay_key = f"dc:{code_hash}"
+        fingerprint = request_fingerprint(client.client_id, GRANT_DEVICE_CODE, None)
         for _ in range(_SWAP_TRIES):  # compare-and-set: another request changed the grant
             grant = self.storage.device_grant(code_hash)
             outcome = decide_poll(grant, client_id=client.client_id, now=now)
+            if outcome.reused:
+                # The poll retried because its answer was lost (after the commit) gets that
+                # answer again within the grace. RFC 8628 §3.5 does not forbid it: the code is
+                # still redeemed once, and only its holder (the client) can open the answer.
+                again = self._replayed(replay_key, sealer, fingerprint, now)
+                if again is not None:
+                    return again
             if outcome.reused and grant is not None and grant.family_id:
                 # A second redemption: whoever got the first answer may not be the client. Like a
                 # reused refresh token, it ends the login (tokens already issued die).
@@ -156,10 +166,14 @@ class TokenEndpoint:
                 refresh=GRANT_REFRESH_TOKEN in client.grants, auth_time=updated.auth_time,
                 claims=updated.extra, family_id=family_id,
             )
-            # The grant is consumed and its refresh token stored in one step: a storage error
-            # leaves the grant APPROVED, and the retried poll redeems it (once: RFC 8628 §3.5
-            # codes stay single-use, so there is no retry grace here).
-            if self.storage.redeem_device_grant(updated, successor):
+            # The grant is consumed, its refresh token and the sealed answer stored in one step:
+            # a storage error before the commit leaves the grant APPROVED (the retried poll
+            # redeems it); an answer lost after it is given again to the identical retry.
+            replay = Replay(key=replay_key, fingerprint=fingerprint,
+                            expires_at=now + self.lifetimes.retry_grace, sealed=sealer.seal(body),
+                            family_id=family_id,
+                            successor_hash=successor.token_hash if successor else None)
+            if self.storage.redeem_device_grant(updated, successor, replay):
                 return Reply(200, body, NO_STORE)
         raise refusal(InvalidGrant, "the device_code is being redeemed concurrently")
 

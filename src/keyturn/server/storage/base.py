@@ -50,7 +50,8 @@ class RefreshRecord:
 class Replay:
     """The answer one redemption gave, kept for a short grace (``Lifetimes.retry_grace``) so that
     a client retrying the identical request (its answer was lost) gets it again instead of a
-    revocation. ``key`` names the refresh token redeemed (``"rt:"`` and its hash);
+    revocation. ``key`` names the credential redeemed (``"rt:"`` for a refresh token, ``"dc:"``
+    for a device code, and its hash);
     ``sealed`` is the answer encrypted under a key only that credential gives (:mod:`..replay`):
     the store never holds the tokens readable."""
 
@@ -152,10 +153,11 @@ class ServerStorage(abc.ABC):
         False, and nothing written, if the token is unknown or was already used."""
 
     @abc.abstractmethod
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
-        """In one atomic step: :meth:`swap_device_grant` (the grant becomes CONSUMED) and store the
-        refresh token it issued (if any). False, and nothing written, if another request changed
-        the grant first."""
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
+        """In one atomic step: :meth:`swap_device_grant` (the grant becomes CONSUMED), store the
+        refresh token it issued (if any) and ``replay`` (the answer, for a retried poll). False,
+        and nothing written, if another request changed the grant first."""
 
     @abc.abstractmethod
     def replay(self, key: str) -> Replay | None:

@@ -115,7 +115,8 @@ class MemoryStorage(ServerStorage):
             self._replays[replay.key] = (replay.expires_at, replay_to_json(replay))
         return True
 
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
         with self._lock:
             held = self._grants.get(updated.device_code_hash)
             if held is None or held[0] != updated.version - 1:
@@ -124,6 +125,8 @@ class MemoryStorage(ServerStorage):
                                                       grant_to_json(updated))
             if refresh is not None:
                 self._refresh[refresh.token_hash] = refresh_to_json(refresh)
+            if replay is not None:
+                self._replays[replay.key] = (replay.expires_at, replay_to_json(replay))
         return True
 
     def replay(self, key: str) -> Replay | None:

@@ -55,14 +55,16 @@ redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6])
 return 1
 """
 
-# KEYS: the grant, the refresh token it issued. ARGV: the version expected, the new grant's JSON,
-# the refresh token's JSON ('' when none is issued) and TTL.
+# KEYS: the grant, the refresh token it issued, the retry answer. ARGV: the version expected, the
+# new grant's JSON, the refresh token's JSON ('' when none is issued) and TTL, the answer's JSON
+# ('' when none is kept) and TTL.
 _REDEEM = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
 return 1
 """
 
@@ -138,14 +140,18 @@ class RedisStorage(ServerStorage):
         return bool(self._swap(keys=[self._key("dg", updated.device_code_hash)],
                                args=[updated.version - 1, grant_to_json(updated)]))
 
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
         now = self._clock()
         refresh_key = self._key("rt", refresh.token_hash if refresh else "none")
+        replay_key = self._key("replay", replay.key if replay else "none")
         return bool(self._redeem(
-            keys=[self._key("dg", updated.device_code_hash), refresh_key],
+            keys=[self._key("dg", updated.device_code_hash), refresh_key, replay_key],
             args=[updated.version - 1, grant_to_json(updated),
                   refresh_to_json(refresh) if refresh else "",
-                  _ttl(refresh.expires_at, now) if refresh else 1],
+                  _ttl(refresh.expires_at, now) if refresh else 1,
+                  replay_to_json(replay) if replay else "",
+                  _ttl(replay.expires_at, now) if replay else 1],
         ))
 
     def replay(self, key: str) -> Replay | None:

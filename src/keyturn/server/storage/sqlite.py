@@ -143,13 +143,16 @@ class SQLiteStorage(ServerStorage):
         with self._tx() as db:
             return self._swap(db, updated)
 
-    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None) -> bool:
+    def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
+                            replay: Replay | None = None) -> bool:
         # One BEGIN IMMEDIATE ... COMMIT: an error at any step rolls the consumed grant back.
         with self._tx() as db:
             if not self._swap(db, updated):
                 return False
             if refresh is not None:
                 self._insert_refresh(db, refresh)
+            if replay is not None:
+                self._insert_replay(db, replay)
         return True
 
     @staticmethod
