@@ -183,3 +183,43 @@ def test_wrong_codes_sent_at_once_cannot_overrun_the_limit(tmp_path, scope):
             assert storage.hit("wrong:198.51.100.1", limits.window, now, 0) == 0
     finally:
         storage.close()
+
+
+def _pages(tmp_path, **options):
+    from keyturn.server.pages import DevicePages
+    from keyturn.server.passwords import LocalUsers
+
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    issuer = "http://127.0.0.1:1"
+    config = make_config()
+    server = AuthorizationServer(config, storage, load_signer(storage, issuer), issuer)
+    return storage, DevicePages(server, LocalUsers(config.users), "", **options)
+
+
+def test_sign_in_options_are_buttons_posting_the_code_to_their_route(tmp_path):
+    """The hook of issue 12 §1: one button per upstream, each posting the form (csrf, user_code)
+    to its own path; the password fields only when local users exist."""
+    from keyturn.server.pages import SignInOption
+
+    corp = SignInOption(name="corp", display_name="Corp <SSO>", action="/device/upstream/corp")
+    storage, pages = _pages(tmp_path, sign_in_options=[corp], local_passwords=False)
+    try:
+        html = pages.code_form("csrf-value", "BCDF-GHJK").body.decode()
+        assert 'formaction="/device/upstream/corp"' in html and 'value="corp"' in html
+        assert "Sign in with Corp &lt;SSO&gt;" in html
+        assert 'name=password' not in html and 'name=username' not in html
+        assert 'name=csrf value="csrf-value"' in html and 'value="BCDF-GHJK"' in html
+    finally:
+        storage.close()
+    storage, pages = _pages(tmp_path, sign_in_options=[corp])
+    try:
+        html = pages.code_form("csrf-value").body.decode()
+        # the local Continue comes first: Enter in a field signs in with the password
+        assert html.index("name=password") < html.index(">Continue<") < html.index("formaction=")
+    finally:
+        storage.close()
+
+
+def test_a_page_with_no_way_to_sign_in_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="configure local users or an upstream"):
+        _pages(tmp_path, local_passwords=False)

@@ -23,7 +23,8 @@ import html
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
@@ -31,11 +32,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from .. import strictjson
-from .device_flow import DeviceStatus, format_user_code
+from .device_flow import DeviceGrant, DeviceStatus, format_user_code
 from .passwords import Authenticator, User
 from .service import AuthorizationServer
 
-__all__ = ["PAGE_HEADERS", "DevicePages"]
+__all__ = ["PAGE_HEADERS", "DevicePages", "SignInOption"]
 
 _STYLE: Final = (
     "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
@@ -83,10 +84,30 @@ def _wait_text(seconds: int) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SignInOption:
+    """One "Sign in with NAME" button on the code form (an upstream identity provider, issue 12 §1).
+
+    The button posts the form's ``csrf`` and ``user_code`` fields to ``action`` (a path on this
+    server, e.g. ``/device/upstream/corp``); the route there owns the rest. The CSRF cookie is set
+    for the page's path (``/device``), so a route under it receives the cookie to compare.
+    """
+
+    name: str           # the configuration's key, e.g. "corp" (sent as the button's value)
+    display_name: str   # shown as "Sign in with <display_name>"
+    action: str         # path the button posts to
+
+
 class DevicePages:
-    def __init__(self, server: AuthorizationServer, authenticator: Authenticator, prefix: str) -> None:
+    def __init__(self, server: AuthorizationServer, authenticator: Authenticator, prefix: str, *,
+                 sign_in_options: Sequence[SignInOption] = (), local_passwords: bool = True) -> None:
+        if not sign_in_options and not local_passwords:
+            raise ValueError("the /device page needs a way to sign in: configure local users or an "
+                             "upstream identity provider")
         self.server = server
         self.authenticator = authenticator
+        self.sign_in_options = tuple(sign_in_options)
+        self.local_passwords = local_passwords
         self.path = f"{prefix}/device"
         self.secure = server.issuer.startswith("https://")
         self._secret = server.storage.setting("page_secret", lambda: secrets.token_hex(32)).encode()
@@ -109,9 +130,25 @@ class DevicePages:
                                 secure=self.secure)
         return response
 
-    def _code_form(self, csrf: str, user_code: str = "", message: str = "", status: int = 200,
+    def code_form(self, csrf: str, user_code: str = "", message: str = "", status: int = 200,
                    new_cookie: bool = False) -> Response:
+        """The first page: the code field and each configured way to sign in (``message`` shown
+        as an alert); ``new_cookie`` sets ``csrf`` as this browser's CSRF cookie."""
         note = f'<p class=error role=alert>{_esc(message)}</p>' if message else ""
+        local = (
+            '<label for=username>User name</label>'
+            '<input id=username name=username autocomplete=username required>'
+            '<label for=password>Password</label>'
+            '<input id=password name=password type=password autocomplete=current-password required>'
+            '<button type=submit>Continue</button>'
+        ) if self.local_passwords else ""
+        # One form, so the typed code goes along whichever way the person signs in: an upstream's
+        # button posts it (and csrf) to its own route; formnovalidate, as its route needs no
+        # password. The local Continue comes first, so Enter signs in with the password.
+        upstreams = "".join(
+            f'<button type=submit formaction="{_esc(option.action)}" formnovalidate '
+            f'name=upstream value="{_esc(option.name)}">Sign in with {_esc(option.display_name)}'
+            "</button>" for option in self.sign_in_options)
         body = (
             f"{note}<p>Enter the code shown on your device, then sign in.</p>"
             f'<form method=post action="{_esc(self.path)}">'
@@ -119,18 +156,15 @@ class DevicePages:
             '<label for=user_code>Code</label>'
             f'<input id=user_code name=user_code value="{_esc(user_code)}" autocomplete=off '
             'autocapitalize=characters spellcheck=false required placeholder="XXXX-XXXX">'
-            '<label for=username>User name</label>'
-            '<input id=username name=username autocomplete=username required>'
-            '<label for=password>Password</label>'
-            '<input id=password name=password type=password autocomplete=current-password required>'
-            '<button type=submit>Continue</button></form>'
+            f"{local}{upstreams}</form>"
         )
         return self._page("Sign in to a device", body, status, csrf if new_cookie else None)
 
     # -- CSRF and tickets ------------------------------------------------------------------------------
 
     @staticmethod
-    def _csrf_ok(request: Request, form: Mapping[str, Any]) -> bool:
+    def csrf_ok(request: Request, form: Mapping[str, Any]) -> bool:
+        """The form's ``csrf`` field repeats this browser's CSRF cookie (for every POST route)."""
         cookie = request.cookies.get(CSRF_COOKIE, "")
         field = form.get("csrf")
         return bool(cookie) and isinstance(field, str) and hmac.compare_digest(
@@ -170,27 +204,29 @@ class DevicePages:
     async def show(self, request: Request) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         typed = request.query_params.get("user_code", "")[:20]
-        return self._code_form(csrf, typed, new_cookie=True)
+        return self.code_form(csrf, typed, new_cookie=True)
 
     async def submit(self, request: Request, form: Mapping[str, Any], address: str) -> Response:
-        if not self._csrf_ok(request, form):
-            return self._code_form(secrets.token_urlsafe(24), message="The form expired: try again.",
+        if not self.csrf_ok(request, form):
+            return self.code_form(secrets.token_urlsafe(24), message="The form expired: try again.",
                                    status=403, new_cookie=True)
         csrf = str(form["csrf"])
         typed = str(form.get("user_code", ""))[:40]
+        if not self.local_passwords:  # no password is checked where none is configured
+            return self.code_form(csrf, typed, "Choose how to sign in.", status=400)
         now = time.time()
         lookup = await run_in_threadpool(self.server.lookup_user_code, typed, address, now)
         if lookup.limited:
-            return self._code_form(csrf, message="Too many wrong codes: wait a few minutes and try "
+            return self.code_form(csrf, message="Too many wrong codes: wait a few minutes and try "
                                    "again.", status=429)
         if lookup.grant is None:
-            return self._code_form(csrf, typed, "That code is not valid (or has expired). "
+            return self.code_form(csrf, typed, "That code is not valid (or has expired). "
                                    "Check it on your device.", status=400)
         username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
         turn = await run_in_threadpool(self.server.verification.take_password_check, username, now)
         if not turn.allowed:
             # The same words, for a name that exists and one that does not: no oracle.
-            locked = self._code_form(csrf, typed, "Too many failed sign-ins with this user name: "
+            locked = self.code_form(csrf, typed, "Too many failed sign-ins with this user name: "
                                      f"try again in {_wait_text(turn.retry_after)}.", status=429)
             locked.headers["Retry-After"] = str(turn.retry_after)
             return locked
@@ -198,10 +234,14 @@ class DevicePages:
         if user is None:
             # The try stays counted: wrong passwords are rate-limited like wrong codes, and per
             # user name (take_password_check).
-            return self._code_form(csrf, typed, "Wrong user name or password.", status=401)
+            return self.code_form(csrf, typed, "Wrong user name or password.", status=401)
         await run_in_threadpool(self.server.signed_in, address, now)
         await run_in_threadpool(self.server.verification.password_accepted, username, now)
-        grant = lookup.grant
+        return self.consent(csrf=csrf, grant=lookup.grant, user=user, now=now)
+
+    def consent(self, *, csrf: str, grant: DeviceGrant, user: User, now: float) -> Response:
+        """The Approve/Deny page for ``user``, signed in (by password or at an upstream), about
+        ``grant``; its form posts to ``/device/decision`` with a ticket bound to ``csrf``."""
         client = self.server.config.clients.get(grant.client_id)
         client_name = client.name if client else grant.client_id
         scopes = "".join(f"<li><code>{_esc(s)}</code></li>" for s in grant.scope) or "<li>none</li>"
@@ -219,14 +259,14 @@ class DevicePages:
         return self._page("Approve this device?", body)
 
     async def decide(self, request: Request, form: Mapping[str, Any]) -> Response:
-        if not self._csrf_ok(request, form):
-            return self._code_form(secrets.token_urlsafe(24), message="The form expired: try again.",
+        if not self.csrf_ok(request, form):
+            return self.code_form(secrets.token_urlsafe(24), message="The form expired: try again.",
                                    status=403, new_cookie=True)
         now = time.time()
         found = self._read_ticket(str(form.get("ticket", "")), str(form["csrf"]), now)
         decision = form.get("decision")
         if found is None or decision not in ("approve", "deny"):
-            return self._code_form(str(form["csrf"]), message="The form expired: start again.",
+            return self.code_form(str(form["csrf"]), message="The form expired: start again.",
                                    status=400)
         user_code, user = found
         grant = await run_in_threadpool(self.server.storage.device_grant_by_user_code, user_code)
@@ -240,5 +280,5 @@ class DevicePages:
         if status is DeviceStatus.DENIED:
             return self._page("Request denied", "<p>The device was not given access. You may "
                               "close this window.</p>")
-        return self._code_form(str(form["csrf"]), message="That code is no longer waiting for "
+        return self.code_form(str(form["csrf"]), message="That code is no longer waiting for "
                                "approval (it expired or was already used).", status=400)
