@@ -44,6 +44,7 @@ def docs_example() -> str:
 def test_the_documented_examples_parse_with_their_keys_at_the_top_level(example, monkeypatch):
     monkeypatch.setenv("KEYTURN_REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("SITE_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KEYTURN_METRICS_TOKEN", "a-scrape-token")
     config = parse_config(tomllib.loads(example()))
     assert config.signing_key_secret_env == "KEYTURN_SIGNING_KEK"
     assert config.rotate_keys_every == 30 * 86400

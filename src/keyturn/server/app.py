@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -30,6 +32,8 @@ from .clientauth import authenticate_client
 from .config import ClientConfig, ServerConfig
 from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, unavailable
 from .housekeeping import purge_periodically
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics, token_matches
 from .pages import DevicePages
 from .passwords import Authenticator, LocalUsers
 from .reply import NO_STORE, Reply
@@ -106,6 +110,9 @@ def _plain(exc: BadForm) -> Response:
     return Response(exc.error_description, status_code=exc.status or 400, media_type="text/plain")
 
 
+#: Where an endpoint leaves the authenticated client's id in the ASGI scope, for :class:`AccessLog`.
+CLIENT_ID_KEY = "keyturn.client_id"
+
 Handler = Callable[[ClientConfig, Mapping[str, str], float], Reply]
 #: What runs after the client is authenticated and before the handler: (client, address, now).
 Admission = Callable[[ClientConfig, str, float], None]
@@ -126,6 +133,8 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler, admit: Admis
             now = time.time()
             client = authenticate_client(server.config.clients, request.headers.get("authorization"),
                                          form, server.secret_attempts(address, now))
+            # For the access log: the client, once authenticated (never what was claimed).
+            request.scope[CLIENT_ID_KEY] = client.client_id
             if admit is not None:
                 admit(client, address, now)
             return handler(client, form, now)
@@ -205,6 +214,16 @@ def create_app(
     async def authorize(request: Request) -> Response:
         return await pages.no_authorization_endpoint(request)
 
+    async def metrics(request: Request) -> Response:
+        token = config.metrics.token
+        if token is not None and not token_matches(token, request.headers.get("authorization")):
+            # RFC 6750 §3.1: a request that "lacks any authentication information" gets the bare
+            # challenge.
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return Response(server.metrics.render(), media_type=METRICS_CONTENT_TYPE,
+                        headers={"Cache-Control": "no-store"})
+
+
     routes = [
         Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]),
         Route(f"{prefix}/.well-known/openid-configuration", metadata),
@@ -221,6 +240,8 @@ def create_app(
         Route(f"{prefix}/device", device_page, methods=["GET", "POST"]),
         Route(f"{prefix}/device/decision", device_decision, methods=["POST"]),
     ]
+    if config.metrics.enabled:  # off: no route, so /metrics is a 404 like any unknown path
+        routes.append(Route(f"{prefix}/metrics", metrics))
     if prefix:
         # RFC 8414 §3: "the well-known URI suffix ... is inserted between the host component and
         # the path component" for an issuer with a path.
@@ -260,11 +281,17 @@ def create_app(
 
 
 class AccessLog:
-    """One log line per request: method, path (never the query: it can hold a user code), status,
-    time, peer. Bodies and headers, where secrets travel, are never logged."""
+    """One log line per request, and its count and latency in /metrics.
+
+    The text line: peer, method, path (never the query: it can hold a user code), status, time.
+    The record also carries :data:`ACCESS_FIELDS` (``record.request``), which a JSON log format
+    writes instead: the route template, never the path as sent. Bodies and headers, where
+    secrets travel, are never logged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        server = getattr(getattr(app, "state", None), "server", None)
+        self.metrics: Metrics | None = getattr(server, "metrics", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -281,11 +308,43 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
+            seconds = time.perf_counter() - started
             client: Any = scope.get("client")
+            # The template of the route that answered (starlette leaves it in the scope): a
+            # bounded label, and never what the client typed.
+            route = getattr(scope.get("route"), "path", None)
+            if self.metrics is not None:
+                self.metrics.request(route=route or "other", method=_method(scope["method"]),
+                                     status=status[0], seconds=seconds)
             # The path as sent (still percent-encoded): the decoded one may hold a %0A that would
             # start a forged log line. Never the query string: it may hold a user code.
             raw = scope.get("raw_path")
             path = raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else \
                 scope["path"].encode("unicode_escape").decode("ascii")
+            fields = {"method": _method(scope["method"]), "route": route, "status": status[0],
+                      "duration_ms": round(seconds * 1000, 3),
+                      "client": client[0] if client else None,
+                      "client_id": scope.get(CLIENT_ID_KEY), "request_id": _request_id(scope)}
             access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
-                            path, status[0], (time.perf_counter() - started) * 1000)
+                            path, status[0], seconds * 1000, extra={ACCESS_FIELDS: fields})
+
+
+#: The attribute of an access log record that holds its fields (the JSON format writes them).
+ACCESS_FIELDS = "request"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: A request id a proxy may pass on (nginx's $request_id is 32 hex digits): anything else is
+#: replaced, so a client cannot write what it likes into the logs.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{8,64}")
+
+
+def _method(method: str) -> str:
+    """A method name as a bounded label: any other (a client may send any token) is "other"."""
+    return method if method in _METHODS else "other"
+
+
+def _request_id(scope: Scope) -> str:
+    """``X-Request-ID`` as the proxy in front set it, if well-formed; else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return str(value.decode("ascii"))
+    return secrets.token_hex(8)

@@ -11,6 +11,12 @@
     signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
     rotate_keys_every = "30d"                       # optional: s, m, h or d
 
+    log_format = "json"                            # logs as JSON lines (default "text")
+
+    [metrics]                                      # GET /metrics (Prometheus); off by default
+    enabled = true
+    token_env = "KEYTURN_METRICS_TOKEN"            # or token_file: scrapes need this bearer token
+
     [lifetimes]                                    # seconds; these are the defaults
     device_code = 1800
     interval = 5
@@ -55,17 +61,19 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from .metrics import MetricsConfig, metrics_config
 from .passwords import hash_password
 
 __all__ = ["DEMO_SERVICE_CLIENT", "ClientConfig", "Lifetimes", "RateLimits", "ServerConfig",
            "demo_config", "load_config"]
 
+LogFormat = Literal["text", "json"]
 _GRANT_NAMES = {
     "device_code": GRANT_DEVICE_CODE, GRANT_DEVICE_CODE: GRANT_DEVICE_CODE,
     "refresh_token": GRANT_REFRESH_TOKEN, "client_credentials": GRANT_CLIENT_CREDENTIALS,
@@ -138,6 +146,10 @@ class ServerConfig:
     data_dir: str | None = None
     #: Seconds between purges of expired rows (:mod:`.housekeeping`).
     purge_interval: int = 600
+    #: ``[metrics]``: /metrics on or off (off by default: 404), and its bearer token.
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: The logs on stderr: "text" lines or "json" objects, one a line (``--log-format``).
+    log_format: LogFormat = "text"
     #: Redis for the replicas' state, from redis_url / redis_url_env / redis_url_file (it may
     #: hold a password: never shown).
     redis_url: str | None = field(default=None, repr=False)
@@ -191,7 +203,8 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 #: table header into that table, where it would otherwise be ignored without a word (a
 #: signing_key_secret_env under [clients.x] would leave the signing keys unencrypted).
 _TOP_LEVEL_KEYS = frozenset({
-    "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env",
+    "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env", "metrics",
+    "log_format",
     "redis_url_file", "signing_key_secret_env", "rotate_keys_every", "lifetimes", "rate_limits",
     "clients", "users"})
 _CLIENT_KEYS = frozenset({"name", "grants", "scopes", "secret_hash"})
@@ -305,6 +318,15 @@ def _redis_url(data: Mapping[str, Any]) -> str | None:
     return url
 
 
+def _log_format(data: Mapping[str, Any]) -> LogFormat:
+    value = data.get("log_format", "text")
+    if value == "json":
+        return "json"
+    if value == "text":
+        return "text"
+    raise ConfigError('log_format must be "text" or "json"')
+
+
 def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     _known_keys(data, _TOP_LEVEL_KEYS, "the configuration's top level")
     clients = data.get("clients", {})
@@ -323,6 +345,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),
         lifetimes=_positive_ints(data.get("lifetimes"), Lifetimes, "lifetimes"),
         purge_interval=_purge_interval(data),
+        metrics=metrics_config(data.get("metrics")), log_format=_log_format(data),
         rate_limits=_rate_limits(data.get("rate_limits")),
         data_dir=data.get("data_dir"), redis_url=_redis_url(data),
         signing_key_secret_env=data.get("signing_key_secret_env"),

@@ -16,7 +16,7 @@ import ipaddress
 import math
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -70,8 +70,11 @@ class StoredSecretAttempts:
     caller's guesses cannot shut out a client at another address, and per client, so guesses
     spread over many addresses stop too."""
 
-    def __init__(self, storage: ServerStorage, limits: RateLimits, address: str, now: float) -> None:
+    def __init__(self, storage: ServerStorage, limits: RateLimits, address: str, now: float,
+                 refused: Callable[[], None] | None = None) -> None:
         self._storage = storage
+        #: Called when a check is refused (a /metrics counter).
+        self._refused = refused
         self._limits = limits
         self._address = address_key(address)
         self._now = now
@@ -83,7 +86,10 @@ class StoredSecretAttempts:
                 (f"secret:{client}", self._limits.secret_per_client))
 
     def take(self, client_id: str) -> bool:
-        return take(self._storage, self._limits.window, self._now, self._keys(client_id))
+        allowed = take(self._storage, self._limits.window, self._now, self._keys(client_id))
+        if not allowed and self._refused is not None:
+            self._refused()
+        return allowed
 
     def give_back(self, client_id: str) -> None:
         for key, _ in self._keys(client_id):

@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidClient, InvalidRequest
+from ..protocol.grants import GRANT_DEVICE_CODE
 from .claims import released_claims
 from .clientauth import SecretAttempts
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import DeviceStatus, hash_code
-from .errors import InvalidToken, refusal
+from .errors import InvalidToken, TemporarilyUnavailable, refusal
 from .grantlimit import PendingGrantLimit
+from .metrics import Metrics
 from .passwords import User
 from .ratelimit import StoredSecretAttempts
 from .reply import NO_STORE, Reply
@@ -43,6 +45,9 @@ class AuthorizationServer:
         self.grants = TokenEndpoint(config, storage, signer, self.issuer)
         self.verification = Verification(storage, config.rate_limits)
         self.pending_grants = PendingGrantLimit(config, storage)
+        #: The counters of /metrics (:mod:`.metrics`), kept whether or not /metrics is served.
+        self.metrics = Metrics()
+        self.verification.metrics = self.metrics
 
     def __repr__(self) -> str:
         return f"AuthorizationServer(issuer={self.issuer!r})"
@@ -84,10 +89,15 @@ class AuthorizationServer:
     # -- the endpoints that issue credentials (.token_endpoint) -----------------------------------
 
     def device_authorization(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
-        return self.grants.device_authorization(client, form, now)
+        reply = self.grants.device_authorization(client, form, now)
+        self.metrics.device_grant("pending")
+        return reply
 
     def token(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
-        return self.grants.token(client, form, now)
+        reply = self.grants.token(client, form, now)
+        if form.get("grant_type") == GRANT_DEVICE_CODE:  # a refusal raised: no answer, no count
+            self.metrics.device_grant("redeemed")
+        return reply
 
     # -- revocation (RFC 7009) and introspection (RFC 7662) ----------------------------------------
 
@@ -165,12 +175,17 @@ class AuthorizationServer:
 
     def count_new_grant(self, client: ClientConfig, address: str, now: float) -> None:
         """Before a device authorization: see :meth:`.PendingGrantLimit.take` (429 past it)."""
-        self.pending_grants.take(client, address, now)
+        try:
+            self.pending_grants.take(client, address, now)
+        except TemporarilyUnavailable:
+            self.metrics.rate_limited("pending_grants")
+            raise
 
     def secret_attempts(self, address: str, now: float) -> SecretAttempts:
         """The counter of secret checks for one request from ``address`` at ``now``, for
         :func:`~.clientauth.authenticate_client`."""
-        return StoredSecretAttempts(self.storage, self.config.rate_limits, address, now)
+        return StoredSecretAttempts(self.storage, self.config.rate_limits, address, now,
+                                    refused=lambda: self.metrics.rate_limited("client_secret"))
 
     # -- the verification page's side (.verification) ----------------------------------------------
 

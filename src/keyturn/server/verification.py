@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .config import RateLimits
 from .device_flow import DeviceGrant, DeviceStatus, normalize_user_code
+from .metrics import Metrics
 from .passwords import User
 from .ratelimit import NameAttempts, NameTurn, UserCodeAttempts
 from .storage.base import ServerStorage
@@ -37,6 +38,8 @@ class Verification:
         self._storage = storage
         self._attempts = UserCodeAttempts(storage, limits)
         self._names = NameAttempts(storage, limits)
+        #: Where refusals and decisions are counted (AuthorizationServer gives its /metrics').
+        self.metrics: Metrics | None = None
 
     def __repr__(self) -> str:
         return "Verification()"
@@ -47,6 +50,8 @@ class Verification:
         stays counted; so does a right one, until :meth:`signed_in` (a wrong password guesses
         too)."""
         if not self._attempts.take(address, now):
+            if self.metrics is not None:
+                self.metrics.rate_limited("user_code")
             return CodeLookup(None, limited=True)
         # RFC 8628 §6.1: "the authorization server should ignore any characters like punctuation
         # that are not in the user-code character set" (normalize_user_code).
@@ -67,7 +72,10 @@ class Verification:
         limits per code and address alone would let many addresses guess one person's password:
         this limit is the name's, whatever the address and the code, and holds for names that
         exist nowhere too (the same answers, so that it tells nobody which names exist)."""
-        return self._names.take(username, now)
+        turn = self._names.take(username, now)
+        if not turn.allowed and self.metrics is not None:
+            self.metrics.rate_limited("password")
+        return turn
 
     def password_accepted(self, username: str, now: float) -> None:
         """The right password for ``username``: its failures are forgotten."""
@@ -84,5 +92,7 @@ class Verification:
             else:
                 updated = grant.deny(now)
             if self._storage.swap_device_grant(updated):
+                if self.metrics is not None:
+                    self.metrics.device_grant("approved" if user is not None else "denied")
                 return updated.status
         return None

@@ -1,0 +1,251 @@
+"""``/metrics``: the server's counters and latency histograms, in the Prometheus text exposition
+format 0.0.4 (https://prometheus.io/docs/instrumenting/exposition_formats/).
+
+What is counted (every label takes a bounded set of values: a route template, never the raw path
+or query; a status code; a name from the configuration; a word from a fixed vocabulary)::
+
+    keyturn_requests_total{route, method, status}          counter
+    keyturn_request_duration_seconds{route}                histogram
+    keyturn_device_grants_total{state}                     counter of transitions: pending (a new
+                                                           grant), approved, denied, redeemed
+    keyturn_rate_limited_total{kind}                       counter: user_code, password,
+                                                           client_secret, pending_grants
+    keyturn_upstream_sign_ins_total{upstream, outcome}     counter
+
+Recording is O(1) and takes no lock: each thread counts in a shard of its own (a plain dict that
+only it writes: the request counters are recorded on the event loop's thread, the rest mostly in
+the threadpool's), and a scrape adds the shards up. Under the GIL, copying a dict or a list whose
+keys are tuples of strings runs no Python code and so cannot interleave with a writer.
+
+Why not ``prometheus_client``: every ``inc()`` there takes a ``threading.Lock``, its multiprocess
+mode must be set up through an environment variable before it is imported and writes an mmap
+file per observation, and it would be one more runtime dependency of the server. The text format
+is small (:meth:`Metrics.render`); the tests parse it with ``prometheus_client``'s own parser.
+
+Several worker processes (``--workers N``): one scrape reaches one worker, and these counters
+are that worker's (docs/server.md, "Metrics").
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "GrantState", "Metrics", "MetricsConfig",
+           "RateLimitKind", "metrics_config", "token_matches"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Seconds; the upper bounds of the latency histogram's buckets (+Inf is added).
+LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1.0, 2.5, 5.0, 10.0)
+
+GrantState = Literal["pending", "approved", "denied", "redeemed"]
+RateLimitKind = Literal["user_code", "password", "client_secret", "pending_grants"]
+GRANT_STATES: tuple[GrantState, ...] = ("pending", "approved", "denied", "redeemed")
+RATE_LIMIT_KINDS: tuple[RateLimitKind, ...] = ("user_code", "password", "client_secret",
+                                               "pending_grants")
+
+_REQUESTS = "keyturn_requests_total"
+_LATENCY = "keyturn_request_duration_seconds"
+_GRANTS = "keyturn_device_grants_total"
+_LIMITED = "keyturn_rate_limited_total"
+_UPSTREAM = "keyturn_upstream_sign_ins_total"
+
+#: (name, type, help, label names), in the order they are shown.
+_FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (_REQUESTS, "counter", "HTTP requests answered, by route template, method and status.",
+     ("route", "method", "status")),
+    (_LATENCY, "histogram", "Time from a request's arrival to the end of its answer, by route.",
+     ("route",)),
+    (_GRANTS, "counter", "Device grants entering a state (pending: a new grant).", ("state",)),
+    (_LIMITED, "counter", "Requests refused by a rate limit, by limit.", ("kind",)),
+    (_UPSTREAM, "counter", "Sign-ins through an upstream identity provider, by outcome.",
+     ("upstream", "outcome")),
+)
+
+#: A sample's key in a shard: (metric name, label values in the family's order).
+Key = tuple[str, tuple[str, ...]]
+#: A histogram's value: a count per bucket (not cumulative; the last is +Inf), then the sum.
+Shard = dict[Key, "int | list[float]"]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: ``enabled`` (off by default: /metrics answers 404), and an optional bearer
+    token (``token_env`` names an environment variable, ``token_file`` a file only the server's
+    user may read) without which a scrape gets 401."""
+
+    enabled: bool = False
+    token: str | None = field(default=None, repr=False)
+
+
+def metrics_config(table: Any) -> MetricsConfig:
+    """``[metrics]`` of the configuration file: ``enabled``, and one of ``token_env`` /
+    ``token_file`` (its text, a file others may not read) for the scrapes' bearer token."""
+    from ..errors import ConfigError
+    from .config import _private_file
+
+    if table is None:
+        return MetricsConfig()
+    if not isinstance(table, Mapping):
+        raise ConfigError("[metrics] must be a table")
+    unknown = set(table) - {"enabled", "token_env", "token_file"}
+    if unknown:
+        raise ConfigError(f"[metrics] has an unknown key {sorted(unknown)[0]!r} "
+                          "(known: enabled, token_env, token_file)")
+    enabled = table.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError("[metrics] enabled must be true or false")
+    if "token_env" in table and "token_file" in table:
+        raise ConfigError("[metrics] give token_env or token_file, not both")
+    token: str | None = None
+    for key in ("token_env", "token_file"):
+        value = table.get(key)
+        if key in table and (not isinstance(value, str) or not value):
+            raise ConfigError(f"[metrics] {key} must be a string")
+    if isinstance(table.get("token_env"), str):
+        token = os.environ.get(table["token_env"]) or None
+        if token is None:
+            raise ConfigError(f"[metrics] token_env names {table['token_env']}, which is not set")
+    elif isinstance(table.get("token_file"), str):
+        token = _private_file(table["token_file"], "[metrics] token_file") or None
+        if token is None:
+            raise ConfigError(f"[metrics] token_file {table['token_file']} is empty")
+    return MetricsConfig(enabled=enabled, token=token)
+
+
+def token_matches(expected: str, authorization: str | None) -> bool:
+    """Whether ``authorization`` is ``Bearer <expected>``, compared in constant time (a
+    byte-by-byte comparison that stops early would tell a prober how much of a guess is right)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+class Metrics:
+    """One server's counters (create_app makes one; ``AuthorizationServer.metrics`` holds it)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        #: Every thread's shard; list.append is atomic, and a thread registers once.
+        self._shards: list[Shard] = []
+        base = self._shard()
+        for state in GRANT_STATES:  # the known series exist from the start, at 0
+            base[(_GRANTS, (state,))] = 0
+        for kind in RATE_LIMIT_KINDS:
+            base[(_LIMITED, (kind,))] = 0
+
+    def __repr__(self) -> str:
+        return f"Metrics(shards={len(self._shards)})"
+
+    def _shard(self) -> Shard:
+        try:
+            shard: Shard = self._local.shard
+        except AttributeError:
+            shard = {}
+            self._local.shard = shard
+            self._shards.append(shard)
+        return shard
+
+    def _count(self, key: Key) -> None:
+        shard = self._shard()
+        shard[key] = int(shard.get(key, 0)) + 1  # type: ignore[arg-type]
+
+    # -- recording (O(1), no lock) -----------------------------------------------------------------
+
+    def request(self, *, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: ``route`` is the template it matched (``"other"`` when none)."""
+        shard = self._shard()
+        key: Key = (_REQUESTS, (route, method, str(status)))
+        shard[key] = int(shard.get(key, 0)) + 1  # type: ignore[arg-type]
+        hist_key: Key = (_LATENCY, (route,))
+        hist = shard.get(hist_key)
+        if not isinstance(hist, list):
+            hist = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            shard[hist_key] = hist
+        hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+
+    def device_grant(self, state: GrantState) -> None:
+        """A device grant entered ``state`` (``pending``: it was created)."""
+        self._count((_GRANTS, (state,)))
+
+    def rate_limited(self, kind: RateLimitKind) -> None:
+        """A request was refused by the rate limit ``kind``."""
+        self._count((_LIMITED, (kind,)))
+
+    def upstream_sign_in(self, upstream: str, outcome: str) -> None:
+        """A sign-in through the upstream named ``upstream`` (its configuration name) ended in
+        ``outcome`` (a word from the caller's fixed vocabulary, e.g. ``ok``, ``refused``,
+        ``error``: never a message, which could make the series unbounded)."""
+        self._count((_UPSTREAM, (upstream, outcome)))
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> Shard:
+        """Every shard added up (copies: the shards go on counting)."""
+        total: Shard = {}
+        for shard in list(self._shards):
+            _add(total, list(shard.items()))
+        return total
+
+    def render(self) -> str:
+        """The text exposition format 0.0.4 of :meth:`snapshot`."""
+        return render(self.snapshot())
+
+
+def _add(total: Shard, items: Iterable[tuple[Key, int | list[float]]]) -> None:
+    for key, value in items:
+        if isinstance(value, list):
+            mine = total.get(key)
+            if not isinstance(mine, list):
+                total[key] = list(value)
+            else:
+                for i, v in enumerate(value):
+                    mine[i] += v
+        else:
+            total[key] = int(total.get(key, 0)) + value  # type: ignore[arg-type]
+
+
+def _escape(value: str) -> str:
+    # The format: "label_value can be any sequence of UTF-8 characters, but the backslash (\),
+    # double-quote ("), and line feed (\n) characters have to be escaped as \\, \", and \n".
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        pairs.append(extra)
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render(samples: Shard) -> str:
+    lines: list[str] = []
+    for name, kind, text, label_names in _FAMILIES:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for (metric, values), value in sorted(samples.items(), key=lambda item: item[0]):
+            if metric != name:
+                continue
+            if not isinstance(value, list):
+                lines.append(f"{name}{_labels(label_names, values)} {value}")
+                continue
+            cumulative = 0.0
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), value[:-1], strict=True):
+                cumulative += count
+                le = 'le="+Inf"' if bound == float("inf") else f'le="{bound!r}"'
+                lines.append(f"{name}_bucket{_labels(label_names, values, le)} "
+                             f"{_number(cumulative)}")
+            lines.append(f"{name}_sum{_labels(label_names, values)} {_number(value[-1])}")
+            lines.append(f"{name}_count{_labels(label_names, values)} {_number(cumulative)}")
+    return "\n".join(lines) + "\n"

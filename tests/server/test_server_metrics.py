@@ -1,0 +1,173 @@
+"""/metrics: scraped from the real server after real requests, parsed with prometheus_client's
+own parser (the text exposition format 0.0.4); off by default, and behind its bearer token."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
+from keyturn.server.config import RateLimits, parse_config
+from keyturn.server.metrics import LATENCY_BUCKETS, Metrics, MetricsConfig
+from keyturn.server.runner import ServerThread
+from tests.support.serverkit import CLI_SECRET, basic, make_config, page_approve, poll, start_device
+
+TOKEN = "metrics-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    config = make_config(metrics=MetricsConfig(enabled=True, token=TOKEN))
+    with ServerThread(config, data_dir=tmp_path_factory.mktemp("metrics")) as server:
+        yield server
+
+
+def scrape(server: ServerThread) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample as {(sample name, labels): value}, through the real parser."""
+    response = httpx.get(f"{server.issuer}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_off_by_default_is_404(tmp_path) -> None:
+    assert parse_config({}).metrics == MetricsConfig(enabled=False, token=None)
+    with ServerThread(make_config(), data_dir=tmp_path) as server:
+        assert httpx.get(f"{server.issuer}/metrics").status_code == 404
+
+
+def test_without_the_token_401(running: ServerThread) -> None:
+    url = f"{running.issuer}/metrics"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": f"Bearer {TOKEN}x"}):
+        response = httpx.get(url, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "keyturn_" not in response.text
+
+
+def test_a_login_is_counted_by_route_status_and_grant_state(running: ServerThread) -> None:
+    before = scrape(running)
+    issuer = running.issuer
+    device = start_device(issuer)
+    assert poll(issuer, device["device_code"]).status_code == 400  # authorization_pending
+    assert page_approve(issuer, device["user_code"]).status_code == 200
+    token = poll(issuer, device["device_code"])
+    assert token.status_code == 200, token.text
+    refreshed = httpx.post(f"{issuer}/token", data={
+        "grant_type": GRANT_REFRESH_TOKEN, "client_id": "demo",
+        "refresh_token": token.json()["refresh_token"]})
+    assert refreshed.status_code == 200
+    denied = start_device(issuer)
+    assert page_approve(issuer, denied["user_code"], decision="deny").status_code == 200
+    # A path no route has, with a secret in its query: counted as "other", and shown nowhere.
+    assert httpx.get(f"{issuer}/device/{device['user_code']}?code=s3cr3t-query").status_code == 404
+    after = scrape(running)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "keyturn_requests_total"
+    assert delta(requests, route="/device_authorization", method="POST", status="200") == 2
+    assert delta(requests, route="/token", method="POST", status="400") == 1
+    assert delta(requests, route="/token", method="POST", status="200") == 2
+    assert delta(requests, route="/device", method="GET", status="200") == 2
+    assert delta(requests, route="other", method="GET", status="404") == 1
+    # The scrape before this one is counted too.
+    assert delta(requests, route="/metrics", method="GET", status="200") == 1
+    grants = "keyturn_device_grants_total"
+    assert delta(grants, state="pending") == 2
+    assert delta(grants, state="approved") == 1
+    assert delta(grants, state="denied") == 1
+    assert delta(grants, state="redeemed") == 1
+    text = httpx.get(f"{issuer}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    for secret in (device["user_code"], device["device_code"], "s3cr3t-query",
+                   token.json()["refresh_token"], token.json()["access_token"]):
+        assert secret not in text
+
+
+def test_latency_histogram_per_route(running: ServerThread) -> None:
+    for _ in range(3):
+        assert httpx.get(f"{running.issuer}/.well-known/openid-configuration").status_code == 200
+    samples = scrape(running)
+    name, route = "keyturn_request_duration_seconds", "/.well-known/openid-configuration"
+    count = value(samples, f"{name}_count", route=route)
+    assert count >= 3
+    # The parser checks the format; these check the arithmetic: cumulative buckets ending at the
+    # count, and a sum of real durations.
+    buckets = [value(samples, f"{name}_bucket", route=route, le=str(bound))
+               for bound in LATENCY_BUCKETS]
+    assert buckets == sorted(buckets)
+    assert value(samples, f"{name}_bucket", route=route, le="+Inf") == count
+    assert 0 < value(samples, f"{name}_sum", route=route) < count * 10
+    total = sum(v for (n, labels), v in samples.items()
+                if n == "keyturn_requests_total" and ("route", route) in labels)
+    assert total == count
+
+
+def test_rate_limit_refusals_by_kind(tmp_path) -> None:
+    limits = replace(make_config().rate_limits, pending_per_address=1, secret_per_address=1)
+    assert isinstance(limits, RateLimits)
+    config = make_config(rate_limits=limits, metrics=MetricsConfig(enabled=True, token=TOKEN))
+    with ServerThread(config, data_dir=tmp_path) as server:
+        start_device(server.issuer)
+        assert httpx.post(f"{server.issuer}/device_authorization",
+                          data={"client_id": "demo"}).status_code == 429
+        for _ in range(2):  # the second wrong secret is refused without being checked
+            assert httpx.post(f"{server.issuer}/device_authorization", data={"scope": "openid"},
+                              headers=basic("cli", CLI_SECRET + "x")).status_code == 401
+        samples = scrape(server)
+    assert value(samples, "keyturn_rate_limited_total", kind="pending_grants") == 1
+    assert value(samples, "keyturn_rate_limited_total", kind="client_secret") == 1
+    assert value(samples, "keyturn_rate_limited_total", kind="user_code") == 0
+
+
+def test_labels_are_escaped_for_the_real_parser() -> None:
+    metrics = Metrics()
+    odd = 'up"stream\\with\nnewline'
+    metrics.upstream_sign_in(odd, "ok")
+    metrics.upstream_sign_in(odd, "ok")
+    metrics.upstream_sign_in("lab", "refused")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+    samples = {tuple(sorted(s.labels.items())): s.value
+               for s in families["keyturn_upstream_sign_ins"].samples}
+    assert samples == {(("outcome", "ok"), ("upstream", odd)): 2,
+                       (("outcome", "refused"), ("upstream", "lab")): 1}
+
+
+def test_threads_count_without_losing_any() -> None:
+    """Recording takes no lock: each thread counts in its own shard, and none is lost."""
+    metrics = Metrics()
+    threads, each = 8, 5000
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(each):
+            metrics.rate_limited("password")
+            metrics.request(route="/token", method="POST", status=200, seconds=0.002)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+    limited = {s.labels["kind"]: s.value for s in families["keyturn_rate_limited"].samples}
+    assert limited["password"] == threads * each
+    count = [s.value for s in families["keyturn_request_duration_seconds"].samples
+             if s.name.endswith("_count")]
+    assert count == [threads * each]
