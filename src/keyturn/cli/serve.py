@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import click
 
 from .common import require_server_extra
@@ -28,10 +30,12 @@ _REDIS_HELP = ("Keep all state in Redis, for several replicas (redis://host:6379
               help="Serve under this path: the issuer becomes http://HOST:PORT/REALM (https with "
                    "--cert); ignored when the configuration names an issuer.")
 @click.option("--redis", "redis_url", metavar="URL", help=_REDIS_HELP)
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Logs on stderr as text or JSON lines (default: the configuration's, else text).")
 @click.pass_context
 def command(ctx: click.Context, config_file: str | None, host: str, port: int, data_dir: str | None,
             cert: str | None, key: str | None, forwarded_allow_ips: str | None, issuer_path: str,
-            redis_url: str | None) -> None:
+            redis_url: str | None, log_format: Literal["text", "json"] | None) -> None:
     """Run the RFC 8628 device authorization server (the first stdout line is its issuer URL)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -40,7 +44,8 @@ def command(ctx: click.Context, config_file: str | None, host: str, port: int, d
 
     code = serve_command(
         config=config_file, host=host, port=port, data_dir=data_dir, cert=cert, key=key,
-        forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url)
+        forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url,
+        log_format=log_format)
     raise click.exceptions.Exit(code)
 
 

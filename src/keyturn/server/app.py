@@ -32,6 +32,7 @@ from .clientauth import authenticate_client
 from .config import ClientConfig, ServerConfig
 from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, unavailable
 from .housekeeping import purge_periodically
+from .logformat import ACCESS_FIELDS
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, token_matches
 from .pages import DevicePages
@@ -284,9 +285,9 @@ class AccessLog:
     """One log line per request, and its count and latency in /metrics.
 
     The text line: peer, method, path (never the query: it can hold a user code), status, time.
-    The record also carries :data:`ACCESS_FIELDS` (``record.request``), which a JSON log format
-    writes instead: the route template, never the path as sent. Bodies and headers, where
-    secrets travel, are never logged."""
+    The record also carries :data:`~.logformat.ACCESS_FIELDS` (``record.request``), which the
+    JSON format (:mod:`.logformat`) writes instead: the route template, never the path as sent.
+    Bodies and headers, where secrets travel, are never logged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -328,9 +329,6 @@ class AccessLog:
             access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
                             path, status[0], seconds * 1000, extra={ACCESS_FIELDS: fields})
 
-
-#: The attribute of an access log record that holds its fields (the JSON format writes them).
-ACCESS_FIELDS = "request"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 #: A request id a proxy may pass on (nginx's $request_id is 32 hex digits): anything else is
 #: replaced, so a client cannot write what it likes into the logs.

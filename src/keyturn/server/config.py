@@ -61,19 +61,19 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from .logformat import LogFormat
 from .metrics import MetricsConfig, metrics_config
 from .passwords import hash_password
 
 __all__ = ["DEMO_SERVICE_CLIENT", "ClientConfig", "Lifetimes", "RateLimits", "ServerConfig",
            "demo_config", "load_config"]
 
-LogFormat = Literal["text", "json"]
 _GRANT_NAMES = {
     "device_code": GRANT_DEVICE_CODE, GRANT_DEVICE_CODE: GRANT_DEVICE_CODE,
     "refresh_token": GRANT_REFRESH_TOKEN, "client_credentials": GRANT_CLIENT_CREDENTIALS,

@@ -21,6 +21,7 @@ from ..errors import ConfigError, KeyturnError
 from .app import AccessLog, create_app
 from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
 from .keys import KeyStore, SigningKey, policy_for, unreadable
+from .logformat import LogFormat, logging_config
 from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
@@ -114,7 +115,8 @@ def _issuer(config: ServerConfig, sock: socket.socket, host: str, tls: bool, pat
 
 
 def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
-                    forwarded_allow_ips: str | None, configure_logging: bool) -> Any:
+                    forwarded_allow_ips: str | None, configure_logging: bool,
+                    log_format: LogFormat = "text") -> Any:
     import uvicorn
 
     config = uvicorn.Config(
@@ -124,7 +126,7 @@ def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
         # when configured").
         proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips or "",
         ssl_certfile=cert, ssl_keyfile=key,
-        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
+        log_config=logging_config(log_format) if configure_logging else None,
         # On stop, idle keep-alive connections (a TLS client that never closes) must not hold
         # the shutdown: requests in flight get this long.
         timeout_graceful_shutdown=5,
@@ -141,6 +143,7 @@ def serve(
     forwarded_allow_ips: str | None = None, ready: Callable[[str], None] | None = None,
     authenticator: Authenticator | None = None, path: str = "",
     config: str | os.PathLike[str] | None = None, redis_url: str | None = None,
+    log_format: LogFormat | None = None,
 ) -> None:
     """Run the authorization server until interrupted (``keyturn serve``).
 
@@ -152,7 +155,8 @@ def serve(
     (comma-separated addresses, or ``*``) names the reverse proxies whose X-Forwarded-For/-Proto
     are believed; without it forwarded headers are ignored. ``redis_url`` keeps all state in
     Redis instead of SQLite, for several replicas (see :func:`redis_url_for` for the ways to give
-    it that ``ps`` does not show).
+    it that ``ps`` does not show). ``log_format`` ("text" or "json" lines on stderr) overrides
+    the configuration's ``log_format``.
     """
     config_path = config_path if config_path is not None else config  # ``config=``: an alias
     settings = load_config(config_path) if config_path is not None else demo_config()
@@ -173,7 +177,8 @@ def serve(
         issuer = _issuer(settings, sock, host, tls=cert is not None, path=path)
         app = create_app(settings, storage, issuer, authenticator=authenticator)
         server = _uvicorn_server(app, cert=cert, key=key, forwarded_allow_ips=forwarded_allow_ips,
-                                 configure_logging=True)
+                                 configure_logging=True,
+                                 log_format=log_format or settings.log_format)
         if not logging.getLogger("keyturn").handlers:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
