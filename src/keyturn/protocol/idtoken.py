@@ -13,6 +13,8 @@ and does no I/O; time is passed in.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import math
 import threading
 import warnings
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "DEFAULT_CLOCK_SKEW",
     "KeySetCache",
+    "check_at_hash",
     "fetch_jwks_flow",
     "validate_id_token_flow",
 ]
@@ -202,15 +205,17 @@ def validate_id_token_flow(
     id_token: str | Secret[str], *, metadata: ServerMetadata, client_id: str, now: float,
     nonce: str | None = None, keys: KeySetCache | None = None,
     algorithms: Collection[str] = DEFAULT_ALGORITHMS, clock_skew: float = DEFAULT_CLOCK_SKEW,
-    trusted_audiences: Collection[str] = (),
+    trusted_audiences: Collection[str] = (), access_token: str | Secret[str] | None = None,
 ) -> Flow[dict[str, Any]]:
     """Validate an ID Token issued by ``metadata.issuer`` to ``client_id``; return its claims.
 
-    Raises :class:`~keyturn.errors.InvalidIdToken` naming the first check that failed (never
-    showing the token, nor holding it in a local other than a Secret: this frame is in the
-    traceback). ``keys`` caches JWKS documents between calls.
+    With ``access_token`` (the one that came with the ID Token), an ``at_hash`` claim must match
+    it (:func:`check_at_hash`). Raises :class:`~keyturn.errors.InvalidIdToken` naming the first
+    check that failed (never showing the token, nor holding it in a local other than a Secret:
+    this frame is in the traceback). ``keys`` caches JWKS documents between calls.
     """
     id_token = Secret.wrap(id_token)
+    access_token = Secret.optional(access_token)
     if "none" in algorithms:
         raise InvalidIdToken("alg 'none' cannot be allowed for id_tokens")
     segments, first, signed = _shape(id_token)
@@ -248,4 +253,28 @@ def validate_id_token_flow(
     claims = _verify_signature(id_token, key, alg)
     check_claims(claims, issuer=metadata.issuer, client_id=client_id, nonce=nonce, now=now,
                  clock_skew=clock_skew, trusted_audiences=trusted_audiences)
+    if access_token is not None:
+        check_at_hash(claims, access_token, alg)
     return claims
+
+
+#: OIDC Core §3.1.3.6: the hash "used in the alg Header Parameter of the JOSE Header"; Ed25519
+#: signs with SHA-512 (OpenID Connect Core errata set 2, at_hash for EdDSA).
+_AT_HASHES: Final = {"256": "sha256", "384": "sha384", "512": "sha512"}
+
+
+def check_at_hash(claims: Mapping[str, Any], access_token: Secret[str], alg: str) -> None:
+    """OIDC Core §3.1.3.8 (§3.2.2.9): "If the ID Token contains an at_hash Claim, the Client MAY
+    use it to validate the Access Token": "Hash the octets of the ASCII representation of the
+    access_token with the hash algorithm specified in JWA ... Take the left-most half of the
+    hash and base64url-encode it. The value of at_hash in the ID Token MUST match"."""
+    expected = claims.get("at_hash")
+    if expected is None:
+        return
+    name = "sha512" if alg in ("EdDSA", "Ed25519") else _AT_HASHES.get(alg[-3:])
+    if name is None or not isinstance(expected, str):
+        raise InvalidIdToken("the id_token at_hash cannot be checked for its alg")
+    digest = hashlib.new(name, access_token.reveal().encode("ascii", "replace")).digest()
+    actual = base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+    if not hmac.compare_digest(actual, expected):
+        raise InvalidIdToken("the id_token at_hash does not match the access token it came with")

@@ -41,6 +41,7 @@ from .reply import NO_STORE, Reply
 from .service import AuthorizationServer
 from .storage.base import ServerStorage
 from .tokens import load_signer
+from .upstreams.routes import UpstreamRoutes, sign_in_options
 
 __all__ = ["AccessLog", "create_app"]
 
@@ -164,7 +165,13 @@ def create_app(
     signer = load_signer(storage, issuer.rstrip("/"), config)
     server = AuthorizationServer(config, storage, signer, issuer)
     prefix = urlsplit(server.issuer).path.rstrip("/")
-    pages = DevicePages(server, authenticator or LocalUsers(config.users), prefix)
+    options = sign_in_options(config.upstreams, prefix)
+    # The password fields only where passwords can be checked (local users, or a site's own
+    # authenticator), or where there is no other way to sign in.
+    local = authenticator is not None or bool(config.users) or not options
+    pages = DevicePages(server, authenticator or LocalUsers(config.users), prefix,
+                        sign_in_options=options, local_passwords=local)
+    upstreams = UpstreamRoutes(server, pages, config.upstreams, prefix)
 
     async def metadata(request: Request) -> Response:
         return JSONResponse(server.metadata())
@@ -215,6 +222,16 @@ def create_app(
     async def authorize(request: Request) -> Response:
         return await pages.no_authorization_endpoint(request)
 
+    async def upstream_start(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except BadForm as exc:
+            return _plain(exc)
+        return await upstreams.start(request, form, client_address(request))
+
+    async def upstream_callback(request: Request) -> Response:
+        return await upstreams.callback(request)
+
     async def metrics(request: Request) -> Response:
         token = config.metrics.token
         if token is not None and not token_matches(token, request.headers.get("authorization")):
@@ -241,6 +258,9 @@ def create_app(
         Route(f"{prefix}/device", device_page, methods=["GET", "POST"]),
         Route(f"{prefix}/device/decision", device_decision, methods=["POST"]),
     ]
+    if config.upstreams:
+        routes += [Route(f"{prefix}/device/upstream/{{name}}", upstream_start, methods=["POST"]),
+                   Route(upstreams.callback_path, upstream_callback)]
     if config.metrics.enabled:  # off: no route, so /metrics is a 404 like any unknown path
         routes.append(Route(f"{prefix}/metrics", metrics))
     if prefix:
@@ -248,7 +268,8 @@ def create_app(
         # the path component" for an issuer with a path.
         routes += [Route(f"/.well-known/oauth-authorization-server{prefix}", metadata),
                    Route(f"/.well-known/openid-configuration{prefix}", metadata)]
-    page_paths = frozenset({f"{prefix}/device", f"{prefix}/device/decision"})
+    page_paths = frozenset({f"{prefix}/device", f"{prefix}/device/decision",
+                            upstreams.callback_path, *(option.action for option in options)})
 
     async def storage_outage(request: Request, exc: Exception) -> Response:
         """The one answer to a request the storage could not serve (a SQLite file locked or

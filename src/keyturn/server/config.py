@@ -61,7 +61,7 @@ import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError
@@ -70,6 +70,9 @@ from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
 from .logformat import LogFormat
 from .metrics import MetricsConfig, metrics_config
 from .passwords import hash_password
+
+if TYPE_CHECKING:
+    from .upstreams.config import UpstreamConfig
 
 __all__ = ["DEMO_SERVICE_CLIENT", "ClientConfig", "Lifetimes", "RateLimits", "ServerConfig",
            "demo_config", "load_config"]
@@ -158,6 +161,8 @@ class ServerConfig:
     #: Seconds between scheduled key rotations (``rotate_keys_every = "30d"``); None: only by hand.
     rotate_keys_every: int | None = None
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
+    #: ``[upstreams.NAME]``: identity providers to sign in with (:mod:`.upstreams.config`).
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     demo_password: str | None = field(default=None, repr=False)
     #: Set only by demo_config: the secret of its confidential client DEMO_SERVICE_CLIENT, to print.
     demo_client_secret: str | None = field(default=None, repr=False)
@@ -203,6 +208,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 #: table header into that table, where it would otherwise be ignored without a word (a
 #: signing_key_secret_env under [clients.x] would leave the signing keys unencrypted).
 _TOP_LEVEL_KEYS = frozenset({
+    "upstreams",
     "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env", "metrics",
     "log_format",
     "redis_url_file", "signing_key_secret_env", "rotate_keys_every", "lifetimes", "rate_limits",
@@ -339,7 +345,11 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     issuer = data.get("issuer")
     if issuer is not None and not issuer.startswith(("https://", "http://")):
         raise ConfigError("issuer must be an http(s) URL")
+    # Here, not at the top: upstreams.config reuses this module's helpers.
+    from .upstreams.config import parse_upstreams
+
     return ServerConfig(
+        upstreams=parse_upstreams(data.get("upstreams")),
         clients={cid: _client(cid, table) for cid, table in clients.items()},
         users={name: _user(name, table) for name, table in users.items()},
         issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),
@@ -375,6 +385,12 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         # tomllib parses nested arrays and inline tables by recursion.
         raise ConfigError(f"the server configuration {path} nests arrays or inline tables too "
                           "deeply") from None
+    from .upstreams.config import holds_inline_secret
+
+    if holds_inline_secret(data) and stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(f"the server configuration {path} holds an upstream's client_secret but "
+                          f"is readable by others: run chmod 600 {path}, or use client_secret_env "
+                          "/ client_secret_file")
     url = data.get("redis_url")
     if isinstance(url, str) and has_password(url) and stat.S_IMODE(mode) & 0o077:
         # A secret in a file others can read is a secret no longer.

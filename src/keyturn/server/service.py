@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InvalidClient, InvalidRequest
 from ..protocol.grants import GRANT_DEVICE_CODE
-from .claims import released_claims
+from .claims import login_claims, released_claims
 from .clientauth import SecretAttempts
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import DeviceStatus, hash_code
@@ -165,10 +165,15 @@ class AuthorizationServer:
         subject = str(claims["sub"])
         # Only a person's login (it has a sid) is about a user: a client-credentials token's sub is
         # a client id, which may happen to equal a user's name.
-        user = self.config.users.get(subject) if claims.get("sid") else None
+        family = claims.get("sid")
+        user = self.config.users.get(subject) if family else None
+        # The claims the person signed in with (an upstream provider's are in no file), else the
+        # local user's.
+        kept = login_claims(self.storage, family, now) if isinstance(family, str) else None
+        signed_in_with = kept if kept is not None else (user[1] if user else {})
         # OIDC Core §5.4: the scope values "request access to" the claims they name; only those
         # (and sub) are released, as in the id_token.
-        extra = released_claims(user[1], str(claims.get("scope", "")).split()) if user else {}
+        extra = released_claims(signed_in_with, str(claims.get("scope", "")).split())
         return Reply(200, {**extra, "sub": subject}, NO_STORE)
 
     # -- rate limits (.ratelimit) ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..errors import (
     UnsupportedGrantType,
 )
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
+from .claims import keep_login_claims
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import decide_poll, format_user_code, hash_code, new_device_grant
 from .errors import TemporarilyUnavailable, refusal, refusal_for_code
@@ -161,6 +162,10 @@ class TokenEndpoint:
             family_id = secrets.token_urlsafe(12)
             updated = replace(updated, family_id=family_id)
             assert updated.subject is not None
+            # Before the redemption: userinfo must find the login's claims once it has tokens (a
+            # redemption that then loses the race leaves a record no token names, which expires).
+            keep_login_claims(self.storage, family_id, updated.extra, now,
+                              now + self.lifetimes.refresh_token)
             body, successor = self._answer(
                 client, subject=updated.subject, scope=updated.scope, now=now,
                 refresh=GRANT_REFRESH_TOKEN in client.grants, auth_time=updated.auth_time,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ... import strictjson
@@ -67,7 +67,9 @@ class Replay:
 
 
 def replay_to_json(replay: Replay) -> str:
-    return json.dumps(asdict(replay), separators=(",", ":"))
+    # vars(), not asdict(): every field is a plain value, and asdict's deep copy costs more than
+    # the rest of the encoding (these are written on every token request).
+    return json.dumps(vars(replay), separators=(",", ":"))
 
 
 def replay_from_json(text: str) -> Replay:
@@ -75,7 +77,7 @@ def replay_from_json(text: str) -> Replay:
 
 
 def grant_to_json(grant: DeviceGrant) -> str:
-    data = asdict(grant)
+    data = dict(vars(grant))  # as replay_to_json; the two containers are converted here
     data["status"] = grant.status.value
     data["scope"] = list(grant.scope)
     data["extra"] = dict(grant.extra)
@@ -102,7 +104,7 @@ def grant_from_json(text: str) -> DeviceGrant:
 
 
 def refresh_to_json(record: RefreshRecord) -> str:
-    data = asdict(record)
+    data = dict(vars(record))  # as grant_to_json
     data["scope"] = list(record.scope)
     data["claims"] = dict(record.claims)
     return json.dumps(data, separators=(",", ":"))
@@ -196,6 +198,22 @@ class ServerStorage(abc.ABC):
     def replace_setting(self, name: str, expected: str, value: str) -> bool:
         """Store ``value`` under ``name`` if it still holds ``expected``; False if another
         process changed it first (read again and decide again). Key rotation uses it."""
+
+    # -- values taken once (an upstream sign-in's login, waiting for its callback) -------------
+
+    @abc.abstractmethod
+    def put_once(self, key: str, value: str, now: float, expires_at: float) -> bool:
+        """Keep ``value`` under ``key`` until ``expires_at``; False (and nothing written) if an
+        unexpired value is already kept there at ``now``."""
+
+    @abc.abstractmethod
+    def take_once(self, key: str, now: float) -> str | None:
+        """The value kept under ``key``, removed in the same atomic step: of several replicas
+        taking one key at once, one gets it and the others None. None too once it expired."""
+
+    @abc.abstractmethod
+    def peek_once(self, key: str, now: float) -> str | None:
+        """The value kept under ``key`` (still unexpired), without taking it."""
 
     @abc.abstractmethod
     def purge(self, now: float) -> None:

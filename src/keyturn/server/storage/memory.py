@@ -44,6 +44,7 @@ class MemoryStorage(ServerStorage):
         self._counters: dict[str, tuple[float, int]] = {}      # key -> (window end, count)
         self._settings: dict[str, str] = {}
         self._replays: dict[str, tuple[float, str]] = {}      # key -> (expires at, json)
+        self._once: dict[str, tuple[float, str]] = {}         # key -> (expires at, value)
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -177,8 +178,29 @@ class MemoryStorage(ServerStorage):
             self._settings[name] = value
             return True
 
+    # -- values taken once ------------------------------------------------------------------------
+
+    def put_once(self, key: str, value: str, now: float, expires_at: float) -> bool:
+        with self._lock:
+            held = self._once.get(key)
+            if held is not None and held[0] > now:
+                return False
+            self._once[key] = (expires_at, value)
+        return True
+
+    def take_once(self, key: str, now: float) -> str | None:
+        with self._lock:
+            held = self._once.pop(key, None)
+        return held[1] if held is not None and held[0] > now else None
+
+    def peek_once(self, key: str, now: float) -> str | None:
+        with self._lock:
+            held = self._once.get(key)
+        return held[1] if held is not None and held[0] > now else None
+
     def purge(self, now: float) -> None:
         with self._lock:
+            self._once = {key: held for key, held in self._once.items() if held[0] >= now}
             for code_hash, (_, until, _) in list(self._grants.items()):
                 if until < now:
                     del self._grants[code_hash]

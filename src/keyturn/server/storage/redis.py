@@ -224,6 +224,21 @@ class RedisStorage(ServerStorage):
     def replace_setting(self, name: str, expected: str, value: str) -> bool:
         return bool(self._replace(keys=[self._key("setting", name)], args=[expected, value]))
 
+    # -- values taken once ------------------------------------------------------------------------
+
+    def put_once(self, key: str, value: str, now: float, expires_at: float) -> bool:
+        return bool(self._redis.set(self._key("once", key), value, nx=True,
+                                    ex=_ttl(expires_at, now)))
+
+    def take_once(self, key: str, now: float) -> str | None:
+        # GETDEL is one command: of several replicas taking one key, one gets it (Redis 6.2).
+        value = self._redis.getdel(self._key("once", key))
+        return value.decode() if value else None
+
+    def peek_once(self, key: str, now: float) -> str | None:
+        value = self._redis.get(self._key("once", key))
+        return value.decode() if value else None
+
     def purge(self, now: float) -> None:
         """Nothing to do: every key has a TTL."""
 

@@ -1,0 +1,150 @@
+"""Talking to an upstream provider: discovery, the code exchange, the id_token, userinfo.
+
+All of it is the client side's ``protocol/`` code, carried out by :class:`~keyturn.transport.
+Transport` (the one HTTP stack, proxies as curl reads them): :func:`~keyturn.protocol.metadata.
+discover`, :func:`~keyturn.protocol.authcode.code_exchange_flow` as a confidential client
+(:class:`~keyturn.protocol.client_auth.ClientAuth`), :func:`~keyturn.protocol.idtoken.
+validate_id_token_flow` (signature by the upstream's JWKS, iss, aud, azp, exp, iat, nonce,
+at_hash) and :func:`~keyturn.protocol.userinfo.userinfo_flow` (its ``sub`` must be the
+id_token's). What goes wrong is one of two errors the pages turn into words: the upstream could
+not be reached or answered nonsense (:class:`UpstreamUnavailable`), or it refused
+(:class:`UpstreamRefused`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final, NoReturn
+
+from ...errors import InvalidIdToken, KeyturnError, OAuthError, TransportError
+from ...protocol.authcode import AuthorizationRequest, code_exchange_flow
+from ...protocol.client_auth import ClientAuth
+from ...protocol.idtoken import KeySetCache, validate_id_token_flow
+from ...protocol.metadata import ServerMetadata, discover
+from ...protocol.userinfo import userinfo_flow
+from ...secret import Secret
+from ...transport import HttpSettings, RetryPolicy, Transport
+from .config import UpstreamConfig
+
+__all__ = ["UpstreamClient", "UpstreamRefused", "UpstreamUnavailable"]
+
+log = logging.getLogger("keyturn.server.upstreams")
+
+#: Discovery is read again this often (a provider that moves an endpoint or rotates keys).
+METADATA_SECONDS: Final = 3600.0
+#: A person is waiting: a stuck upstream is given this long per request.
+TIMEOUT: Final = 10.0
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be reached, or answered what is no valid OpenID answer."""
+
+
+class UpstreamRefused(Exception):
+    """The upstream answered, and said no (or its id_token did not pass the checks)."""
+
+
+class UpstreamClient:
+    """One upstream's HTTP side, shared by every request of this server process."""
+
+    def __init__(self, upstream: UpstreamConfig, *, settings: HttpSettings | None = None) -> None:
+        self.upstream = upstream
+        # No retries: a person is waiting, and a code is spent by its first exchange.
+        self._transport = Transport(settings or HttpSettings(timeout=TIMEOUT,
+                                                             retry=RetryPolicy(total=0)))
+        self._auth = ClientAuth.create(client_id=upstream.client_id,
+                                       client_secret=upstream.client_secret,
+                                       private_key=upstream.private_key,
+                                       auth_method=upstream.auth_method)
+        self._keys = KeySetCache()
+        self._metadata: tuple[float, ServerMetadata] | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"UpstreamClient({self.upstream.name!r}, issuer={self.upstream.issuer!r})"
+
+    async def metadata(self) -> ServerMetadata:
+        """The upstream's discovery document, read at most every :data:`METADATA_SECONDS`."""
+        async with self._lock:
+            held = self._metadata
+            if held is not None and time.monotonic() - held[0] < METADATA_SECONDS:
+                return held[1]
+            try:
+                metadata = await self._transport.arun(discover(self.upstream.issuer))
+            except KeyturnError as exc:
+                self._unavailable("discovery", exc)
+            if not metadata.authorization_endpoint or not metadata.token_endpoint:
+                raise UpstreamUnavailable(f"{self.upstream.name}: its discovery document names no "
+                                          "authorization_endpoint or token_endpoint")
+            self._metadata = (time.monotonic(), metadata)
+            return metadata
+
+    def forget_metadata(self) -> None:
+        """Read discovery again next time (the upstream failed: it may have moved)."""
+        self._metadata = None
+
+    def _unavailable(self, step: str, exc: KeyturnError) -> NoReturn:
+        # The class and the message of keyturn's own errors name URLs, never a secret.
+        log.warning("upstream %s: %s failed: %s: %s", self.upstream.name, step,
+                    exc.__class__.__name__, exc)
+        self.forget_metadata()
+        raise UpstreamUnavailable(f"{self.upstream.name}: {step} failed") from None
+
+    async def sign_in(self, request: AuthorizationRequest, code: Secret[str],
+                      metadata: ServerMetadata) -> dict[str, Any]:
+        """The person's claims: the code exchanged (once), the id_token validated, userinfo
+        added. Raises :class:`UpstreamUnavailable` or :class:`UpstreamRefused`."""
+        assert metadata.token_endpoint is not None
+        try:
+            token = await self._transport.arun(code_exchange_flow(
+                request, code, token_endpoint=metadata.token_endpoint, client_auth=self._auth,
+                now=time.time()))
+        except OAuthError as exc:
+            # RFC 6749 §5.2: invalid_grant for a code that is "invalid, expired, revoked, does not
+            # match the redirection URI ..., or was issued to another client".
+            log.warning("upstream %s refused the code: %s", self.upstream.name, exc.error)
+            raise UpstreamRefused(f"{self.upstream.name} refused the sign-in ({exc.error})") \
+                from None
+        except KeyturnError as exc:
+            self._unavailable("the token request", exc)
+        if not token.id_token:
+            # OIDC Core §3.1.3.3: the token response of an openid request "MUST" hold an id_token.
+            raise UpstreamUnavailable(f"{self.upstream.name}: its token answer has no id_token")
+        try:
+            claims = await self._transport.arun(validate_id_token_flow(
+                token.id_token, metadata=metadata, client_id=self.upstream.client_id,
+                now=time.time(), nonce=request.nonce, keys=self._keys,
+                access_token=token.access_token))
+        except InvalidIdToken as exc:
+            log.warning("upstream %s: its id_token was refused: %s", self.upstream.name, exc)
+            raise UpstreamRefused(f"{self.upstream.name}: its id_token did not pass the "
+                                  "checks") from None
+        except KeyturnError as exc:
+            self._unavailable("the JWKS request", exc)
+        return await self._with_userinfo(claims, token.access_token, metadata)
+
+    async def _with_userinfo(self, claims: Mapping[str, Any], access_token: str,
+                             metadata: ServerMetadata) -> dict[str, Any]:
+        """The id_token's claims, completed from userinfo when a claim this upstream's mapping
+        reads is not in the id_token (many providers, oidc-provider among them, put only ``sub``
+        there for the code flow: OIDC Core §5.4, "the Claims ... are returned from the UserInfo
+        Endpoint")."""
+        wanted = {self.upstream.subject_claim, *self.upstream.copy_claims,
+                  *(rule.claim for rule in self.upstream.allow)}
+        if wanted <= set(claims) or not metadata.userinfo_endpoint:
+            return dict(claims)
+        try:
+            extra = await self._transport.arun(userinfo_flow(
+                endpoint=metadata.userinfo_endpoint, access_token=Secret.wrap(access_token),
+                expected_sub=str(claims["sub"])))
+        except InvalidIdToken as exc:
+            log.warning("upstream %s: userinfo refused: %s", self.upstream.name, exc)
+            raise UpstreamRefused(f"{self.upstream.name}: its userinfo did not match the "
+                                  "id_token") from None
+        except (OAuthError, TransportError, KeyturnError) as exc:
+            self._unavailable("the userinfo request", exc)
+        # The id_token's claims win: they are signed; userinfo only fills what they lack.
+        return {**extra, **claims}
