@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ... import strictjson
@@ -67,9 +67,7 @@ class Replay:
 
 
 def replay_to_json(replay: Replay) -> str:
-    # vars(), not asdict(): every field is a plain value, and asdict's deep copy costs more than
-    # the rest of the encoding (these are written on every token request).
-    return json.dumps(vars(replay), separators=(",", ":"))
+    return json.dumps(asdict(replay), separators=(",", ":"))
 
 
 def replay_from_json(text: str) -> Replay:
@@ -77,7 +75,7 @@ def replay_from_json(text: str) -> Replay:
 
 
 def grant_to_json(grant: DeviceGrant) -> str:
-    data = dict(vars(grant))  # as replay_to_json; the two containers are converted here
+    data = asdict(grant)
     data["status"] = grant.status.value
     data["scope"] = list(grant.scope)
     data["extra"] = dict(grant.extra)
@@ -104,7 +102,7 @@ def grant_from_json(text: str) -> DeviceGrant:
 
 
 def refresh_to_json(record: RefreshRecord) -> str:
-    data = dict(vars(record))  # as grant_to_json
+    data = asdict(record)
     data["scope"] = list(record.scope)
     data["claims"] = dict(record.claims)
     return json.dumps(data, separators=(",", ":"))
