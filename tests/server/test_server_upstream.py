@@ -56,7 +56,8 @@ def upstream_tables(provider: Provider, secret_file: Path, key_file: Path) -> di
         "keyed": {
             "issuer": provider.issuer, "client_id": "keyturn-jwt",
             "private_key_file": str(key_file), "display_name": "Campus (key)",
-            "subject_claim": "email", "copy_claims": ["email"], "allow_all": True,
+            "subject_claim": "email", "subject_prefix": "key:", "copy_claims": ["email"],
+            "allow_all": True,
         },
     }
 
@@ -230,10 +231,10 @@ def test_a_private_key_jwt_upstream_maps_the_email_to_the_subject(setup: Setup,
     callback = complete_authorization(setup.provider, person.start("keyed", started["user_code"]),
                                       login="bob")
     consent = person.back(callback)
-    assert shows_consent_for(consent, "bob@example.test")
+    assert shows_consent_for(consent, "key:bob@example.test")
     person.decide(consent)
     tokens = poll(issuer, started["device_code"]).json()
-    assert claims_of(tokens["id_token"])["sub"] == "bob@example.test"
+    assert claims_of(tokens["id_token"])["sub"] == "key:bob@example.test"
     assert setup.provider.token_requests("keyturn-jwt", "authorization_code") >= 1
 
 
@@ -417,6 +418,7 @@ def test_an_upstream_without_an_allow_list_is_a_configuration_error(setup: Setup
     ({"allow": [{"claim": "email"}]}, "exactly one of equals"),
     ({"allow": [{"claim": "email", "ends_with": "@x", "equals": "y"}]}, "exactly one of equals"),
     ({"auth_method": "private_key_jwt"}, "does not fit"),
+    ({"subject_prefix": "a b"}, "subject_prefix must be a string without spaces"),
 ])
 def test_upstream_configuration_mistakes_are_named(setup: Setup, change: dict[str, Any],
                                                    message: str) -> None:
@@ -465,3 +467,47 @@ def test_at_hash_is_checked_as_oidc_core_computes_it() -> None:
     check_at_hash({}, token, "RS256")  # absent: nothing to check ("If the ID Token contains")
     with pytest.raises(InvalidIdToken, match="at_hash does not match"):
         check_at_hash({"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}, Secret.wrap("another"), "RS256")
+
+
+def test_the_allow_list_and_the_mapping_read_claims_as_documented() -> None:
+    """The sans-I/O rules of flow.py, on the claims an upstream could send."""
+    from keyturn.server.upstreams.config import AllowRule, UpstreamConfig
+    from keyturn.server.upstreams.flow import admitted, map_user
+
+    site = UpstreamConfig(name="x", issuer="https://idp.example.org", client_id="c",
+                          display_name="X", subject_claim="email", copy_claims=("name", "groups"),
+                          allow=(AllowRule(claim="email", ends_with="@example.org"),
+                                 AllowRule(claim="groups", contains="hpc")))
+    assert admitted(site, {"email": "a@example.org"})
+    assert admitted(site, {"email": "a@example.org", "email_verified": True})
+    # An address the upstream has not verified proves no domain, and names nobody.
+    unverified = {"email": "a@example.org", "email_verified": False}
+    assert not admitted(site, unverified) and map_user(site, unverified) is None
+    assert not admitted(site, {"email": "a@example.org.evil.test"})
+    assert admitted(site, {"groups": ["staff", "hpc"]})
+    assert not admitted(site, {"groups": "hpc-admins"})  # contains: an element, not a substring
+    assert not admitted(site, {"groups": ["hpc-admins"]})
+    user = map_user(site, {"email": "a@example.org", "name": "A", "groups": ["hpc"]})
+    assert user is not None and user.subject == "a@example.org"
+    assert dict(user.claims) == {"name": "A"}  # only strings are copied
+    assert map_user(site, {"sub": "x"}) is None  # no subject claim: nobody
+
+
+def test_the_documented_upstream_examples_parse(tmp_path: Path) -> None:
+    """docs/server.md "Sign-in through your identity provider": every toml block, with its
+    secret file made (0600) and its port filled in, is a configuration the server takes."""
+    import tomllib
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
+    section = docs.split("## Sign-in through your identity provider", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    secret = tmp_path / "upstream.secret"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    for block in blocks:
+        text = re.sub(r'client_secret_file = "[^"]+"', f'client_secret_file = "{secret}"', block)
+        config = parse_config(tomllib.loads(text.replace("PROVIDER_PORT", "9")))
+        (upstream,) = config.upstreams.values()
+        assert upstream.allow and upstream.client_secret is not None
+        assert upstream.client_secret.reveal() == "s3cret"

@@ -11,6 +11,7 @@
     display_name = "Campus account"                     # the button: "Sign in with Campus account"
     scope = "openid profile email"                      # the default
     subject_claim = "preferred_username"                # the local sub (default "sub")
+    subject_prefix = "campus:"                          # optional: keeps these subs apart
     copy_claims = ["name", "email"]                     # into the local id_token / userinfo
     allow = [{claim = "email", ends_with = "@example.org"},
              {claim = "groups", contains = "hpc-users"}]
@@ -47,7 +48,8 @@ DEFAULT_SCOPE: Final = ("openid", "profile", "email")
 AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 _KEYS: Final = frozenset({
     "issuer", "client_id", "client_secret", "client_secret_env", "client_secret_file",
-    "private_key_file", "auth_method", "scope", "display_name", "subject_claim", "copy_claims",
+    "private_key_file", "auth_method", "scope", "display_name", "subject_claim", "subject_prefix",
+    "copy_claims",
     "allow", "allow_all"})
 _CREDENTIALS: Final = ("client_secret", "client_secret_env", "client_secret_file",
                        "private_key_file")
@@ -83,6 +85,9 @@ class UpstreamConfig:
     private_key: Secret[str] | None = field(default=None, repr=False)
     auth_method: str | None = None
     subject_claim: str = "sub"
+    #: Put before the subject: two providers (or a provider and the local users) that know
+    #: different people by one name then never give them the same local ``sub``.
+    subject_prefix: str = ""
     copy_claims: tuple[str, ...] = ()
     allow: tuple[AllowRule, ...] = ()
     allow_all: bool = False
@@ -148,9 +153,16 @@ def _upstream(name: str, table: Any) -> UpstreamConfig:
         display_name=_string(table, "display_name", where, default=name),
         scope=scope, client_secret=secret, private_key=key, auth_method=auth_method,
         subject_claim=_string(table, "subject_claim", where, default="sub"),
+        subject_prefix=_prefix(table.get("subject_prefix", ""), where),
         copy_claims=_words(table.get("copy_claims", []), f"{where} copy_claims", empty=True),
         allow=rules, allow_all=allow_all,
     )
+
+
+def _prefix(value: Any, where: str) -> str:
+    if not isinstance(value, str) or any(c.isspace() for c in value) or len(value) > 64:
+        raise ConfigError(f"{where} subject_prefix must be a string without spaces (at most 64)")
+    return value
 
 
 def _words(value: Any, where: str, *, empty: bool = False) -> tuple[str, ...]:

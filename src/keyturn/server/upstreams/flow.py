@@ -153,4 +153,4 @@ def map_user(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> User | None
     # Only strings are copied: the local claims are strings (config.py's users have the same).
     copied = {name: claims[name] for name in upstream.copy_claims
               if isinstance(claims.get(name), str)}
-    return User(subject=subject, claims=copied)
+    return User(subject=upstream.subject_prefix + subject, claims=copied)
