@@ -44,14 +44,14 @@ def sign_in(page, issuer: str, user_code: str, *, typed: str | None = None) -> N
     page.fill("#username", "alice")
     page.fill("#password", ALICE_PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("text=asks for access to")
+    page.wait_for_selector("text=It asks for:")
 
 
 @pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 def test_approve_in_chromium(server, page):
     started = start_device(server.issuer, scope="openid profile")
     sign_in(page, server.issuer, started["user_code"], typed=started["user_code"].lower())
-    assert page.is_visible("text=Demo CLI") and page.is_visible("code >> text=profile")
+    assert page.is_visible("text=Demo CLI") and page.is_visible("li >> text=Your name and user name")
     page.click("button[value=approve]")
     page.wait_for_selector("h1:has-text('Device approved')")
     assert poll(server.issuer, started["device_code"]).status_code == 200

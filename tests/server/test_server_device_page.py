@@ -47,7 +47,7 @@ def test_consent_page_shows_client_name_and_scopes(server):
         consent = browser.post(f"{server.issuer}/device", data={
             "csrf": csrf, "user_code": started["user_code"], "username": "alice",
             "password": ALICE_PASSWORD})
-    assert "Demo CLI" in consent.text and "<code>email</code>" in consent.text
+    assert "Demo CLI" in consent.text and "Your email address" in consent.text
     assert "Approve" in consent.text and "Deny" in consent.text
 
 

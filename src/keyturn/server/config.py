@@ -10,6 +10,8 @@
     redis_url_env = "KEYTURN_REDIS_URL"
     signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
     rotate_keys_every = "30d"                       # optional: s, m, h or d
+    site_name = "Example Lab"                       # the /device page's name (else the issuer's host)
+    user_code_type = "letters"                      # or "digits" (11, shown 1234-5678-901)
 
     log_format = "json"                            # logs as JSON lines (default "text")
 
@@ -37,6 +39,9 @@
     name_delay = 60                                # then a wait, doubling per failure
     name_delay_max = 3600                          # up to this
     name_window = 86400                            # seconds the name's failures are counted in
+
+    [scope_descriptions]                           # what the approval page says a scope gives
+    "api:read" = "read your data"                  # (openid, profile, email, offline_access: built in)
 
     [clients.cli]
     name = "Cluster command line"                 # shown on the approval page
@@ -67,6 +72,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from .device_flow import USER_CODE_FORMATS, UserCodeFormat, UserCodeType
 from .logformat import LogFormat
 from .metrics import MetricsConfig, metrics_config
 from .passwords import hash_password
@@ -160,12 +166,24 @@ class ServerConfig:
     signing_key_secret_env: str | None = None
     #: Seconds between scheduled key rotations (``rotate_keys_every = "30d"``); None: only by hand.
     rotate_keys_every: int | None = None
+    #: The alphabet of user codes: "letters" (8 of RFC 8628 §6.1's base 20) or "digits" (11).
+    user_code_type: UserCodeType = "letters"
+    #: The name the /device page shows ("Sign in to SITE"); None: the issuer's host.
+    site_name: str | None = None
+    #: A site's own words for what a scope gives, shown on the approval page (they replace the
+    #: built-in ones of pages.py for the same scope).
+    scope_descriptions: Mapping[str, str] = field(default_factory=dict)
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
     #: ``[upstreams.NAME]``: identity providers to sign in with (:mod:`.upstreams.config`).
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     demo_password: str | None = field(default=None, repr=False)
     #: Set only by demo_config: the secret of its confidential client DEMO_SERVICE_CLIENT, to print.
     demo_client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def user_codes(self) -> UserCodeFormat:
+        """The alphabet and length of the user codes (``user_code_type``)."""
+        return USER_CODE_FORMATS[self.user_code_type]
 
     @property
     def scopes_supported(self) -> tuple[str, ...]:
@@ -212,7 +230,7 @@ _TOP_LEVEL_KEYS = frozenset({
     "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env", "metrics",
     "log_format",
     "redis_url_file", "signing_key_secret_env", "rotate_keys_every", "lifetimes", "rate_limits",
-    "clients", "users"})
+    "clients", "users", "user_code_type", "site_name", "scope_descriptions"})
 _CLIENT_KEYS = frozenset({"name", "grants", "scopes", "secret_hash"})
 
 
@@ -324,6 +342,26 @@ def _redis_url(data: Mapping[str, Any]) -> str | None:
     return url
 
 
+def _user_code_type(data: Mapping[str, Any]) -> UserCodeType:
+    value = data.get("user_code_type", "letters")
+    if value == "letters":
+        return "letters"
+    if value == "digits":
+        return "digits"
+    raise ConfigError(f"user_code_type must be one of {', '.join(map(repr, USER_CODE_FORMATS))}")
+
+
+def _scope_descriptions(table: Any) -> dict[str, str]:
+    if table is None:
+        return {}
+    if not isinstance(table, Mapping) or not all(
+            isinstance(scope, str) and isinstance(text, str) and text.strip()
+            for scope, text in table.items()):
+        raise ConfigError('[scope_descriptions] must map scopes to words, e.g. "api:read" = '
+                          '"read your data"')
+    return {scope: text.strip() for scope, text in table.items()}
+
+
 def _log_format(data: Mapping[str, Any]) -> LogFormat:
     value = data.get("log_format", "text")
     if value == "json":
@@ -339,7 +377,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     users = data.get("users", {})
     if not isinstance(clients, Mapping) or not isinstance(users, Mapping):
         raise ConfigError("[clients] and [users] must be tables of tables")
-    for key in ("issuer", "audience", "data_dir", "signing_key_secret_env"):
+    for key in ("issuer", "audience", "data_dir", "signing_key_secret_env", "site_name"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{key} must be a string")
     issuer = data.get("issuer")
@@ -361,6 +399,8 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         signing_key_secret_env=data.get("signing_key_secret_env"),
         rotate_keys_every=(parse_duration(data["rotate_keys_every"], "rotate_keys_every")
                            if "rotate_keys_every" in data else None),
+        user_code_type=_user_code_type(data), site_name=data.get("site_name") or None,
+        scope_descriptions=_scope_descriptions(data.get("scope_descriptions")),
     )
 
 

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, Literal
 
 # The RFC 8628 numbers are the client's too: one definition, in protocol/ (re-exported here).
 from ..protocol.rfc8628 import (
@@ -63,14 +64,19 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_LIFETIME",
     "DEVICE_CODE_BYTES",
+    "DIGITS",
+    "LETTERS",
     "TRANSITIONS",
     "USER_CODE_ALPHABET",
+    "USER_CODE_FORMATS",
     "USER_CODE_LENGTH",
     "DeviceGrant",
     "DeviceGrantStateError",
     "DeviceStatus",
     "Event",
     "PollOutcome",
+    "UserCodeFormat",
+    "UserCodeType",
     "decide_poll",
     "format_user_code",
     "hash_code",
@@ -124,24 +130,59 @@ def hash_code(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def generate_user_code() -> str:
-    return "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(USER_CODE_LENGTH))
+UserCodeType = Literal["letters", "digits"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserCodeFormat:
+    """One alphabet of user codes (configuration ``user_code_type``)."""
+
+    name: UserCodeType
+    alphabet: str
+    length: int
+
+    @property
+    def count(self) -> int:
+        """How many codes there are: what a guess must find one of (docs/server.md)."""
+        return int(len(self.alphabet) ** self.length)
+
+
+#: RFC 8628 §6.1's base-20 letters, 8 of them: 20**8 = 2.56e10 codes (the default).
+LETTERS: Final = UserCodeFormat(name="letters", alphabet=USER_CODE_ALPHABET, length=USER_CODE_LENGTH)
+#: Digits, for keypads and locales without A-Z keyboards (as DIRAC offers). RFC 8628 §6.1: "Pure
+#: numeric codes are also a good choice for usability, ... though the length of such a code needs
+#: to be longer to maintain high entropy." Its example, 9 digits (10**9), has 25.6 times fewer
+#: codes than the letters; the length here is the shortest with at least as many codes as
+#: LETTERS (11 digits, 10**11), so docs/server.md's guessing odds hold for both alphabets.
+DIGITS: Final = UserCodeFormat(name="digits", alphabet="0123456789",
+                               length=math.ceil(math.log10(LETTERS.count)))
+USER_CODE_FORMATS: Final[Mapping[str, UserCodeFormat]] = {LETTERS.name: LETTERS, DIGITS.name: DIGITS}
+#: Shown between groups of 4 (``BCDF-GHJK``, ``1234-5678-901``); ignored on entry with the others.
+_GROUP: Final = 4
+#: What people type between the characters of a code and RFC 8628 §6.1 says to ignore: spaces,
+#: tabs, the dashes and dots a phone or a word processor may turn "-" into.
+_SEPARATORS: Final = frozenset(" \t\u00a0-_.\u2010\u2011\u2012\u2013\u2014\u2212")
+
+
+def generate_user_code(user_codes: UserCodeFormat = LETTERS) -> str:
+    return "".join(secrets.choice(user_codes.alphabet) for _ in range(user_codes.length))
 
 
 def format_user_code(code: str) -> str:
-    """``BCDFGHJK`` shown as ``BCDF-GHJK``."""
-    half = len(code) // 2
-    return f"{code[:half]}-{code[half:]}"
+    """A stored code as shown, in groups of 4: ``BCDFGHJK`` as ``BCDF-GHJK``, ``12345678901`` as
+    ``1234-5678-901``."""
+    return "-".join(code[start:start + _GROUP] for start in range(0, len(code), _GROUP))
 
 
-def normalize_user_code(typed: str) -> str | None:
+def normalize_user_code(typed: str, user_codes: UserCodeFormat = LETTERS) -> str | None:
     """What the person typed, as stored: RFC 8628 §6.1 "the authorization server should ignore
     any characters like punctuation that are not in the user-code character set" and treat it
-    case-insensitively. None when it cannot be a user code at all (wrong length, other letters)."""
-    letters = "".join(ch for ch in typed.upper() if ch not in " -_.\t")
-    if len(letters) != USER_CODE_LENGTH or any(ch not in USER_CODE_ALPHABET for ch in letters):
+    case-insensitively. None when it cannot be a code of this format at all (wrong length, a
+    character outside the alphabet: a letter in a digits code, a vowel in a letters one)."""
+    kept = "".join(ch for ch in typed.upper() if ch not in _SEPARATORS)
+    if len(kept) != user_codes.length or any(ch not in user_codes.alphabet for ch in kept):
         return None
-    return letters
+    return kept
 
 
 @dataclass(frozen=True)
@@ -149,7 +190,7 @@ class DeviceGrant:
     """One device authorization, as stored. The device code itself is never kept: only its hash."""
 
     device_code_hash: str
-    user_code: str                   # normalized: 8 letters, no dash
+    user_code: str                   # normalized: 8 letters or 11 digits, no dash
     client_id: str
     scope: tuple[str, ...]
     created_at: float
@@ -185,14 +226,14 @@ class DeviceGrant:
 
 def new_device_grant(
     *, client_id: str, scope: tuple[str, ...], now: float, lifetime: int = DEFAULT_LIFETIME,
-    interval: int = DEFAULT_INTERVAL,
+    interval: int = DEFAULT_INTERVAL, user_codes: UserCodeFormat = LETTERS,
 ) -> tuple[str, DeviceGrant]:
     """A fresh device code (returned once, to the client) and the grant to store."""
     # RFC 8628 §5.2: "the device code ... MUST ... have sufficient entropy"; §3.2 leaves the
     # format to the server.
     device_code = secrets.token_urlsafe(DEVICE_CODE_BYTES)
     grant = DeviceGrant(
-        device_code_hash=hash_code(device_code), user_code=generate_user_code(),
+        device_code_hash=hash_code(device_code), user_code=generate_user_code(user_codes),
         client_id=client_id, scope=scope, created_at=now, expires_at=now + lifetime,
         interval=interval,
     )

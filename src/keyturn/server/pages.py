@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import secrets
 import time
@@ -33,36 +32,14 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import strictjson
 from .device_flow import DeviceGrant, DeviceStatus, format_user_code
+from .page_html import PAGE_HEADERS, code_hint, document, esc, scope_list, site_name
 from .passwords import Authenticator, User
 from .service import AuthorizationServer
 
 __all__ = ["PAGE_HEADERS", "DevicePages", "SignInOption"]
 
-_STYLE: Final = (
-    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
-    "color:#222}label{display:block;margin:.8rem 0 .2rem}input{font-size:1.1rem;padding:.3rem;"
-    "width:100%;box-sizing:border-box}button{font-size:1.1rem;margin:1rem .5rem 0 0;padding:.4rem 1rem}"
-    ".error{color:#a00}code{font-size:1.2rem}"
-)
-_STYLE_HASH: Final = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-#: On every page: never cached (it may show a code), never framed (clickjacking an Approve button).
-PAGE_HEADERS: Final = {
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 CSRF_COOKIE: Final = "keyturn_csrf"
 TICKET_LIFETIME: Final = 300
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _b64(data: bytes) -> str:
@@ -109,6 +86,7 @@ class DevicePages:
         self.sign_in_options = tuple(sign_in_options)
         self.local_passwords = local_passwords
         self.path = f"{prefix}/device"
+        self.site = site_name(server.config.site_name, server.issuer)
         self.secure = server.issuer.startswith("https://")
         self._secret = server.storage.setting("page_secret", lambda: secrets.token_hex(32)).encode()
 
@@ -118,44 +96,61 @@ class DevicePages:
     # -- rendering -----------------------------------------------------------------------------------
 
     def _page(self, title: str, body: str, status: int = 200, csrf: str | None = None) -> Response:
-        document = (
-            "<!doctype html><html lang=en><head><meta charset=utf-8>"
-            '<meta name=viewport content="width=device-width,initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>"
-            f"<body><h1>{_esc(title)}</h1>{body}</body></html>"
-        )
-        response = HTMLResponse(document, status_code=status, headers=PAGE_HEADERS)
+        page = document(title=title, site=self.site, body=body)
+        response = HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
         if csrf is not None:
             response.set_cookie(CSRF_COOKIE, csrf, path=self.path, httponly=True, samesite="strict",
                                 secure=self.secure)
         return response
 
     def code_form(self, csrf: str, user_code: str = "", message: str = "", status: int = 200,
-                   new_cookie: bool = False) -> Response:
+                  new_cookie: bool = False, *, username: str = "", focus: str | None = None
+                  ) -> Response:
         """The first page: the code field and each configured way to sign in (``message`` shown
-        as an alert); ``new_cookie`` sets ``csrf`` as this browser's CSRF cookie."""
-        note = f'<p class=error role=alert>{_esc(message)}</p>' if message else ""
+        as an alert); ``new_cookie`` sets ``csrf`` as this browser's CSRF cookie. ``username``
+        is what was typed before (kept after a wrong password; a password never is). ``focus``
+        names the field to start in (default: the first one still empty)."""
+        if focus is None:
+            focus = ("user_code" if not user_code else
+                     "username" if self.local_passwords and not username else
+                     "password" if self.local_passwords else "")
+
+        def autofocus(field: str) -> str:
+            return " autofocus" if field == focus else ""
+
+        note = f"<p class=error role=alert>{esc(message)}</p>" if message else ""
         local = (
-            '<label for=username>User name</label>'
-            '<input id=username name=username autocomplete=username required>'
-            '<label for=password>Password</label>'
-            '<input id=password name=password type=password autocomplete=current-password required>'
-            '<button type=submit>Continue</button>'
+            "<label for=username>User name</label>"
+            f'<input id=username name=username value="{esc(username)}" autocomplete=username '
+            f"autocapitalize=none spellcheck=false required{autofocus('username')}>"
+            "<label for=password>Password</label>"
+            "<input id=password name=password type=password autocomplete=current-password "
+            f"required{autofocus('password')}>"
+            "<div class=actions><button type=submit class=primary>Continue</button></div>"
         ) if self.local_passwords else ""
         # One form, so the typed code goes along whichever way the person signs in: an upstream's
         # button posts it (and csrf) to its own route; formnovalidate, as its route needs no
         # password. The local Continue comes first, so Enter signs in with the password.
         upstreams = "".join(
-            f'<button type=submit formaction="{_esc(option.action)}" formnovalidate '
-            f'name=upstream value="{_esc(option.name)}">Sign in with {_esc(option.display_name)}'
-            "</button>" for option in self.sign_in_options)
+            f'<button type=submit class={"secondary" if self.local_passwords else "primary"} '
+            f'formaction="{esc(option.action)}" formnovalidate name=upstream '
+            f'value="{esc(option.name)}">Sign in with {esc(option.display_name)}</button>'
+            for option in self.sign_in_options)
+        if upstreams:
+            upstreams = (("<p class=or>or</p>" if self.local_passwords else "")
+                         + f"<div class='actions stack'>{upstreams}</div>")
+        codes = self.server.config.user_codes
+        # Digits get the phone's number pad; letters its capitals. The hint is the real format.
+        keyboard = "inputmode=numeric" if codes.alphabet.isdigit() else "autocapitalize=characters"
         body = (
-            f"{note}<p>Enter the code shown on your device, then sign in.</p>"
-            f'<form method=post action="{_esc(self.path)}">'
-            f'<input type=hidden name=csrf value="{_esc(csrf)}">'
-            '<label for=user_code>Code</label>'
-            f'<input id=user_code name=user_code value="{_esc(user_code)}" autocomplete=off '
-            'autocapitalize=characters spellcheck=false required placeholder="XXXX-XXXX">'
+            f"{note}<p>Enter the code your device shows, then sign in to let it use your account."
+            f'</p><form method=post action="{esc(self.path)}">'
+            f'<input type=hidden name=csrf value="{esc(csrf)}">'
+            "<label for=user_code>Code from your device</label>"
+            f"<span class=hint id=user_code_hint>{esc(code_hint(codes))}</span>"
+            f'<input id=user_code name=user_code value="{esc(user_code)}" '
+            f"aria-describedby=user_code_hint {keyboard} autocomplete=off spellcheck=false "
+            f"required{autofocus('user_code')}>"
             f"{local}{upstreams}</form>"
         )
         return self._page("Sign in to a device", body, status, csrf if new_cookie else None)
@@ -198,8 +193,8 @@ class DevicePages:
         # server SHOULD inform the resource owner of the error and MUST NOT automatically redirect
         # the user-agent".
         return self._page("Not available", "<p>This server signs in devices only (RFC 8628): "
-                          f'use the code your device shows at <a href="{_esc(self.path)}">'
-                          f"{_esc(self.path)}</a>. (unsupported_response_type)</p>", status=400)
+                          f'use the code your device shows at <a href="{esc(self.path)}">'
+                          f"{esc(self.path)}</a>. (unsupported_response_type)</p>", status=400)
 
     async def show(self, request: Request) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
@@ -212,29 +207,34 @@ class DevicePages:
                                    status=403, new_cookie=True)
         csrf = str(form["csrf"])
         typed = str(form.get("user_code", ""))[:40]
+        # Kept for the next try (a typo in the code or the password); the password never is.
+        username = str(form.get("username", ""))[:200]
         if not self.local_passwords:  # no password is checked where none is configured
             return self.code_form(csrf, typed, "Choose how to sign in.", status=400)
         now = time.time()
         lookup = await run_in_threadpool(self.server.lookup_user_code, typed, address, now)
         if lookup.limited:
             return self.code_form(csrf, message="Too many wrong codes: wait a few minutes and try "
-                                   "again.", status=429)
+                                  "again.", status=429, username=username)
         if lookup.grant is None:
             return self.code_form(csrf, typed, "That code is not valid (or has expired). "
-                                   "Check it on your device.", status=400)
-        username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
+                                  "Check it on your device.", status=400, username=username,
+                                  focus="user_code")
+        password = str(form.get("password", ""))[:1000]
         turn = await run_in_threadpool(self.server.verification.take_password_check, username, now)
         if not turn.allowed:
             # The same words, for a name that exists and one that does not: no oracle.
             locked = self.code_form(csrf, typed, "Too many failed sign-ins with this user name: "
-                                     f"try again in {_wait_text(turn.retry_after)}.", status=429)
+                                    f"try again in {_wait_text(turn.retry_after)}.", status=429,
+                                    username=username)
             locked.headers["Retry-After"] = str(turn.retry_after)
             return locked
         user = await run_in_threadpool(self.authenticator.authenticate, username, password)
         if user is None:
             # The try stays counted: wrong passwords are rate-limited like wrong codes, and per
             # user name (take_password_check).
-            return self.code_form(csrf, typed, "Wrong user name or password.", status=401)
+            return self.code_form(csrf, typed, "Wrong user name or password.", status=401,
+                                  username=username, focus="password")
         await run_in_threadpool(self.server.signed_in, address, now)
         await run_in_threadpool(self.server.verification.password_accepted, username, now)
         return self.consent(csrf=csrf, grant=lookup.grant, user=user, now=now)
@@ -244,19 +244,31 @@ class DevicePages:
         ``grant``; its form posts to ``/device/decision`` with a ticket bound to ``csrf``."""
         client = self.server.config.clients.get(grant.client_id)
         client_name = client.name if client else grant.client_id
-        scopes = "".join(f"<li><code>{_esc(s)}</code></li>" for s in grant.scope) or "<li>none</li>"
         ticket = self._ticket(grant.user_code, user, csrf, now)
+        shown = format_user_code(grant.user_code)
         body = (
-            f"<p>Signed in as <b>{_esc(user.subject)}</b>.</p>"
-            f"<p><b>{_esc(client_name)}</b> (code <code>{_esc(format_user_code(grant.user_code))}"
-            f"</code>) asks for access to:</p><ul>{scopes}</ul>"
-            f'<form method=post action="{_esc(self.path)}/decision">'
-            f'<input type=hidden name=csrf value="{_esc(csrf)}">'
-            f'<input type=hidden name=ticket value="{_esc(ticket)}">'
-            '<button type=submit name=decision value=approve>Approve</button>'
-            '<button type=submit name=decision value=deny>Deny</button></form>'
+            f"<p>Allow <b>{esc(client_name)}</b> to sign in to <b>{esc(self.site)}</b> as "
+            f"<b>{esc(user.subject)}</b>?</p><p>It asks for:</p>"
+            f"<ul class=scopes>{scope_list(grant.scope, self.server.config.scope_descriptions)}</ul>"
+            # RFC 8628 §5.4: "it is RECOMMENDED to inform the user that they are authorizing a
+            # device during the user-interaction step ... and to confirm that the device is in
+            # their possession. The authorization server SHOULD display information about the
+            # device" (the client's name, above); and, as verification_uri_complete spares
+            # typing the code, "display the code during the authorization flow and ask the user
+            # to verify that the same code is currently being displayed on the device".
+            "<p class=warning role=note><b>Approve only a sign-in you started yourself, on a "
+            "device you have in front of you</b>, and only if it shows the code "
+            f"<span class=code>{esc(shown)}</span>. If someone sent you this code or asked you "
+            "to enter it, choose Deny.</p>"
+            f'<form method=post action="{esc(self.path)}/decision">'
+            f'<input type=hidden name=csrf value="{esc(csrf)}">'
+            f'<input type=hidden name=ticket value="{esc(ticket)}">'
+            # Approve first: the primary action, and the form's default button; Deny second.
+            "<div class=actions><button type=submit class=primary name=decision value=approve>"
+            "Approve</button><button type=submit class=secondary name=decision value=deny>"
+            "Deny</button></div></form>"
         )
-        return self._page("Approve this device?", body)
+        return self._page("Approve this sign-in?", body)
 
     async def decide(self, request: Request, form: Mapping[str, Any]) -> Response:
         if not self.csrf_ok(request, form):

@@ -43,7 +43,7 @@ class AuthorizationServer:
         self.issuer = issuer.rstrip("/")
         self.lifetimes = config.lifetimes
         self.grants = TokenEndpoint(config, storage, signer, self.issuer)
-        self.verification = Verification(storage, config.rate_limits)
+        self.verification = Verification(storage, config.rate_limits, config.user_codes)
         self.pending_grants = PendingGrantLimit(config, storage)
         #: The counters of /metrics (:mod:`.metrics`), kept whether or not /metrics is served.
         self.metrics = Metrics()

@@ -90,10 +90,11 @@ class TokenEndpoint:
             device_code, grant = new_device_grant(
                 client_id=client.client_id, scope=scope, now=now,
                 lifetime=self.lifetimes.device_code, interval=self.lifetimes.interval,
+                user_codes=self.config.user_codes,
             )
             if self.storage.create_device_grant(grant):
                 break
-        else:  # pragma: no cover - 10 collisions in 2.56e10 codes
+        else:  # pragma: no cover - 10 collisions in 2.56e10 (or 1e11) codes
             raise refusal(TemporarilyUnavailable, "no free user code")
         shown = format_user_code(grant.user_code)
         verification_uri = f"{self.issuer}/device"
