@@ -11,6 +11,7 @@ callback URL they end on.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from tests.support.serverkit import make_config, poll, start_device
 
 _CSRF = re.compile(r'name=csrf value="([^"]+)"')
 _TICKET = re.compile(r'name=ticket value="([^"]+)"')
+_ONWARD = re.compile(r'<meta http-equiv=refresh content="0;url=([^"]+)">')
 
 
 def free_port() -> int:
@@ -115,10 +117,11 @@ class Person:
                                     "upstream": upstream})
 
     def start(self, upstream: str, user_code: str) -> str:
-        """The upstream authorization URL keyturn sent the browser to."""
+        """The upstream authorization URL keyturn sends the browser on to (a refresh)."""
         response = self.press(upstream, user_code)
-        assert response.status_code == 303, response.text
-        return response.headers["location"]
+        onward = _ONWARD.search(response.text)
+        assert response.status_code == 200 and onward, response.text
+        return html.unescape(onward.group(1))
 
     def back(self, callback_url: str) -> httpx.Response:
         return self.http.get(callback_url)
@@ -285,7 +288,7 @@ def test_the_button_needs_the_pages_csrf_token(setup: Setup) -> None:
     started = start_device(setup.keyturn.issuer)
     forged = httpx.post(f"{setup.keyturn.issuer}/device/upstream/campus",
                         data={"csrf": "x", "user_code": started["user_code"]})
-    assert forged.status_code == 403 and "location" not in forged.headers
+    assert forged.status_code == 403 and "refresh" not in forged.text
 
 
 # -- forged callbacks ------------------------------------------------------------------------------

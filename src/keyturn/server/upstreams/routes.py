@@ -3,7 +3,7 @@
 ``POST <issuer>/device/upstream/NAME`` (the button of :class:`~..pages.SignInOption`): the CSRF
 token of the page, then the typed user code through the same rate limits as a password sign-in
 (:meth:`~..verification.Verification.lookup_user_code`), then a new login kept in the storage
-(:mod:`.flow`) and a 303 to the upstream's authorization endpoint.
+(:mod:`.flow`) and a page that sends the browser on to the upstream's authorization endpoint.
 
 ``GET <issuer>/device/callback``: the login taken once from the storage by its ``state``, its
 browser cookie, its age, the response's ``iss`` (RFC 9207) and ``error``, the code exchanged, the
@@ -17,6 +17,7 @@ storage's page secret.
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 import time
@@ -25,7 +26,7 @@ from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 
 from ...errors import InvalidResponse, OAuthError
 from ...secret import Secret
@@ -49,6 +50,24 @@ OUTCOMES: Final = frozenset({"started", "ok", "not_allowed", "refused", "unavail
 #: Binds a login to the browser that started it. SameSite=Lax, not Strict: the callback is a
 #: top-level navigation from the upstream's site, on which a Strict cookie is not sent.
 BROWSER_COOKIE: Final = "keyturn_upstream"
+
+
+def _onward(upstream: UpstreamConfig, url: str) -> Response:
+    """A page that sends the browser on to the upstream (a refresh, and a link to press).
+
+    Not a 303 from the button's POST: the page's Content-Security-Policy says ``form-action
+    'self'``, which browsers apply to every redirect after a form is sent (CSP Level 3,
+    form-action: "whether a redirect should be followed"), and a provider may send the person on
+    to hosts of its own (a federated login). A refresh is no form submission."""
+    shown = html.escape(upstream.display_name)
+    target = html.escape(url, quote=True)
+    document = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv=refresh content="0;url={target}">'
+        f"<title>Continue to {shown}</title></head><body>"
+        f'<p><a href="{target}">Continue to {shown}</a></p></body></html>'
+    )
+    return HTMLResponse(document, headers=PAGE_HEADERS)
 
 
 def sign_in_options(upstreams: Mapping[str, UpstreamConfig], prefix: str
@@ -136,7 +155,7 @@ class UpstreamRoutes:
             return self._refused(request, "Please try again.", 500, typed)
         log.info("upstream %s: sign-in started", upstream.name)
         self._count(upstream.name, "started")
-        response = RedirectResponse(authorization.url, status_code=303, headers=PAGE_HEADERS)
+        response = _onward(upstream, authorization.url)
         response.set_cookie(BROWSER_COOKIE, cookie, max_age=LOGIN_LIFETIME,
                             path=self.callback_path, httponly=True, samesite="lax",
                             secure=self.pages.secure)
