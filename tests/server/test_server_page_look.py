@@ -255,3 +255,39 @@ def test_upstream_buttons_fit_a_phone(server: ServerThread, chromium: BrowserThr
 class _NoUsers:
     def authenticate(self, username: str, password: str) -> None:
         return None
+
+
+def test_a_prefilled_code_starts_at_the_user_name(server: ServerThread,
+                                                  chromium: BrowserThread) -> None:  # noqa: F811
+    """verification_uri_complete fills the code in: the person goes on with the user name."""
+    started = start_device(server.issuer, scope="openid")
+
+    def look(browser: Any) -> tuple[str, str]:
+        page = browser.new_page(viewport=SIZES["phone"])
+        try:
+            page.goto(started["verification_uri_complete"])
+            return page.input_value("#user_code"), page.evaluate("document.activeElement.id")
+        finally:
+            page.close()
+
+    assert chromium.submit(look).result(JOB_TIMEOUT) == (started["user_code"], "username")
+
+
+def test_a_digits_code_gets_the_number_pad_and_its_hint(tmp_path: Path, chromium: BrowserThread,  # noqa: F811
+                                                        shots: Path) -> None:
+    with ServerThread(make_config(user_code_type="digits", site_name=SITE),
+                      data_dir=tmp_path) as running:
+        def look(browser: Any) -> tuple[str, str, int]:
+            page = browser.new_page(viewport=SIZES["phone"])
+            try:
+                page.goto(f"{running.issuer}/device")
+                page.screenshot(path=str(shots / "phone-digits-code.png"), full_page=True)
+                return (page.evaluate("document.getElementById('user_code').inputMode"),
+                        page.inner_text("#user_code_hint"),
+                        page.evaluate("document.documentElement.scrollWidth"))
+            finally:
+                page.close()
+
+        mode, hint, width = chromium.submit(look).result(JOB_TIMEOUT)
+    assert mode == "numeric" and hint == "11 digits, like 0123-4567-890"
+    assert width <= SIZES["phone"]["width"]
