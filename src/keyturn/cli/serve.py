@@ -8,6 +8,7 @@ from typing import Literal
 import click
 
 from .common import require_server_extra
+from .serve_admin import admin
 
 __all__ = ["command"]
 
@@ -61,3 +62,6 @@ def rotate_keys(config_file: str | None, data_dir: str | None, redis_url: str | 
 
     raise click.exceptions.Exit(
         rotate_keys_command(config=config_file, data_dir=data_dir, redis=redis_url))
+
+
+command.add_command(admin)  # keyturn serve admin logins|revoke|clients (.serve_admin)

@@ -26,8 +26,8 @@ from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
 
-__all__ = ["REDIS_URL_ENV", "ServerThread", "default_data_dir", "open_storage", "redis_url_for",
-           "rotate_keys", "serve"]
+__all__ = ["REDIS_URL_ENV", "ServerThread", "default_data_dir", "open_server_storage",
+           "open_storage", "redis_url_for", "rotate_keys", "serve"]
 
 DATABASE_NAME = "keyturn-server.sqlite3"
 #: The Redis URL from the environment: unlike ``--redis URL``, not shown to every local user by
@@ -56,6 +56,23 @@ def redis_url_for(settings: ServerConfig, given: str | None = None) -> str | Non
     return given or os.environ.get(REDIS_URL_ENV) or settings.redis_url
 
 
+def open_server_storage(config_path: str | os.PathLike[str] | None, *,
+                        data_dir: str | os.PathLike[str] | None, redis_url: str | None,
+                        command: str) -> tuple[ServerConfig, ServerStorage]:
+    """The configuration and the storage of the server that runs with them, for a ``command``
+    run beside it (``rotate-keys``, ``admin``); the caller closes the storage."""
+    given_redis = redis_url or os.environ.get(REDIS_URL_ENV)
+    if config_path is None and data_dir is None and not given_redis:
+        # The demo `serve` keeps its keys in a temporary directory: a default here would make
+        # (or read) a storage that no server uses.
+        raise ConfigError(f"{command} needs the server's storage: give --config (the server's "
+                          "configuration file), --data-dir or --redis")
+    settings = load_config(config_path) if config_path is not None else demo_config()
+    if data_dir is None:
+        data_dir = settings.data_dir or default_data_dir()
+    return settings, open_storage(data_dir, redis_url_for(settings, redis_url))
+
+
 def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
                 data_dir: str | os.PathLike[str] | None = None,
                 redis_url: str | None = None) -> list[SigningKey]:
@@ -63,16 +80,8 @@ def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
     this configuration uses; the old ones stay published until their tokens have expired.
     Running servers pick the new key up at their next read of the keyring. Returns the ring,
     newest first."""
-    given_redis = redis_url or os.environ.get(REDIS_URL_ENV)
-    if config_path is None and data_dir is None and not given_redis:
-        # The demo `serve` keeps its keys in a temporary directory: a default here would make
-        # and rotate a keyring that no server reads.
-        raise ConfigError("rotate-keys needs the server's storage: give --config (the server's "
-                          "configuration file), --data-dir or --redis")
-    settings = load_config(config_path) if config_path is not None else demo_config()
-    if data_dir is None:
-        data_dir = settings.data_dir or default_data_dir()
-    storage = open_storage(data_dir, redis_url_for(settings, redis_url))
+    settings, storage = open_server_storage(config_path, data_dir=data_dir, redis_url=redis_url,
+                                            command="rotate-keys")
     try:
         store = KeyStore(storage, policy_for(settings))
         try:

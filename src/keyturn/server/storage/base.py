@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +25,8 @@ from ... import strictjson
 from ...errors import StoreError
 from ..device_flow import DeviceGrant, DeviceStatus
 
-__all__ = ["RefreshRecord", "Replay", "ServerStorage", "grant_from_json", "grant_to_json"]
+__all__ = ["Login", "RefreshRecord", "Replay", "ServerStorage", "grant_from_json", "grant_to_json",
+           "live_logins"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,62 @@ class RefreshRecord:
     used_at: float | None = None
     #: The person's claims at sign-in (name, email), for the id_tokens of later refreshes.
     claims: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Login:
+    """One person's login at one client (a family of rotated refresh tokens) as an operator sees
+    it (``keyturn serve admin logins``): never a token, nor a token's hash."""
+
+    family_id: str
+    client_id: str
+    subject: str
+    scope: tuple[str, ...]
+    #: The sign-in (the approval on /device), else the family's first token.
+    signed_in_at: float
+    #: The newest token's issue: the last refresh, or the sign-in's redemption.
+    last_used_at: float
+    #: When the newest token expires, and with it the login unless it is refreshed.
+    expires_at: float
+
+    @classmethod
+    def of(cls, newest: RefreshRecord, first_issued: float) -> Login:
+        return cls(family_id=newest.family_id, client_id=newest.client_id,
+                   subject=newest.subject, scope=newest.scope,
+                   signed_in_at=newest.auth_time if newest.auth_time is not None else first_issued,
+                   last_used_at=newest.created_at, expires_at=newest.expires_at)
+
+
+def live_logins(records: Iterable[RefreshRecord], now: float,
+                revoked: Callable[[str], bool]) -> list[Login]:
+    """The logins these refresh tokens (of one subject) make up: by family, from its newest
+    token, those neither expired nor revoked; the most recently used first."""
+    newest: dict[str, RefreshRecord] = {}
+    first: dict[str, float] = {}
+    for record in records:
+        held = newest.get(record.family_id)
+        if held is None or record.created_at > held.created_at:
+            newest[record.family_id] = record
+        first[record.family_id] = min(first.get(record.family_id, record.created_at),
+                                      record.created_at)
+    return newest_first(Login.of(record, first[family]) for family, record in newest.items()
+                        if record.expires_at > now and not revoked(family))
+
+
+def newest_first(logins: Iterable[Login]) -> list[Login]:
+    return sorted(logins, key=lambda login: (-login.last_used_at, login.family_id))
+
+
+def login_to_json(login: Login) -> str:
+    data = dict(vars(login))  # as refresh_to_json
+    data["scope"] = list(login.scope)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def login_from_json(text: str) -> Login:
+    data = _record(text, "login")
+    data["scope"] = tuple(data["scope"])
+    return Login(**data)
 
 
 @dataclass(frozen=True)
@@ -170,6 +227,11 @@ class ServerStorage(abc.ABC):
 
     @abc.abstractmethod
     def family_revoked(self, family_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def logins(self, subject: str, now: float) -> list[Login]:
+        """The subject's live logins (:func:`live_logins`), for an operator: ``keyturn serve
+        admin`` lists them and revokes one (:meth:`revoke_family`). Not on any request's path."""
 
     # -- revoked access tokens (RFC 7009), by jti --------------------------------------------------
 

@@ -16,11 +16,13 @@ from dataclasses import replace
 
 from ..device_flow import DeviceGrant
 from .base import (
+    Login,
     RefreshRecord,
     Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
+    live_logins,
     refresh_from_json,
     refresh_to_json,
     replay_from_json,
@@ -141,6 +143,13 @@ class MemoryStorage(ServerStorage):
     def family_revoked(self, family_id: str) -> bool:
         with self._lock:
             return ("family", family_id) in self._revoked
+
+    def logins(self, subject: str, now: float) -> list[Login]:
+        with self._lock:
+            records = [replace(record, used_at=self._used.get(token_hash))
+                       for token_hash, body in self._refresh.items()
+                       if (record := refresh_from_json(body)).subject == subject]
+        return live_logins(records, now, self.family_revoked)
 
     def revoke_jti(self, jti: str, until: float) -> None:
         self._revoke("jti", jti, until)

@@ -6,8 +6,9 @@ first use and a setting; a compare-and-set script for a device grant's version; 
 each redemption (rotating a refresh token, redeeming a device code), which spends the old
 credential and stores the new refresh token (and, for a rotation, the retry answer) together;
 ``INCRBY`` for the rate-limit counters. Redis runs a script alone and does not undo a script
-that fails half way, so each script checks everything first and then only issues ``SET``
-commands, which cannot fail on a key this server wrote. ``redis`` (redis-py) is imported only
+that fails half way, so each script checks everything first and then only issues writes
+(``SET``, and ``HSET``/``EXPIRE`` for the index of a subject's logins), which cannot fail on a
+key this server wrote. ``redis`` (redis-py) is imported only
 when this backend is used.
 """
 
@@ -17,15 +18,19 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..device_flow import DeviceGrant
 from .base import (
+    Login,
     RefreshRecord,
     Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
+    login_from_json,
+    login_to_json,
+    newest_first,
     refresh_from_json,
     refresh_to_json,
     replay_from_json,
@@ -45,25 +50,38 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
 
-# KEYS: the old token's record, its used mark, the successor's record, the retry answer.
-# ARGV: now, the mark's TTL, the successor's JSON and TTL, the answer's JSON and TTL.
+#: The subject's logins (a hash: family id -> its Login, see RedisStorage.logins), in a script:
+#: KEYS[n] the hash, ARGV[m] the family id, ARGV[m + 1] its Login's JSON, ARGV[t] its TTL. The
+#: hash lives as long as its newest login.
+_INDEX_LOGIN = """
+redis.call('HSET', KEYS[{n}], ARGV[{m}], ARGV[{m} + 1])
+if redis.call('TTL', KEYS[{n}]) < tonumber(ARGV[{t}]) then redis.call('EXPIRE', KEYS[{n}], ARGV[{t}]) end
+"""
+
+# KEYS: the old token's record, its used mark, the successor's record, the retry answer, the
+# subject's logins. ARGV: now, the mark's TTL, the successor's JSON and TTL, the answer's JSON
+# and TTL, the family id and its login's JSON.
 _ROTATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6])
+""" + _INDEX_LOGIN.format(n=5, m=7, t=4) + """
 return 1
 """
 
-# KEYS: the grant, the refresh token it issued, the retry answer. ARGV: the version expected, the
-# new grant's JSON, the refresh token's JSON ('' when none is issued) and TTL, the answer's JSON
-# ('' when none is kept) and TTL.
+# KEYS: the grant, the refresh token it issued, the retry answer, the subject's logins. ARGV: the
+# version expected, the new grant's JSON, the refresh token's JSON ('' when none is issued) and
+# TTL, the answer's JSON ('' when none is kept) and TTL, the family id and its login's JSON.
 _REDEEM = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+if ARGV[3] ~= '' then
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+""" + _INDEX_LOGIN.format(n=4, m=7, t=4) + """
+end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
 return 1
 """
@@ -146,12 +164,14 @@ class RedisStorage(ServerStorage):
         refresh_key = self._key("rt", refresh.token_hash if refresh else "none")
         replay_key = self._key("replay", replay.key if replay else "none")
         return bool(self._redeem(
-            keys=[self._key("dg", updated.device_code_hash), refresh_key, replay_key],
+            keys=[self._key("dg", updated.device_code_hash), refresh_key, replay_key,
+                  self._logins_key(refresh.subject if refresh else "")],
             args=[updated.version - 1, grant_to_json(updated),
                   refresh_to_json(refresh) if refresh else "",
                   _ttl(refresh.expires_at, now) if refresh else 1,
                   replay_to_json(replay) if replay else "",
-                  _ttl(replay.expires_at, now) if replay else 1],
+                  _ttl(replay.expires_at, now) if replay else 1,
+                  *self._login_args(refresh)],
         ))
 
     def replay(self, key: str) -> Replay | None:
@@ -161,8 +181,37 @@ class RedisStorage(ServerStorage):
     # -- refresh tokens ----------------------------------------------------------------------------
 
     def add_refresh_token(self, record: RefreshRecord) -> None:
-        self._redis.set(self._key("rt", record.token_hash), refresh_to_json(record),
-                        ex=_ttl(record.expires_at, self._clock()))
+        ttl = _ttl(record.expires_at, self._clock())
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._key("rt", record.token_hash), refresh_to_json(record), ex=ttl)
+        pipe.hset(self._logins_key(record.subject), *self._login_args(record))
+        pipe.expire(self._logins_key(record.subject), ttl, nx=True)  # a new hash has no TTL
+        pipe.expire(self._logins_key(record.subject), ttl, gt=True)
+        pipe.execute()
+
+    # -- a subject's logins (keyturn serve admin) --------------------------------------------------
+
+    def _logins_key(self, subject: str) -> str:
+        return self._key("logins", quote(subject, safe=""))  # a subject may hold ":"
+
+    @staticmethod
+    def _login_args(newest: RefreshRecord | None) -> list[str]:
+        if newest is None:
+            return ["", ""]
+        return [newest.family_id, login_to_json(Login.of(newest, newest.created_at))]
+
+    def logins(self, subject: str, now: float) -> list[Login]:
+        key = self._logins_key(subject)
+        live, gone = [], []
+        for family, body in self._redis.hgetall(key).items():
+            login = login_from_json(body.decode())
+            if login.expires_at <= now or self.family_revoked(login.family_id):
+                gone.append(family)
+            else:
+                live.append(login)
+        if gone:  # ended logins leave the hash here (it has no TTL per field)
+            self._redis.hdel(key, *gone)
+        return newest_first(live)
 
     def refresh_token(self, token_hash: str) -> RefreshRecord | None:
         body, used = self._redis.mget([self._key("rt", token_hash), self._key("rtu", token_hash)])
@@ -181,10 +230,11 @@ class RedisStorage(ServerStorage):
         # The used mark lives as long as the new token could: a reuse is recognised until then.
         return bool(self._rotate(
             keys=[self._key("rt", token_hash), self._key("rtu", token_hash),
-                  self._key("rt", successor.token_hash), self._key("replay", replay.key)],
+                  self._key("rt", successor.token_hash), self._key("replay", replay.key),
+                  self._logins_key(successor.subject)],
             args=[repr(now), _ttl(successor.expires_at, now), refresh_to_json(successor),
                   _ttl(successor.expires_at, now), replay_to_json(replay),
-                  _ttl(replay.expires_at, now)],
+                  _ttl(replay.expires_at, now), *self._login_args(successor)],
         ))
 
     def revoke_family(self, family_id: str, until: float) -> None:

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from ..device_flow import DeviceGrant
 from .base import (
+    Login,
     RefreshRecord,
     Replay,
     ServerStorage,
     grant_from_json,
     grant_to_json,
+    live_logins,
     refresh_from_json,
     refresh_to_json,
     replay_from_json,
@@ -51,6 +53,9 @@ CREATE TABLE IF NOT EXISTS revoked (
     until REAL NOT NULL,
     PRIMARY KEY (kind, id)
 );
+-- A person's logins, for `keyturn serve admin` (ServerStorage.logins).
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_subject
+    ON refresh_tokens (json_extract(body, '$.subject'));
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY,
     window_end REAL NOT NULL,
@@ -225,6 +230,15 @@ class SQLiteStorage(ServerStorage):
 
     def revoke_family(self, family_id: str, until: float) -> None:
         self._revoke("family", family_id, until)
+
+    def logins(self, subject: str, now: float) -> list[Login]:
+        rows = self._connection().execute(
+            "SELECT body, used_at FROM refresh_tokens "
+            "WHERE json_extract(body, '$.subject') = ? AND expires_at > ?", (subject, now))
+        records = [replace(refresh_from_json(str(body)),
+                           used_at=used if isinstance(used, float) else None)
+                   for body, used in rows.fetchall()]
+        return live_logins(records, now, self.family_revoked)
 
     def family_revoked(self, family_id: str) -> bool:
         return self._one("SELECT 1 FROM revoked WHERE kind = 'family' AND id = ?", family_id) is not None

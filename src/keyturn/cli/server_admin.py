@@ -1,0 +1,153 @@
+"""``keyturn serve admin``: an operator's commands on a server's storage, beside the running
+server (the same ``--config`` / ``--data-dir`` / ``--redis`` as ``keyturn serve``)::
+
+    keyturn serve admin logins USER [--json]        a user's live logins (never a token)
+    keyturn serve admin revoke USER LOGIN... | --all
+    keyturn serve admin clients [--json]            the configured clients
+
+A *login* is a family of rotated refresh tokens, named by its id (the ``sid`` claim of its
+access tokens). Revoking it ends it on every replica at once: its refresh token is refused with
+``invalid_grant`` and its access tokens fail introspection and userinfo; a resource server that
+only checks an access token's signature accepts it until it expires (``lifetimes.access_token``).
+
+Plain functions returning an exit code (as :mod:`.server_commands`); :mod:`.serve_admin` maps
+the click options onto them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import KeyturnError
+from .exitcodes import CONFIG, FAILED, SUCCESS
+from .timefmt import when
+
+if TYPE_CHECKING:
+    from ..server.storage.base import Login, ServerStorage
+
+__all__ = ["clients_command", "logins_command", "revoke_command"]
+
+
+def _fail(command: str, message: str, code: int = CONFIG) -> int:
+    print(f"keyturn serve admin {command}: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _unreachable(command: str, storage: ServerStorage, exc: Exception) -> int:
+    # The storage by its repr (password-free), the error by its class: its text may name a URL.
+    return _fail(command, f"cannot read the server's storage {storage!r} "
+                          f"({exc.__class__.__name__}): is it running, and the URL right?")
+
+
+def _login_json(login: Login) -> dict[str, object]:
+    return {"login": login.family_id, "client_id": login.client_id, "user": login.subject,
+            "scope": " ".join(login.scope), "signed_in_at": int(login.signed_in_at),
+            "last_used_at": int(login.last_used_at), "expires_at": int(login.expires_at)}
+
+
+def logins_command(user: str, *, config: str | None = None, data_dir: str | None = None,
+                   redis: str | None = None, as_json: bool = False) -> int:
+    """``keyturn serve admin logins USER``: one line per live login, the most recent first."""
+    from ..server.runner import open_server_storage
+
+    try:
+        _, storage = open_server_storage(config, data_dir=data_dir, redis_url=redis,
+                                         command="admin logins")
+    except KeyturnError as exc:
+        return _fail("logins", str(exc))
+    now = time.time()
+    try:
+        logins = storage.logins(user, now)
+    except KeyturnError as exc:
+        return _fail("logins", str(exc), FAILED)
+    except Exception as exc:  # Redis down, SQLite locked: one line, as rotate-keys
+        return _unreachable("logins", storage, exc)
+    finally:
+        storage.close()
+    if as_json:
+        print(json.dumps([_login_json(login) for login in logins], indent=2))
+        return SUCCESS
+    if not logins:
+        print(f"no live logins for {user!r}")
+        return SUCCESS
+    _print_table([("LOGIN", "CLIENT", "SIGNED IN", "LAST USED", "EXPIRES", "SCOPE")] + [
+        (login.family_id, login.client_id, when(login.signed_in_at, now),
+         when(login.last_used_at, now), when(login.expires_at, now), " ".join(login.scope))
+        for login in logins])
+    return SUCCESS
+
+
+def revoke_command(user: str, login_ids: Sequence[str], *, all_logins: bool = False,
+                   config: str | None = None, data_dir: str | None = None,
+                   redis: str | None = None) -> int:
+    """``keyturn serve admin revoke USER LOGIN... | --all``: each named login must be one of the
+    user's live logins (a mistyped id revokes nothing, and says so)."""
+    from ..server.runner import open_server_storage
+
+    if all_logins == bool(login_ids):
+        return _fail("revoke", "name the logins to revoke (see `keyturn serve admin logins "
+                               "USER`), or give --all, not both", FAILED)
+    try:
+        settings, storage = open_server_storage(config, data_dir=data_dir, redis_url=redis,
+                                                command="admin revoke")
+    except KeyturnError as exc:
+        return _fail("revoke", str(exc))
+    now = time.time()
+    try:
+        live = {login.family_id: login for login in storage.logins(user, now)}
+        unknown = [name for name in login_ids if name not in live]
+        if unknown:
+            return _fail("revoke", f"{user!r} has no live login {unknown[0]!r} (see `keyturn "
+                                   f"serve admin logins {user}`); nothing was revoked", FAILED)
+        chosen = list(live) if all_logins else list(dict.fromkeys(login_ids))
+        for family in chosen:
+            # Kept as long as any token of the family could still be valid.
+            storage.revoke_family(family, now + settings.lifetimes.refresh_token)
+    except KeyturnError as exc:
+        return _fail("revoke", str(exc), FAILED)
+    except Exception as exc:
+        return _unreachable("revoke", storage, exc)
+    finally:
+        storage.close()
+    if not chosen:
+        print(f"no live logins for {user!r}")
+    for family in chosen:
+        print(f"revoked login {family} of {user!r} (client {live[family].client_id})")
+    return SUCCESS
+
+
+def clients_command(*, config: str | None = None, as_json: bool = False) -> int:
+    """``keyturn serve admin clients``: the clients of the configuration file."""
+    from ..server.config import load_config
+
+    if config is None:
+        return _fail("clients", "give --config (the server's configuration file)")
+    try:
+        settings = load_config(config)
+    except KeyturnError as exc:
+        return _fail("clients", str(exc))
+    clients = settings.clients.values()
+    if as_json:
+        print(json.dumps([{"client_id": c.client_id, "name": c.name,
+                           "type": "public" if c.public else "confidential",
+                           "grants": list(c.grants), "scopes": list(c.scopes)} for c in clients],
+                         indent=2))
+        return SUCCESS
+    _print_table([("CLIENT", "TYPE", "GRANTS", "SCOPES", "NAME")] + [
+        (c.client_id, "public" if c.public else "confidential",
+         # The short names of the configuration file, not the URNs.
+         ",".join(g.rsplit(":", 1)[-1] for g in c.grants), " ".join(c.scopes), c.name)
+        for c in clients])
+    return SUCCESS
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one (free text) is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)),
+                         row[-1]]))

@@ -1,0 +1,197 @@
+"""``keyturn serve admin`` (the real command line, as a process) on the storage of a running
+server, SQLite and Redis: a user's logins listed without a token, one revoked (its refresh is
+refused with invalid_grant, the other login still refreshes), all revoked, the clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+
+from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
+from keyturn.server.passwords import hash_password
+from keyturn.server.runner import ServerThread
+from keyturn.server.storage.base import Login, RefreshRecord
+from keyturn.server.storage.memory import MemoryStorage
+from tests.support.clihelper import Cli
+from tests.support.serverkit import (
+    ALICE_PASSWORD,
+    CLI_SECRET,
+    basic,
+    make_config,
+    page_approve,
+    poll,
+)
+
+BOB_PASSWORD = "bob-admin-password-77"
+
+
+@dataclass
+class Running:
+    server: ServerThread
+    storage_args: list[str]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def running(request: pytest.FixtureRequest, tmp_path) -> Iterator[Running]:
+    config = make_config()
+    config = replace(config, users={**config.users, "bob": (
+        hash_password(BOB_PASSWORD, n=2**12), {"name": "Bob"})})
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        config = replace(config, redis_url=url)
+        args = ["--redis", url]
+    else:
+        args = ["--data-dir", str(tmp_path / "data")]
+    with ServerThread(config, data_dir=tmp_path / "data") as server:
+        yield Running(server, args)
+
+
+def login(issuer: str, *, user: str = "alice", password: str = ALICE_PASSWORD,
+          confidential: bool = False) -> dict:
+    """A whole device login; the token answer."""
+    auth = basic("cli", CLI_SECRET) if confidential else None
+    form = {} if confidential else {"client_id": "demo"}
+    started = httpx.post(f"{issuer}/device_authorization", headers=auth,
+                         data={**form, "scope": "openid offline_access"})
+    assert started.status_code == 200, started.text
+    device = started.json()
+    assert page_approve(issuer, device["user_code"], username=user,
+                        password=password).status_code == 200
+    answer = poll(issuer, device["device_code"], headers=auth)
+    assert answer.status_code == 200, answer.text
+    return answer.json() | {"client_id": "cli" if confidential else "demo"}
+
+
+def refresh(issuer: str, token: dict) -> httpx.Response:
+    confidential = token["client_id"] == "cli"
+    return httpx.post(f"{issuer}/token", headers=basic("cli", CLI_SECRET) if confidential else None,
+                      data={"grant_type": GRANT_REFRESH_TOKEN,
+                            "refresh_token": token["refresh_token"],
+                            **({} if confidential else {"client_id": "demo"})})
+
+
+def admin(cli: Cli, running: Running, *args: str) -> tuple[int, str, str]:
+    result = cli.run("serve", "admin", *args, *running.storage_args)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_list_revoke_one_then_all(running: Running, tmp_path) -> None:
+    issuer = running.server.issuer
+    first = login(issuer)
+    second = login(issuer, confidential=True)
+    bobs = login(issuer, user="bob", password=BOB_PASSWORD)
+    cli = Cli(tmp_path)
+
+    code, out, err = admin(cli, running, "logins", "alice", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [entry["client_id"] for entry in listed] == ["cli", "demo"]  # the latest first
+    assert all(entry["user"] == "alice" and entry["scope"] == "openid offline_access"
+               and entry["signed_in_at"] <= entry["last_used_at"] < entry["expires_at"]
+               for entry in listed)
+    for token in (first, second, bobs):  # never a token, in any form
+        for secret in (token["refresh_token"], token["access_token"], token["id_token"]):
+            assert secret not in out and secret not in err
+    code, text, _ = admin(cli, running, "logins", "alice")
+    assert code == 0
+    assert text.splitlines()[0].split() == ["LOGIN", "CLIENT", "SIGNED", "IN", "LAST", "USED",
+                                            "EXPIRES", "SCOPE"]
+    assert all(entry["login"] in text for entry in listed)
+
+    # A mistyped id revokes nothing.
+    code, out, err = admin(cli, running, "revoke", "alice", listed[0]["login"], "no-such-login")
+    assert code == 1
+    assert "has no live login 'no-such-login'" in err and "nothing was revoked" in err
+    assert refresh(issuer, second).status_code == 200  # the first id was not revoked either
+    second = refresh(issuer, second).json() | {"client_id": "cli"}  # ... (rotated: kept usable)
+
+    demo_login = next(entry["login"] for entry in listed if entry["client_id"] == "demo")
+    code, out, err = admin(cli, running, "revoke", "alice", demo_login)
+    assert code == 0, err
+    assert f"revoked login {demo_login} of 'alice' (client demo)" in out
+    refused = refresh(issuer, first)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+    # Its access token is dead too wherever it is checked at the server.
+    assert httpx.get(f"{issuer}/userinfo", headers={
+        "Authorization": f"Bearer {first['access_token']}"}).status_code == 401
+    assert refresh(issuer, second).status_code == 200  # the other login lives on
+
+    code, out, err = admin(cli, running, "revoke", "alice", "--all")
+    assert code == 0, err
+    assert out.splitlines() == [f"revoked login {listed[0]['login']} of 'alice' (client cli)"]
+    assert refresh(issuer, second).status_code == 400
+    code, out, _ = admin(cli, running, "logins", "alice")
+    assert out.strip() == "no live logins for 'alice'"
+    # Bob's login is his: untouched by alice's --all.
+    assert refresh(issuer, bobs).status_code == 200
+
+
+def test_clients_and_usage_errors(tmp_path) -> None:
+    cli = Cli(tmp_path)
+    config = tmp_path / "server.toml"
+    config.write_text(f"""
+[clients.cli]
+name = "Cluster CLI"
+grants = ["device_code", "refresh_token"]
+scopes = ["openid", "offline_access"]
+
+[clients.batch]
+grants = ["client_credentials"]
+scopes = ["api:read"]
+secret_hash = "{hash_password(CLI_SECRET, n=2**12)}"
+""")
+    result = cli.run("serve", "admin", "clients", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["CLIENT", "TYPE", "GRANTS", "SCOPES", "NAME"]
+    assert lines[1] == ["cli", "public", "device_code,refresh_token", "openid", "offline_access",
+                        "Cluster", "CLI"]
+    assert lines[2] == ["batch", "confidential", "client_credentials", "api:read", "batch"]
+    assert CLI_SECRET not in result.stdout and "scrypt" not in result.stdout
+    as_json = json.loads(cli.run("serve", "admin", "clients", "--config", str(config),
+                                 "--json").stdout)
+    assert [c["type"] for c in as_json] == ["public", "confidential"]
+    # Without a storage named, nothing is guessed (the demo server's is a temporary directory).
+    result = cli.run("serve", "admin", "logins", "alice")
+    assert result.returncode == 3
+    assert "admin logins needs the server's storage: give --config" in result.stderr
+    result = cli.run("serve", "admin", "revoke", "alice", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 1
+    assert "name the logins to revoke" in result.stderr
+    # Redis down: one line naming it without its password, exit 3.
+    result = cli.run("serve", "admin", "logins", "alice", "--redis",
+                     "redis://:hunter2-password@127.0.0.1:1/0")
+    assert result.returncode == 3
+    assert "cannot read the server's storage RedisStorage('redis://127.0.0.1:1/0'" in result.stderr
+    assert "hunter2" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def _record(token: str, family: str, subject: str, created: float, expires: float,
+            auth_time: float | None = None) -> RefreshRecord:
+    return RefreshRecord(token_hash=token, family_id=family, client_id="demo", subject=subject,
+                         scope=("openid",), created_at=created, expires_at=expires,
+                         auth_time=auth_time)
+
+
+def test_memory_storage_lists_logins_by_family() -> None:
+    """The rules every backend shares (storage.base.live_logins), on the in-memory one."""
+    storage = MemoryStorage()
+    storage.add_refresh_token(_record("a1", "fa", "alice", 100, 1000, auth_time=90))
+    storage.add_refresh_token(_record("a2", "fa", "alice", 200, 1100, auth_time=90))  # rotated
+    storage.add_refresh_token(_record("b1", "fb", "alice", 150, 400))  # expires before "now"
+    storage.add_refresh_token(_record("c1", "fc", "alice", 120, 1000))
+    storage.add_refresh_token(_record("d1", "fd", "alice", 130, 1000))
+    storage.add_refresh_token(_record("e1", "fe", "bob", 130, 1000))
+    storage.revoke_family("fd", 2000)
+    assert storage.logins("alice", 500) == [
+        Login(family_id="fa", client_id="demo", subject="alice", scope=("openid",),
+              signed_in_at=90, last_used_at=200, expires_at=1100),
+        Login(family_id="fc", client_id="demo", subject="alice", scope=("openid",),
+              signed_in_at=120, last_used_at=120, expires_at=1000)]
+    assert [login.family_id for login in storage.logins("bob", 500)] == ["fe"]
+    assert storage.logins("carol", 500) == []
