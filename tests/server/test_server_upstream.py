@@ -375,6 +375,30 @@ def test_an_error_from_the_upstream_is_shown_and_approves_nothing(setup: Setup,
     assert answer.status_code == 403 and "did not sign you in (access_denied)" in answer.text
 
 
+@pytest.mark.parametrize(("status", "body"), [
+    (503, None),                                        # temporarily_unavailable
+    (200, {"token_type": "Bearer", "expires_in": 60}),  # "success" without an access token
+    (200, {"access_token": "a", "token_type": "Bearer", "id_token": "not.a.jwt"}),
+])
+def test_an_upstream_token_endpoint_that_fails_or_answers_garbage_gets_a_clear_page(
+        setup: Setup, person: Person, status: int, body: dict[str, Any] | None) -> None:
+    started = start_device(setup.keyturn.issuer)
+    callback = complete_authorization(setup.provider, person.start("campus", started["user_code"]),
+                                      login="alice")
+    setup.provider.fail_next(status, body=body)
+    try:
+        answer = person.back(callback)
+    finally:
+        setup.provider.reset_stats()
+    assert answer.status_code in (502, 403), answer.text
+    if body is not None and "id_token" in body:
+        assert "did not confirm who you are" in answer.text  # an id_token that fails the checks
+    else:
+        assert "Campus could not be reached" in answer.text
+    assert "ticket" not in answer.text and "Traceback" not in answer.text
+    assert pending(setup.keyturn.issuer, started["device_code"])
+
+
 def test_a_stale_state_is_refused(setup: Setup, person: Person) -> None:
     """A login kept past five minutes (fault injection: written into the real storage with an
     old created_at, as a slow person would leave it) is refused even if the storage still has it."""

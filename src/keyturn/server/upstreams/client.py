@@ -39,6 +39,11 @@ METADATA_SECONDS: Final = 3600.0
 TIMEOUT: Final = 10.0
 
 
+#: Errors that say the upstream is down, not that it refuses (RFC 6749 §4.1.2.1's
+#: "temporarily_unavailable", "server_error"): the person should try again later.
+_OUTAGES: Final = frozenset({"temporarily_unavailable", "server_error"})
+
+
 class UpstreamUnavailable(Exception):
     """The upstream could not be reached, or answered what is no valid OpenID answer."""
 
@@ -103,6 +108,8 @@ class UpstreamClient:
                 request, code, token_endpoint=metadata.token_endpoint, client_auth=self._auth,
                 now=time.time()))
         except OAuthError as exc:
+            if exc.error in _OUTAGES or (exc.status or 0) >= 500:
+                self._unavailable("the token request", exc)
             # RFC 6749 §5.2: invalid_grant for a code that is "invalid, expired, revoked, does not
             # match the redirection URI ..., or was issued to another client".
             log.warning("upstream %s refused the code: %s", self.upstream.name, exc.error)
