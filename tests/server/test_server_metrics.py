@@ -3,6 +3,9 @@ own parser (the text exposition format 0.0.4); off by default, and behind its be
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,7 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import RateLimits, parse_config
-from keyturn.server.metrics import LATENCY_BUCKETS, Metrics, MetricsConfig
+from keyturn.server.metrics import (
+    LATENCY_BUCKETS,
+    SHARED_DIR_ENV,
+    Metrics,
+    MetricsConfig,
+    shared_directory,
+)
 from keyturn.server.runner import ServerThread
 from tests.support.serverkit import CLI_SECRET, basic, make_config, page_approve, poll, start_device
 
@@ -171,3 +180,39 @@ def test_threads_count_without_losing_any() -> None:
     count = [s.value for s in families["keyturn_request_duration_seconds"].samples
              if s.name.endswith("_count")]
     assert count == [threads * each]
+
+
+def test_processes_sharing_a_directory_add_up() -> None:
+    """The workers' way (metrics.shared_directory): each process writes its totals to its own
+    file, and the one that renders adds every file up."""
+    with shared_directory() as directory:
+        assert directory is not None
+        assert os.environ[SHARED_DIR_ENV] == str(directory)
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+        def worker() -> None:  # a forked process, as a worker is
+            metrics = Metrics()
+            metrics.share(os.environ[SHARED_DIR_ENV])
+            for _ in range(3):
+                metrics.rate_limited("password")
+            metrics.flush()
+
+        child = multiprocessing.get_context("fork").Process(target=worker)
+        child.start()
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        mine = Metrics()
+        mine.share(directory)
+        mine.rate_limited("password")
+        families = {f.name: f for f in text_string_to_metric_families(mine.render())}
+        limited = {s.labels["kind"]: s.value for s in families["keyturn_rate_limited"].samples}
+        assert limited["password"] == 4
+        assert [s.value for s in families["keyturn_metrics_processes"].samples] == [2]
+        assert sorted(p.name for p in directory.iterdir()) == sorted(
+            [f"{child.pid}.json", f"{os.getpid()}.json"])
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in directory.iterdir())
+    assert not directory.exists()
+    assert SHARED_DIR_ENV not in os.environ
+    with shared_directory(enabled=False) as nothing:  # /metrics off: no directory at all
+        assert nothing is None and SHARED_DIR_ENV not in os.environ
+    assert "keyturn_metrics_processes 1" in Metrics().render()  # one process, not shared

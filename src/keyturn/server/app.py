@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
 import time
@@ -34,7 +35,7 @@ from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, u
 from .housekeeping import purge_periodically
 from .logformat import ACCESS_FIELDS
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import Metrics, token_matches
+from .metrics import SHARED_DIR_ENV, Metrics, flush_periodically, token_matches
 from .pages import DevicePages
 from .passwords import Authenticator, LocalUsers
 from .reply import NO_STORE, Reply
@@ -238,7 +239,10 @@ def create_app(
             # RFC 6750 §3.1: a request that "lacks any authentication information" gets the bare
             # challenge.
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return Response(server.metrics.render(), media_type=METRICS_CONTENT_TYPE,
+        # Workers' files are read: in the threadpool.
+        text = await run_in_threadpool(server.metrics.render) if server.metrics.shared else \
+            server.metrics.render()
+        return Response(text, media_type=METRICS_CONTENT_TYPE,
                         headers={"Cache-Control": "no-store"})
 
 
@@ -263,6 +267,8 @@ def create_app(
                    Route(upstreams.callback_path, upstream_callback)]
     if config.metrics.enabled:  # off: no route, so /metrics is a 404 like any unknown path
         routes.append(Route(f"{prefix}/metrics", metrics))
+        if os.environ.get(SHARED_DIR_ENV):  # one of the workers of `keyturn serve --workers N`
+            server.metrics.share(os.environ[SHARED_DIR_ENV])
     if prefix:
         # RFC 8414 §3: "the well-known URI suffix ... is inserted between the host component and
         # the path component" for an issuer with a path.
@@ -289,12 +295,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purging = asyncio.create_task(purge_periodically(storage, config.purge_interval))
+        flushing = asyncio.create_task(flush_periodically(server.metrics))
         try:
             yield
         finally:
             purging.cancel()
+            flushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purging
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
 
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers=dict.fromkeys(storage_outages(), storage_outage))

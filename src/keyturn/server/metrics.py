@@ -22,22 +22,36 @@ mode must be set up through an environment variable before it is imported and wr
 file per observation, and it would be one more runtime dependency of the server. The text format
 is small (:meth:`Metrics.render`); the tests parse it with ``prometheus_client``'s own parser.
 
-Several worker processes (``--workers N``): one scrape reaches one worker, and these counters
-are that worker's (docs/server.md, "Metrics").
+Several worker processes (``--workers N``): one scrape reaches one worker, so the workers of one
+server share a private directory (:func:`shared_directory`, made by the parent before it forks
+and named to the workers in :data:`SHARED_DIR_ENV`). Each worker writes its totals to a file of
+its own there every :data:`FLUSH_SECONDS` (and before each scrape it answers), and a scrape
+answers with the sum over every file: at most that old for the other workers. A worker that died
+and was replaced leaves its file, so the totals never go down (docs/server.md, "Metrics").
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import hmac
+import json
+import logging
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "GrantState", "Metrics", "MetricsConfig",
-           "RateLimitKind", "metrics_config", "token_matches"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "SHARED_DIR_ENV", "GrantState", "Metrics",
+           "MetricsConfig", "RateLimitKind", "flush_periodically", "metrics_config",
+           "shared_directory", "token_matches"]
+
+log = logging.getLogger("keyturn.server")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Seconds; the upper bounds of the latency histogram's buckets (+Inf is added).
@@ -55,6 +69,11 @@ _LATENCY = "keyturn_request_duration_seconds"
 _GRANTS = "keyturn_device_grants_total"
 _LIMITED = "keyturn_rate_limited_total"
 _UPSTREAM = "keyturn_upstream_sign_ins_total"
+_PROCESSES = "keyturn_metrics_processes"
+#: Names the directory the workers of one ``keyturn serve --workers N`` share.
+SHARED_DIR_ENV = "KEYTURN_METRICS_DIR"
+#: Seconds between two writes of a worker's totals to the shared directory.
+FLUSH_SECONDS = 1.0
 
 #: (name, type, help, label names), in the order they are shown.
 _FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -66,6 +85,7 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (_LIMITED, "counter", "Requests refused by a rate limit, by limit.", ("kind",)),
     (_UPSTREAM, "counter", "Sign-ins through an upstream identity provider, by outcome.",
      ("upstream", "outcome")),
+    (_PROCESSES, "gauge", "Server processes (workers) whose counts these are.", ()),
 )
 
 #: A sample's key in a shard: (metric name, label values in the family's order).
@@ -135,6 +155,8 @@ class Metrics:
         self._local = threading.local()
         #: Every thread's shard; list.append is atomic, and a thread registers once.
         self._shards: list[Shard] = []
+        #: This worker's file in the workers' shared directory (None: one process).
+        self._file: Path | None = None
         base = self._shard()
         for state in GRANT_STATES:  # the known series exist from the start, at 0
             base[(_GRANTS, (state,))] = 0
@@ -196,8 +218,81 @@ class Metrics:
         return total
 
     def render(self) -> str:
-        """The text exposition format 0.0.4 of :meth:`snapshot`."""
-        return render(self.snapshot())
+        """The text exposition format 0.0.4 of :meth:`snapshot`, or of every worker's sum when
+        :meth:`share` was called (it reads files: call it off the event loop)."""
+        if self._file is None:
+            return render({**self.snapshot(), (_PROCESSES, ()): 1})
+        self.flush()
+        total: Shard = {}
+        files = 0
+        for path in self._file.parent.glob("*.json"):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                _add(total, _from_json(path.read_text(encoding="utf-8")))
+                files += 1
+        total[(_PROCESSES, ())] = files
+        return render(total)
+
+    # -- several workers ---------------------------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        return self._file is not None
+
+    def share(self, directory: str | os.PathLike[str]) -> None:
+        """Count with the other workers writing to ``directory`` (see the module's docstring)."""
+        self._file = Path(directory) / f"{os.getpid()}.json"
+        self.flush()
+
+    def flush(self) -> None:
+        """Write this worker's totals to its file (replaced whole: a reader sees the old file or
+        the new one, never half of one)."""
+        if self._file is None:
+            return
+        text = json.dumps([[name, list(labels), value]
+                           for (name, labels), value in self.snapshot().items()])
+        temporary = self._file.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, self._file)
+
+
+async def flush_periodically(metrics: Metrics, interval: float = FLUSH_SECONDS) -> None:
+    """While the app runs (its lifespan): write a shared worker's totals every ``interval``
+    seconds, and once more when cancelled; nothing for a single process."""
+    if not metrics.shared:
+        return
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                metrics.flush()
+            except OSError as exc:  # a full disk: the counts go on, the next write may succeed
+                log.warning("could not write the worker's metrics (%s)", exc.strerror)
+    finally:
+        with contextlib.suppress(OSError):
+            metrics.flush()
+
+
+def _from_json(text: str) -> list[tuple[Key, int | list[float]]]:
+    return [((str(name), tuple(labels)), value) for name, labels, value in json.loads(text)]
+
+
+@contextlib.contextmanager
+def shared_directory(enabled: bool = True) -> Iterator[Path | None]:
+    """A private directory (0700) for the workers about to be forked, named to them in
+    :data:`SHARED_DIR_ENV`; removed, with the workers' files, when the server stops. Nothing
+    when not ``enabled`` (/metrics is off)."""
+    if not enabled:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="keyturn-metrics-"))
+    os.environ[SHARED_DIR_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        os.environ.pop(SHARED_DIR_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _add(total: Shard, items: Iterable[tuple[Key, int | list[float]]]) -> None:
