@@ -341,24 +341,28 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            client: Any = scope.get("client")
             # The template of the route that answered (starlette leaves it in the scope): a
             # bounded label, and never what the client typed.
             route = getattr(scope.get("route"), "path", None)
             if self.metrics is not None:
                 self.metrics.request(route=route or "other", method=_method(scope["method"]),
                                      status=status[0], seconds=seconds)
-            # The path as sent (still percent-encoded): the decoded one may hold a %0A that would
-            # start a forged log line. Never the query string: it may hold a user code.
-            raw = scope.get("raw_path")
-            path = raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else \
-                scope["path"].encode("unicode_escape").decode("ascii")
-            fields = {"method": _method(scope["method"]), "route": route, "status": status[0],
-                      "duration_ms": round(seconds * 1000, 3),
-                      "client": client[0] if client else None,
-                      "client_id": scope.get(CLIENT_ID_KEY), "request_id": _request_id(scope)}
-            access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
-                            path, status[0], seconds * 1000, extra={ACCESS_FIELDS: fields})
+            if access_log.isEnabledFor(logging.INFO):  # else not even the record's fields
+                self._log(scope, route, status[0], seconds)
+
+    @staticmethod
+    def _log(scope: Scope, route: str | None, status: int, seconds: float) -> None:
+        client: Any = scope.get("client")
+        # The path as sent (still percent-encoded): the decoded one may hold a %0A that would
+        # start a forged log line. Never the query string: it may hold a user code.
+        raw = scope.get("raw_path")
+        path = raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else \
+            scope["path"].encode("unicode_escape").decode("ascii")
+        fields = {"method": _method(scope["method"]), "route": route, "status": status,
+                  "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None,
+                  "client_id": scope.get(CLIENT_ID_KEY), "request_id": _request_id(scope)}
+        access_log.info('%s "%s %s" %d %.1fms', client[0] if client else "-", scope["method"],
+                        path, status, seconds * 1000, extra={ACCESS_FIELDS: fields})
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 #: A request id a proxy may pass on (nginx's $request_id is 32 hex digits): anything else is
