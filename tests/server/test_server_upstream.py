@@ -454,6 +454,16 @@ def test_upstream_configuration_mistakes_are_named(setup: Setup, change: dict[st
         parse_config({"upstreams": {"campus": table}})
 
 
+def test_a_key_file_that_holds_no_key_stops_the_start(setup: Setup, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n")
+    bad.chmod(0o600)
+    table = {**setup.tables["keyed"], "private_key_file": str(bad)}
+    with pytest.raises(ConfigError, match=r"\[upstreams.keyed\]") as caught:
+        parse_config({"upstreams": {"keyed": table}})
+    assert "bm90IGEga2V5" not in str(caught.value)
+
+
 def test_secrets_in_files_others_can_read_are_refused_and_never_shown(setup: Setup,
                                                                        tmp_path: Path) -> None:
     loose = tmp_path / "loose.secret"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ...errors import ConfigError
+from ...protocol.client_auth import ClientAuth
 from ...protocol.endpoints import check_endpoint_url
 from ...secret import Secret
 
@@ -134,6 +135,13 @@ def _upstream(name: str, table: Any) -> UpstreamConfig:
         if (auth_method == "private_key_jwt") != (key is not None):
             raise ConfigError(f"{where} auth_method {auth_method!r} does not fit the credential "
                               "given (private_key_jwt needs private_key_file, the others a secret)")
+    try:
+        # The key is read now, so that a file holding no usable key stops the start (the
+        # message names the problem, never the key).
+        ClientAuth.create(client_id="check", client_secret=secret, private_key=key,
+                          auth_method=auth_method)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     scope = _words(table.get("scope", list(DEFAULT_SCOPE)), f"{where} scope")
     if "openid" not in scope:
         # The person is known by the upstream's id_token: without openid there is none.
