@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 
 from keyturn.server.config import parse_config
 from keyturn.server.runner import ServerThread
 from keyturn.server.storage.redis import RedisStorage
+from tests.server.test_server_process import server_process
 from tests.server.test_server_upstream import Person, claims_of, free_port, pending, shows_consent_for
 from tests.support.providerfixture import Provider, complete_authorization, make_client, start_provider
 from tests.support.redisfixture import RedisServer
@@ -35,17 +37,19 @@ class Site:
     upstreams: dict[str, Any]
     replica_port: int    # the issuer of both replicas (A listens there)
     sqlite_port: int
+    process_port: int    # keyturn serve as a process
+    client_secret: str
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("upstream-resilience")
-    replica_port, sqlite_port = free_port(), free_port()
+    replica_port, sqlite_port, process_port = free_port(), free_port(), free_port()
     gateway = make_client(
         "keyturn-gw", "client_secret_basic", grant_types=["authorization_code"],
         response_types=["code"],
         redirect_uris=[f"http://127.0.0.1:{port}/device/callback"
-                       for port in (replica_port, sqlite_port)])
+                       for port in (replica_port, sqlite_port, process_port)])
     provider = start_provider([gateway], work)
     secret = work / "campus.secret"
     secret.write_text(gateway["client_secret"])
@@ -56,7 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                          "allow": [{"claim": "email", "ends_with": "@example.test"}]}}
     try:
         yield Site(provider, parse_config({"upstreams": tables}).upstreams, replica_port,
-                   sqlite_port)
+                   sqlite_port, process_port, gateway["client_secret"])
     finally:
         provider.stop()
 
@@ -117,6 +121,46 @@ def test_a_login_survives_a_restart_of_the_server(site: Site, tmp_path: Path) ->
     finally:
         person.close()
         second.stop()
+
+
+def test_keyturn_serve_as_a_process_signs_in_through_the_upstream(site: Site,
+                                                                  tmp_path: Path) -> None:
+    """The configuration file as an operator writes it (the secret inline: the file is 0600)."""
+    issuer = f"http://127.0.0.1:{site.process_port}"
+    conf = tmp_path / "keyturn.toml"
+    conf.write_text(f"""
+issuer = "{issuer}"
+data_dir = "{tmp_path / 'data'}"
+
+[clients.demo]
+grants = ["device_code"]
+scopes = ["openid", "email"]
+
+[upstreams.campus]
+issuer = "{site.provider.issuer}"
+client_id = "keyturn-gw"
+client_secret = "{site.client_secret}"
+display_name = "Campus"
+subject_claim = "preferred_username"
+copy_claims = ["email"]
+allow = [{{claim = "email", ends_with = "@example.test"}}]
+""")
+    conf.chmod(0o600)
+    with server_process("--config", str(conf), "--port", str(site.process_port)) as (shown, _, _):
+        assert shown == issuer
+        page = httpx.get(f"{issuer}/device").text
+        assert "Sign in with Campus" in page and "name=password" not in page  # no local users
+        person = Person(issuer)
+        try:
+            started = start_device(issuer, scope="openid email")
+            callback = complete_authorization(site.provider,
+                                              person.start("campus", started["user_code"]),
+                                              login="carol")
+            person.decide(person.back(callback))
+        finally:
+            person.close()
+        tokens = poll(issuer, started["device_code"]).json()
+        assert claims_of(tokens["id_token"])["sub"] == "carol"
 
 
 def test_an_upstream_that_is_down_gets_a_clear_page_and_approves_nothing(
