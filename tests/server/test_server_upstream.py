@@ -548,3 +548,31 @@ def test_the_documented_upstream_examples_parse(tmp_path: Path) -> None:
         (upstream,) = config.upstreams.values()
         assert upstream.allow and upstream.client_secret is not None
         assert upstream.client_secret.reveal() == "s3cret"
+
+
+def test_no_secret_of_a_sign_in_reaches_the_servers_logs(setup: Setup, person: Person,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The client secret, the code, the state, the nonce and the PKCE verifier: in no line that
+    keyturn's server (or uvicorn in it) logs, through a sign-in, a replay and a refusal."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    started = start_device(setup.keyturn.issuer)
+    to_upstream = person.start("campus", started["user_code"])
+    query = parse_qs(urlsplit(to_upstream).query)
+    callback = complete_authorization(setup.provider, to_upstream, login="alice")
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    sealed = setup.keyturn.storage.peek_once(login_key(query["state"][0]), time.time())
+    assert sealed is not None
+    login = PendingLogin.open(query["state"][0], sealed)
+    assert login is not None
+    person.decide(person.back(callback))
+    person.back(callback)  # the replay is logged as a warning
+    secret = setup.tables["campus"]["client_secret_file"]
+    secrets = [Path(secret).read_text(), code, query["state"][0], query["nonce"][0],
+               login.code_verifier]
+    server_lines = [record.getMessage() for record in caplog.records
+                    if record.name.startswith(("keyturn", "uvicorn"))]
+    assert any("upstream campus" in line for line in server_lines)  # it did log
+    for line in server_lines:
+        assert not any(value in line for value in secrets), line
