@@ -1,243 +1,181 @@
-"""The device authorization server under load, beside the npm oidc-provider, in one run.
+"""keyturn's device authorization server under wrk, beside the npm oidc-provider, in one run.
 
-    python benchmarks/server_throughput.py                 # full run (3,000 requests per phase)
-    python benchmarks/server_throughput.py --quick         # 500 requests per phase
-    python benchmarks/server_throughput.py --requests N    # N requests per phase
+    python benchmarks/server_throughput.py            # full run: 10 s per phase and server
+    python benchmarks/server_throughput.py --quick    # 2 s per phase: checks that it works
+    python benchmarks/server_throughput.py --seconds N
 
-Servers, each its own process(es) on 127.0.0.1, measured one after the other (never two at once,
-so they do not share the 2 cores with each other):
+Load generator: Debian's ``wrk`` (a C program; its set-up here runs ``apt-get install -y wrk``
+when it is missing), one thread and 16 keep-alive connections, pinned to CPU 1
+(``taskset -c 1 wrk -t1 -c16 -d10s --latency``), with the Lua scripts of benchmarks/wrk/ so that
+the requests vary: many clients, many device codes, many refresh tokens. Every server is pinned
+to CPU 0 (``taskset -c 0``; for the Redis row redis-server too): the figures are per core.
+
+Servers, all started first and measured one after the other, alternating per phase (discovery
+on each, then device authorization on each, ...) so that a drift of the machine hits all:
 
 1. keyturn on SQLite: ``python -m keyturn.server serve --config ... --data-dir ...``;
-2. keyturn on Redis: the same with ``--redis redis://127.0.0.1:PORT/0`` and a private
-   ``redis-server`` (127.0.0.1, a free port, ``--save '' --appendonly no``, a temporary directory),
-   started before and stopped right after this server;
-3. the npm oidc-provider of the tests (tests/support/providerfixture.start_provider, a public device
-   client, the same 1,800 s device-code lifetime as keyturn);
-4. a reference: a Node endpoint that answers 200 "ok" to anything (benchmarks/fast_endpoint.mjs),
-   the ceiling of this load generator on this machine.
+2. keyturn on Redis: the same with a private redis-server (127.0.0.1, a free port,
+   ``--save '' --appendonly no``), its URL given in ``KEYTURN_REDIS_URL``;
+3. the npm oidc-provider of the tests (tests/support/providerfixture.start_provider);
+4. and, as a second figure, keyturn with ``--workers 2`` on SQLite and on Redis, on both cores
+   (wrk then shares CPU 1 with a worker).
 
-One load generator (asyncio + httpx in this process, ``CONCURRENCY`` workers sharing
-``CONCURRENCY`` keep-alive connections; the same request list for every server) measures, per
-server:
+Same work on both sides: both sign JWT access tokens with ES256 (keyturn: ``signing_alg =
+"ES256"``; oidc-provider: the tests' resource server ``https://api.example.test``, whose
+access-token format is JWT signed with ES256, and id_tokens signed ES256 as the clients ask).
+Phases, each on 64 public and 64 confidential clients:
 
-1. device authorization requests (every answer must be 200 with a device_code);
-2. token polling of 200 pending codes, round robin (every answer must be 400
-   authorization_pending or slow_down);
-3. 200 device authorization requests on one connection, one at a time (latency without queueing);
-4. then 10,000 more pending device codes are created through the same endpoint (same
-   generator; every answer must be 200), and 1-3 are measured again.
+* discovery: GET /.well-known/openid-configuration;
+* device authorization: POST the device endpoint (64 public clients round robin);
+* polling, pending: 6,000 pending device codes round robin (each polled every 1.5 s or so, past
+  keyturn's 1 s interval, so every answer is authorization_pending);
+* polling, slow_down: 200 codes round robin (keyturn answers slow_down; oidc-provider
+  authorization_pending: it does not enforce the interval);
+* client credentials: 64 confidential clients (client_secret_basic), scope api:read;
+* refresh: refresh tokens minted beforehand, each used once (keyturn: through its storage API in
+  this process before the server starts; oidc-provider: POST /__test/mint_refresh_token). Every
+  answer carries a new refresh token, an access token and an id_token.
 
-The 200 codes to poll are created (and timed) first; that load also warms the connections up.
+Before the measured phases, each server gets every phase for 1 s (not recorded: V8 compiles).
 
-Recorded per phase: throughput, p50/p99 latency, HTTP status and OAuth error counts, CPU seconds
-used by the server process(es), by the generator, and by every other process on the machine. Memory:
-resident set of the server process(es) (for Redis: keyturn + redis-server, with Redis's own
-used_memory and key count), and for SQLite the size of the files in the data directory, at start,
-before and after the 10,000.
+Rate limits: keyturn's bench configuration raises every [rate_limits] (all requests come from
+127.0.0.1); every answer other than the expected ones is counted and reported, and makes the run
+exit 1 after writing the results.
 
-Rate limits: keyturn's only limits ([rate_limits] in config.py) count wrong user codes typed on
-the /device page; device authorization and polling are not limited. The bench configuration still
-raises them, and the oidc-provider has none. Any answer other than the expected ones is printed
-and makes the run exit 1 (after writing the results).
-
-Figures only: nothing here asserts on time. Writes benchmarks/server_results.json.
+Recorded per phase: requests/s, p50/p99 latency (wrk --latency), server CPU ms per request (user
++ system of the server's processes from /proc/PID/stat, redis-server included for Redis), wrk's
+own CPU, and the CPU every other process on the machine used meanwhile. Figures only: nothing
+here asserts on time. Writes benchmarks/server_results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
-from _infra import BENCH_DIR, NodeServer, keyturn_revision, machine_info, percentile
+from _infra import BENCH_DIR, ROOT, keyturn_revision, machine_info
 
-from keyturn.protocol.grants import GRANT_DEVICE_CODE
+from keyturn.protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 
-CONCURRENCY = 16
-HELD = 10_000
-POLLED_CODES = 200
-SEQUENTIAL = 200  # device authorization requests on one connection, one at a time
-DEVICE_CODE_LIFETIME = 1800  # keyturn's default; the provider's fixture default is 600
+WRK_DIR = BENCH_DIR / "wrk"
+CONNECTIONS = 16
+SERVER_CPUS = {0}
+WRK_CPU = "1"
+PUBLIC_CLIENTS = 64
+SERVICE_CLIENTS = 64
+PENDING_CODES = 6000
+SLOW_DOWN_CODES = 200
+DEVICE_CODE_LIFETIME = 1800
+#: keyturn's interval in the bench: a code polled again within 0.8 s gets slow_down (20 % jitter),
+#: one polled later authorization_pending.
+INTERVAL = 1
+RESOURCE = "https://api.example.test"  # the provider's JWT (ES256) resource server
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Refresh tokens minted per server and phase run, per second of the run (more than any server
+#: answers: each is used once and the run stops early if they run out).
+REFRESH_PER_SECOND = 2500
 
-AUTHORIZE_OK = frozenset({"200"})
-POLL_OK = frozenset({"400 authorization_pending", "400 slow_down"})
+EXPECTED = {
+    "discovery": {"200"},
+    "device_authorization": {"200"},
+    "poll_pending": {"400 authorization_pending"},
+    "poll_slow_down": {"400 slow_down", "400 authorization_pending"},
+    "client_credentials": {"200"},
+    "refresh": {"200"},
+}
+PHASES = tuple(EXPECTED)
 
 
 # ------------------------------------------------------------------------------------------------
-# Process figures
+# Processes and CPU
 # ------------------------------------------------------------------------------------------------
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
+        found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("wrk is missing and apt-get install -y wrk did not install it")
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    """User + system CPU seconds of one process (its threads included; fields 14, 15)."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def other_processes(exclude: set[int]) -> dict[int, tuple[str, float]]:
-    """Every other process: (start time, CPU seconds of it and of its reaped children)."""
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (uvicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads made later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def all_cpu() -> dict[int, tuple[str, float]]:
+    """Every process: (start time, CPU seconds of it and of its reaped children)."""
     out: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
+        if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
+            fields = _stat(int(entry.name))
+        except OSError:
             continue
         # utime, stime, cutime, cstime, starttime: fields 14-17 and 22 of proc(5)
         out[int(entry.name)] = (fields[19], sum(int(v) for v in fields[11:15]) / CLK_TCK)
     return out
 
 
-def other_cpu_s(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
-    """CPU seconds other processes used between two snapshots (a process started meanwhile counts
-    whole; one that started and ended meanwhile counts only once its parent reaped it)."""
+def cpu_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                only: set[int] | None = None, exclude: set[int] | None = None) -> float:
     total = 0.0
     for pid, (started, cpu) in after.items():
+        if (only is not None and pid not in only) or (exclude is not None and pid in exclude):
+            continue
         previous = before.get(pid)
         total += cpu - previous[1] if previous is not None and previous[0] == started else cpu
     return total
-
-
-class Target:
-    """One server under test: its endpoints, the processes whose RSS/CPU count, extra memory probes."""
-
-    def __init__(self, name: str, *, device_endpoint: str, token_endpoint: str, client_id: str,
-                 pids: dict[str, int], probe: Callable[[], dict[str, Any]] | None = None) -> None:
-        self.name = name
-        self.device_endpoint = device_endpoint
-        self.token_endpoint = token_endpoint
-        self.client_id = client_id
-        self.pids = pids
-        self.probe = probe
-
-    def cpu(self) -> float:
-        return sum(cpu_s(pid) for pid in self.pids.values())
-
-    def memory(self) -> dict[str, Any]:
-        rss = {name: round(rss_mib(pid), 1) for name, pid in self.pids.items()}
-        out: dict[str, Any] = {"rss_mib": rss, "rss_mib_total": round(sum(rss.values()), 1)}
-        if self.probe is not None:
-            out.update(self.probe())
-        return out
-
-
-# ------------------------------------------------------------------------------------------------
-# The load generator
-# ------------------------------------------------------------------------------------------------
-
-
-def outcome(response: httpx.Response) -> str:
-    """"200" for a device authorization answer with a device_code, else "STATUS error"."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{response.status_code} (not JSON)"
-    if response.status_code == 200 and isinstance(body, dict) and "device_code" in body:
-        return "200"
-    error = body.get("error", "?") if isinstance(body, dict) else "?"
-    return f"{response.status_code} {error}"
-
-
-async def load(requests: list[tuple[str, dict[str, str]]], *, keep: str | None = None,
-               concurrency: int = CONCURRENCY) -> tuple[dict[str, Any], list[str]]:
-    """POST every (url, form) with ``concurrency`` workers on as many keep-alive connections.
-
-    Returns latency/throughput figures with the count of every outcome, and the values of the
-    JSON member ``keep`` of the answers (the device codes when creating codes)."""
-    latencies: list[float] = []
-    outcomes: dict[str, int] = {}
-    kept: list[str] = []
-    queue = list(reversed(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as client:
-        async def worker() -> None:
-            while queue:
-                url, form = queue.pop()
-                started = time.perf_counter()
-                response = await client.post(url, data=form)
-                latencies.append((time.perf_counter() - started) * 1000)
-                seen = outcome(response)
-                outcomes[seen] = outcomes.get(seen, 0) + 1
-                if keep is not None and seen == "200":
-                    kept.append(response.json()[keep])
-
-        cpu = time.process_time()
-        wall = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
-    return {"requests": len(latencies), "concurrency": concurrency, "wall_s": round(wall, 2),
-            "per_s": round(len(latencies) / wall, 1),
-            "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
-            "outcomes": dict(sorted(outcomes.items())), "generator_cpu_s": round(cpu, 2)}, kept
-
-
-def phase(target: Target, requests: list[tuple[str, dict[str, str]]], expected: frozenset[str], *,
-          keep: str | None = None, concurrency: int = CONCURRENCY) -> tuple[dict[str, Any], list[str]]:
-    """One measured load, with the server's CPU seconds over it and a check of every outcome."""
-    mine = {os.getpid(), *target.pids.values()}
-    others = other_processes(mine)
-    before = target.cpu()
-    figures, kept = asyncio.run(load(requests, keep=keep, concurrency=concurrency))
-    server_cpu = target.cpu() - before
-    figures["server_cpu_s"] = round(server_cpu, 2)
-    # Whatever else ran on the machine meanwhile: near 0 when the run had the 2 cores to itself.
-    figures["other_cpu_s"] = round(other_cpu_s(others, other_processes(mine)), 2)
-    figures["server_cpu_ms_per_request"] = round(server_cpu * 1000 / max(1, figures["requests"]), 3)
-    figures["unexpected"] = {k: v for k, v in figures["outcomes"].items() if k not in expected}
-    return figures, kept
-
-
-def authorize_requests(target: Target, n: int) -> list[tuple[str, dict[str, str]]]:
-    return [(target.device_endpoint, {"client_id": target.client_id, "scope": "openid"})] * n
-
-
-def measure(target: Target, n: int) -> dict[str, Any]:
-    def scenario() -> dict[str, Any]:
-        setup, pending = phase(target, authorize_requests(target, POLLED_CODES), AUTHORIZE_OK,
-                               keep="device_code")
-        polls = [(target.token_endpoint, {"client_id": target.client_id, "grant_type": GRANT_DEVICE_CODE,
-                                          "device_code": pending[i % len(pending)]}) for i in range(n)]
-        authorize, _ = phase(target, authorize_requests(target, n), AUTHORIZE_OK)
-        poll, _ = phase(target, polls, POLL_OK)
-        # Latency without queueing: one connection, one request at a time.
-        single, _ = phase(target, authorize_requests(target, SEQUENTIAL), AUTHORIZE_OK, concurrency=1)
-        return {"codes_to_poll": setup, "device_authorization": authorize, "token_poll": poll,
-                "device_authorization_1_connection": single}
-
-    print(f"== {target.name}", flush=True)
-    result: dict[str, Any] = {"server": target.name, "memory_at_start": target.memory()}
-    result["empty"] = scenario()
-    result["memory_before_10k"] = target.memory()
-    result["create_10k"], _ = phase(target, authorize_requests(target, HELD), AUTHORIZE_OK)
-    result["memory_after_10k"] = target.memory()
-    result["with_10k_pending"] = scenario()
-    result["memory_at_end"] = target.memory()
-    return result
-
-
-# ------------------------------------------------------------------------------------------------
-# The servers
-# ------------------------------------------------------------------------------------------------
 
 
 def stop(process: subprocess.Popen[Any]) -> None:
@@ -250,113 +188,298 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait(timeout=5)
 
 
+# ------------------------------------------------------------------------------------------------
+# The servers
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    issuer: str
+    discovery: str
+    device_endpoint: str
+    token_endpoint: str
+    root_pid: int
+    extra_pids: set[int] = field(default_factory=set)
+    cpus: set[int] = field(default_factory=lambda: set(SERVER_CPUS))
+    resource: str | None = None  # sent with client credentials (the provider's JWT format)
+    secrets: dict[str, str] = field(default_factory=dict)
+    mint: Callable[[int], list[tuple[str, str]]] | None = None  # n -> [(client_id, token)]
+    inputs: dict[str, Path] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def pids(self) -> set[int]:
+        return descendants(self.root_pid) | self.extra_pids
+
+
+def public_ids() -> list[str]:
+    return [f"device-{i:02d}" for i in range(PUBLIC_CLIENTS)]
+
+
+def service_ids() -> list[str]:
+    return [f"service-{i:02d}" for i in range(SERVICE_CLIENTS)]
+
+
+def keyturn_config(work: Path, service_secrets: dict[str, str]) -> Path:
+    from keyturn.server import hash_password
+
+    lines = [
+        'signing_alg = "ES256"',
+        f"[lifetimes]\ndevice_code = {DEVICE_CODE_LIFETIME}\ninterval = {INTERVAL}",
+        # Every request comes from 127.0.0.1 and every limit is raised: no figure is a 429.
+        "[rate_limits]\n" + "\n".join(f"{name} = 1000000000" for name in (
+            "per_address", "overall", "secret_per_address", "secret_per_client",
+            "pending_per_client", "pending_per_address")),
+    ]
+    for client_id in public_ids():
+        lines.append(f'[clients.{client_id}]\ngrants = ["device_code", "refresh_token"]\n'
+                     'scopes = ["openid", "offline_access", "api:read"]')
+    for client_id, secret in service_secrets.items():
+        # A cheap scrypt: each secret is hashed once per worker (then remembered by digest), and
+        # the warm-up must not spend its second on 64 hashes of 0.1 s.
+        lines.append(f'[clients.{client_id}]\ngrants = ["client_credentials"]\n'
+                     f'scopes = ["api:read"]\nsecret_hash = "{hash_password(secret, n=2**10)}"')
+    path = work / "server.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def mint_keyturn_tokens(storage: Any, n: int) -> list[tuple[str, str]]:
+    """``n`` refresh tokens stored as the server's device grant would store them."""
+    from keyturn.server.device_flow import hash_code
+    from keyturn.server.storage.base import RefreshRecord
+
+    now = time.time()
+    clients = public_ids()
+    minted = []
+    for i in range(n):
+        token = secrets.token_urlsafe(32)
+        client_id = clients[i % len(clients)]
+        storage.add_refresh_token(RefreshRecord(
+            token_hash=hash_code(token), family_id=secrets.token_urlsafe(12), client_id=client_id,
+            subject=f"user{i % 500}", scope=("openid", "offline_access", "api:read"),
+            created_at=now, expires_at=now + 86400, auth_time=now))
+        minted.append((client_id, token))
+    return minted
+
+
 @contextlib.contextmanager
-def keyturn_server(work: Path, redis_url: str | None = None) -> Iterator[tuple[str, int]]:
-    """``python -m keyturn.server serve``: yields (issuer, pid)."""
-    config = work / "server.toml"
-    # [rate_limits] only count wrong user codes on /device; raised anyway, so no bench ever
-    # measures 429s. The interval is keyturn's default, written out.
-    config.write_text(f'[lifetimes]\ndevice_code = {DEVICE_CODE_LIFETIME}\ninterval = 5\n'
-                      '[rate_limits]\noverall = 1000000\nper_address = 1000000\n'
-                      '[clients.bench]\ngrants = ["device_code", "refresh_token"]\nscopes = ["openid"]\n')
-    command = [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config),
-               "--data-dir", str(work / "data")]
+def keyturn_server(work: Path, name: str, *, workers: int, cpus: set[int], redis_url: str | None,
+                   redis_pid: int | None, refresh_tokens: int) -> Iterator[Target]:
+    from keyturn.server.runner import open_storage
+
+    work.mkdir(parents=True)
+    service_secrets = {client_id: secrets.token_urlsafe(24) for client_id in service_ids()}
+    config = keyturn_config(work, service_secrets)
+    data = work / "data"
+    # Refresh tokens through the storage API, before the server starts (its own process).
+    storage = open_storage(data, redis_url)
+    try:
+        minted = mint_keyturn_tokens(storage, refresh_tokens)
+    finally:
+        storage.close()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if redis_url is not None:
-        command += ["--redis", redis_url]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env["KEYTURN_REDIS_URL"] = redis_url  # not on the command line (ps shows argv)
+    command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), sys.executable, "-m",
+               "keyturn.server", "serve", "--config", str(config), "--data-dir", str(data),
+               "--workers", str(workers)]
+    log = open(work / "server.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
     try:
         assert process.stdout is not None
         issuer = process.stdout.readline().strip()
         if not issuer.startswith("http"):
-            raise RuntimeError(f"keyturn serve did not start (exit {process.poll()})")
-        yield issuer, process.pid
+            raise RuntimeError(f"keyturn serve did not start (exit {process.poll()}):\n"
+                               + (work / "server.log").read_text()[-2000:])
+        wait_ready(f"{issuer}/.well-known/openid-configuration")
+        pool = iter(minted)
+        target = Target(
+            name=name, issuer=issuer, discovery=f"{issuer}/.well-known/openid-configuration",
+            device_endpoint=f"{issuer}/device_authorization", token_endpoint=f"{issuer}/token",
+            root_pid=process.pid, extra_pids={redis_pid} if redis_pid else set(), cpus=cpus,
+            secrets=service_secrets,
+            mint=lambda n: [next(pool) for _ in range(n)],
+            info={"workers": workers, "storage": "Redis" if redis_url else "SQLite"})
+        yield target
     finally:
         stop(process)
+        log.close()
 
 
-def sqlite_files(data_dir: Path) -> dict[str, Any]:
-    sizes = {p.name: p.stat().st_size for p in sorted(data_dir.iterdir()) if p.is_file()}
-    return {"sqlite_files_bytes": sizes, "sqlite_files_mib_total": round(sum(sizes.values()) / 2**20, 2)}
+@contextlib.contextmanager
+def redis_server(work: Path) -> Iterator[Any]:
+    from tests.support.redisfixture import RedisServer  # 127.0.0.1, --save '' --appendonly no
 
-
-def redis_probe(url: str) -> Callable[[], dict[str, Any]]:
-    import redis
-
-    client = redis.Redis.from_url(url)
-
-    def probe() -> dict[str, Any]:
-        info = client.info("memory")
-        return {"redis_used_memory_mib": round(info["used_memory"] / 2**20, 2),
-                "redis_keys": int(client.dbsize())}
-
-    return probe
-
-
-def run_keyturn_sqlite(work: Path, n: int) -> dict[str, Any]:
-    with keyturn_server(work) as (issuer, pid):
-        target = Target("keyturn serve (SQLite)", device_endpoint=f"{issuer}/device_authorization",
-                        token_endpoint=f"{issuer}/token", client_id="bench", pids={"keyturn": pid},
-                        probe=lambda: sqlite_files(work / "data"))
-        return measure(target, n)
-
-
-def run_keyturn_redis(work: Path, n: int) -> dict[str, Any]:
-    from tests.support.redisfixture import (
-        RedisServer,  # binds 127.0.0.1, --save '' --appendonly no, --dir work
-    )
-
-    (work / "redis").mkdir()
-    redis_server = RedisServer(work / "redis").start()
+    work.mkdir(parents=True)
+    server = RedisServer(work).start()
     try:
-        assert redis_server.process is not None
-        redis_pid = redis_server.process.pid
-        with keyturn_server(work, redis_server.url) as (issuer, pid):
-            target = Target("keyturn serve (Redis)", device_endpoint=f"{issuer}/device_authorization",
-                            token_endpoint=f"{issuer}/token", client_id="bench",
-                            pids={"keyturn": pid, "redis-server": redis_pid},
-                            probe=redis_probe(redis_server.url))
-            result = measure(target, n)
-            result["redis_server"] = {"version": redis_server.command("INFO server").decode(
-                errors="replace").split("redis_version:", 1)[1].split()[0],
-                "args": "--bind 127.0.0.1 --save '' --appendonly no"}
-            return result
+        assert server.process is not None
+        pin(server.process.pid, SERVER_CPUS)
+        yield server
     finally:
-        redis_server.stop()
+        server.stop()
 
 
-def run_provider(work: Path, n: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def provider_server(work: Path) -> Iterator[Target]:
     from tests.support.providerfixture import make_client, start_provider
 
-    client = make_client("bench-device", "none", grant_types=[
-        GRANT_DEVICE_CODE, "refresh_token", "authorization_code"])
-    provider = start_provider([client], tmp_dir=work, device_code_ttl=DEVICE_CODE_LIFETIME)
+    work.mkdir(parents=True)
+    clients = [make_client(client_id, "none", grant_types=[GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN],
+                           id_token_signed_response_alg="ES256") for client_id in public_ids()]
+    clients += [make_client(client_id, "client_secret_basic") for client_id in service_ids()]
+    provider = start_provider(clients, tmp_dir=work, device_code_ttl=DEVICE_CODE_LIFETIME)
     try:
-        target = Target("oidc-provider (npm)", device_endpoint=provider.device_authorization_endpoint,
-                        token_endpoint=provider.token_endpoint, client_id="bench-device",
-                        pids={"node": provider.pid})
-        result = measure(target, n)
-        version = json.loads((Path(__file__).resolve().parent.parent / "tests" / "provider" / "node_modules"
-                              / "oidc-provider" / "package.json").read_text())["version"]
-        result["oidc_provider_version"] = version
-        return result
+        pin(provider.pid, SERVER_CPUS)
+        client_ids = public_ids()
+
+        def mint(n: int) -> list[tuple[str, str]]:
+            out: list[tuple[str, str]] = []
+            per_client = -(-n // len(client_ids))
+            with httpx.Client(trust_env=False, timeout=120) as http:
+                for client_id in client_ids:
+                    answer = http.post(f"{provider.url}/__test/mint_refresh_token", json={
+                        "client_id": client_id, "scope": "openid offline_access api:read",
+                        "resource": RESOURCE, "count": per_client})
+                    answer.raise_for_status()
+                    out += [(client_id, token) for token in answer.json()["refresh_tokens"]]
+            # Interleaved over the clients, as keyturn's.
+            return [out[(i % len(client_ids)) * per_client + i // len(client_ids)]
+                    for i in range(n)]
+
+        version = json.loads((ROOT / "tests" / "provider" / "node_modules" / "oidc-provider"
+                              / "package.json").read_text())["version"]
+        yield Target(
+            name="oidc-provider (npm)", issuer=provider.issuer,
+            discovery=f"{provider.issuer}/.well-known/openid-configuration",
+            device_endpoint=provider.device_authorization_endpoint,
+            token_endpoint=provider.token_endpoint, root_pid=provider.pid, resource=RESOURCE,
+            secrets={client_id: provider.clients[client_id].client_secret or ""
+                     for client_id in service_ids()},
+            mint=mint, info={"oidc_provider_version": version})
     finally:
         provider.stop()
 
 
-def run_null_endpoint(work: Path, n: int) -> dict[str, Any]:
-    """The generator's ceiling: same request shape and concurrency, a server that does nothing."""
-    server = NodeServer("fast_endpoint.mjs", [], work, "null-endpoint")
-    try:
-        target = Target("null endpoint (Node, reference)", device_endpoint=server.url,
-                        token_endpoint=server.url, client_id="bench", pids={"node": server.process.pid})
-        ok = frozenset({"200 (not JSON)"})
-        warm_up, _ = phase(target, authorize_requests(target, POLLED_CODES), ok)
-        figures, _ = phase(target, authorize_requests(target, n), ok)
-        single, _ = phase(target, authorize_requests(target, SEQUENTIAL), ok, concurrency=1)
-        return {"server": target.name, "warm_up": warm_up, "post": figures, "post_1_connection": single}
-    finally:
-        server.stop()
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, trust_env=False, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer")
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs: request lines for wrk/*.lua ("AUTHORIZATION<TAB>BODY")
+# ------------------------------------------------------------------------------------------------
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def write_lines(path: Path, lines: list[tuple[str, dict[str, str]]]) -> Path:
+    path.write_text("".join(f"{auth}\t{urlencode(form)}\n" for auth, form in lines))
+    return path
+
+
+async def _device_codes(target: Target, n: int) -> list[tuple[str, str]]:
+    clients = public_ids()
+    forms = [{"client_id": clients[i % len(clients)], "scope": "openid"} for i in range(n)]
+    out: list[tuple[str, str]] = []
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as http:
+        async def worker() -> None:
+            while forms:
+                form = forms.pop()
+                answer = await http.post(target.device_endpoint, data=form)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{target.name}: device authorization answered "
+                                       f"{answer.status_code} {answer.text[:200]}")
+                out.append((form["client_id"], answer.json()["device_code"]))
+
+        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return out
+
+
+def prepare(target: Target, work: Path, seconds: float, warm_seconds: float) -> None:
+    """The request lines of every phase (and of the warm-up, for refresh: tokens are single-use)."""
+    work.mkdir(parents=True, exist_ok=True)
+    clients = public_ids()
+    write_lines(work / "device_authorization", [
+        ("", {"client_id": clients[i % len(clients)], "scope": "openid"}) for i in range(len(clients))])
+    codes = asyncio.run(_device_codes(target, PENDING_CODES + SLOW_DOWN_CODES))
+    polls = [("", {"client_id": client_id, "grant_type": GRANT_DEVICE_CODE, "device_code": code})
+             for client_id, code in codes]
+    write_lines(work / "poll_pending", polls[:PENDING_CODES])
+    write_lines(work / "poll_slow_down", polls[PENDING_CODES:])
+    service = []
+    for client_id, secret in target.secrets.items():
+        form = {"grant_type": GRANT_CLIENT_CREDENTIALS, "scope": "api:read"}
+        if target.resource is not None:
+            form["resource"] = target.resource
+        service.append((basic(client_id, secret), form))
+    write_lines(work / "client_credentials", service)
+    assert target.mint is not None
+    for name, duration in (("refresh", seconds), ("refresh_warm", warm_seconds)):
+        minted = target.mint(int(REFRESH_PER_SECOND * duration))
+        write_lines(work / name, [("", {"client_id": client_id, "grant_type": GRANT_REFRESH_TOKEN,
+                                         "refresh_token": token}) for client_id, token in minted])
+    target.inputs = {phase: work / phase for phase in PHASES if phase != "discovery"}
+    target.inputs["refresh_warm"] = work / "refresh_warm"
+
+
+# ------------------------------------------------------------------------------------------------
+# One wrk run
+# ------------------------------------------------------------------------------------------------
+
+
+def run_wrk(wrk: str, target: Target, phase: str, seconds: float, work: Path, *,
+            warm: bool = False) -> dict[str, Any]:
+    out = work / f"{target.name}-{phase}{'-warm' if warm else ''}.json".replace(" ", "_")
+    env = {**os.environ, "WRK_DIR": str(WRK_DIR), "WRK_OUT": str(out)}
+    if phase == "discovery":
+        script, url = "get.lua", target.discovery
+    else:
+        script = "once.lua" if phase == "refresh" else "form.lua"
+        url = target.token_endpoint if phase != "device_authorization" else target.device_endpoint
+        env["WRK_LINES"] = str(target.inputs["refresh_warm" if warm and phase == "refresh" else phase])
+    command = ["taskset", "-c", WRK_CPU, wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s",
+               "--latency", "--timeout", "10s", "-s", str(WRK_DIR / script), url]
+    server_pids = target.pids()
+    before = all_cpu()
+    process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    after = all_cpu()
+    if process.returncode != 0 or not out.exists():
+        raise RuntimeError(f"wrk failed on {target.name} {phase}: {process.stderr[-1000:]}")
+    figures = json.loads(out.read_text())
+    seconds_run = figures["duration_us"] / 1e6
+    requests = max(1, figures["requests"])
+    server_cpu = cpu_between(before, after, only=server_pids)
+    # wrk is this process's child: reaped, its CPU shows in our cutime/cstime.
+    others = cpu_between(before, after, exclude=server_pids | {os.getpid()})
+    expected = EXPECTED[phase]
+    unexpected = {k: v for k, v in figures["answers"].items() if k not in expected}
+    errors = {k: v for k, v in figures["socket_errors"].items() if v}
+    if errors:
+        unexpected["socket errors"] = errors
+    return {
+        "requests": figures["requests"], "seconds": round(seconds_run, 2),
+        "per_s": round(figures["requests"] / seconds_run, 1),
+        "p50_ms": round(figures["latency_us"]["p50"] / 1000, 2),
+        "p99_ms": round(figures["latency_us"]["p99"] / 1000, 2),
+        "server_cpu_s": round(server_cpu, 2),
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 3),
+        "other_cpu_s": round(others, 2), "answers": dict(sorted(figures["answers"].items())),
+        "unexpected": unexpected,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,49 +487,25 @@ def run_null_endpoint(work: Path, n: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-def memory_line(memory: dict[str, Any]) -> str:
-    parts = [f"RSS {memory['rss_mib_total']} MiB"]
-    if len(memory["rss_mib"]) > 1:
-        parts[0] += " (" + " + ".join(f"{k} {v}" for k, v in memory["rss_mib"].items()) + ")"
-    if "sqlite_files_mib_total" in memory:
-        parts.append(f"SQLite files {memory['sqlite_files_mib_total']} MiB")
-    if "redis_used_memory_mib" in memory:
-        parts.append(f"Redis used_memory {memory['redis_used_memory_mib']} MiB, {memory['redis_keys']} keys")
-    return ", ".join(parts)
-
-
-def phases(server: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, figures) of every load a server took, in order."""
-    rows: list[tuple[str, dict[str, Any]]] = []
-    if "post" in server:
-        rows += [("POST (device authorization form)", server["post"]),
-                 ("POST, 1 connection", server["post_1_connection"])]
-    for stage in ("empty", "with_10k_pending"):
-        if stage in server:
-            rows += [(f"{stage} {kind}", figures) for kind, figures in server[stage].items()]
-        if stage == "empty" and "create_10k" in server:
-            rows.append((f"create {HELD} pending codes", server["create_10k"]))
-    return rows
-
-
 def print_report(results: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    print(f"\n{'server':32} {'phase':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15} "
-          f"{'other CPU s':>12}  outcomes")
-    for server in results["servers"]:
-        for label, figures in phases(server):
-            print(f"{server['server']:32} {label:52} {figures['per_s']:>8} {figures['p50_ms']:>8} "
-                  f"{figures['p99_ms']:>8} {figures['server_cpu_ms_per_request']:>15} "
-                  f"{figures['other_cpu_s']:>12}  {json.dumps(figures['outcomes'])}")
+    problems = []
+    print(f"\n{'phase':22} {'server':34} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU ms/req':>10} {'vs provider':>11} {'other CPU s':>11}  answers")
+    for phase in PHASES:
+        rows = results["phases"][phase]
+        reference = rows.get("oidc-provider (npm)")
+        for name, figures in rows.items():
+            ratio = ""
+            if reference is not None and name != "oidc-provider (npm)":
+                ratio = f"{figures['per_s'] / reference['per_s']:.2f}x"
+                figures["ratio_per_s"] = round(figures["per_s"] / reference["per_s"], 2)
+                figures["ratio_cpu"] = round(reference["server_cpu_ms_per_request"]
+                                             / max(1e-9, figures["server_cpu_ms_per_request"]), 2)
+            print(f"{phase:22} {name:34} {figures['per_s']:>9} {figures['p50_ms']:>7} "
+                  f"{figures['p99_ms']:>7} {figures['server_cpu_ms_per_request']:>10} {ratio:>11} "
+                  f"{figures['other_cpu_s']:>11}  {json.dumps(figures['answers'])}")
             if figures["unexpected"]:
-                problems.append(f"{server['server']} {label}: {figures['unexpected']}")
-    print()
-    for server in results["servers"]:
-        if "memory_at_start" not in server:
-            continue
-        print(f"{server['server']}:")
-        for when in ("memory_at_start", "memory_before_10k", "memory_after_10k", "memory_at_end"):
-            print(f"  {when[7:]:12} {memory_line(server[when])}")
+                problems.append(f"{name} {phase}: {figures['unexpected']}")
     for problem in problems:
         print(f"UNEXPECTED ANSWERS: {problem}")
     return problems
@@ -414,25 +513,63 @@ def print_report(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="500 requests per phase")
-    parser.add_argument("--requests", type=int, help="requests per measured phase (default 3000)")
+    parser.add_argument("--quick", action="store_true", help="2 s per phase (checks the script)")
+    parser.add_argument("--seconds", type=float, help="seconds per phase and server (default 10)")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 rows")
     args = parser.parse_args()
-    n = args.requests or (500 if args.quick else 3000)
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    warm = 1.0
+    wrk = ensure_wrk()
+    wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     started = time.time()
     results: dict[str, Any] = {
-        "machine": machine_info(), "keyturn": keyturn_revision(),
+        "machine": machine_info(), "keyturn": keyturn_revision(), "wrk": wrk_version.strip(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
-        "command": "python benchmarks/server_throughput.py" + (" --quick" if args.quick else "")
-                   + (f" --requests {args.requests}" if args.requests else ""),
-        "concurrency": CONCURRENCY, "connections": CONCURRENCY, "requests": n, "held": HELD,
-        "polled_codes": POLLED_CODES, "device_code_lifetime_s": DEVICE_CODE_LIFETIME, "servers": [],
+        "command": " ".join(["python benchmarks/server_throughput.py", *sys.argv[1:]]),
+        "connections": CONNECTIONS, "seconds_per_phase": seconds, "server_cpus": sorted(SERVER_CPUS),
+        "wrk_cpu": WRK_CPU, "public_clients": PUBLIC_CLIENTS, "service_clients": SERVICE_CLIENTS,
+        "pending_codes": PENDING_CODES, "slow_down_codes": SLOW_DOWN_CODES,
+        "interval_s": INTERVAL, "servers": {}, "phases": {phase: {} for phase in PHASES},
     }
-    with tempfile.TemporaryDirectory(prefix="keyturn-server-bench-") as tmp:
-        for name, run in (("sqlite", run_keyturn_sqlite), ("redis", run_keyturn_redis),
-                          ("provider", run_provider), ("null", run_null_endpoint)):
-            work = Path(tmp) / name
-            work.mkdir()
-            results["servers"].append(run(work, n))
+    tokens = int(REFRESH_PER_SECOND * (seconds + warm))
+    with tempfile.TemporaryDirectory(prefix="keyturn-server-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        redis = stack.enter_context(redis_server(work / "redis"))
+        assert redis.process is not None
+        targets = [
+            stack.enter_context(keyturn_server(
+                work / "sqlite", "keyturn serve (SQLite)", workers=1, cpus=SERVER_CPUS,
+                redis_url=None, redis_pid=None, refresh_tokens=tokens)),
+            stack.enter_context(keyturn_server(
+                work / "redis-1", "keyturn serve (Redis)", workers=1, cpus=SERVER_CPUS,
+                redis_url=redis.url, redis_pid=redis.process.pid, refresh_tokens=tokens)),
+            stack.enter_context(provider_server(work / "provider")),
+        ]
+        if not args.no_workers:
+            targets += [
+                stack.enter_context(keyturn_server(
+                    work / "sqlite-2", "keyturn serve (SQLite, 2 workers)", workers=2,
+                    cpus={0, 1}, redis_url=None, redis_pid=None, refresh_tokens=tokens)),
+                stack.enter_context(keyturn_server(
+                    work / "redis-2", "keyturn serve (Redis, 2 workers)", workers=2, cpus={0, 1},
+                    redis_url=redis.url.rsplit("/", 1)[0] + "/1", redis_pid=redis.process.pid,
+                    refresh_tokens=tokens)),
+            ]
+        results["redis_server"] = redis.command("INFO server").decode(errors="replace").split(
+            "redis_version:", 1)[1].split()[0]
+        for target in targets:
+            print(f"== preparing {target.name} ({target.issuer})", flush=True)
+            prepare(target, work / "inputs" / target.name.replace(" ", "_"), seconds, warm)
+            results["servers"][target.name] = target.info
+            for phase in PHASES:
+                run_wrk(wrk, target, phase, warm, work, warm=True)
+        for phase in PHASES:
+            for target in targets:
+                figures = run_wrk(wrk, target, phase, seconds, work)
+                results["phases"][phase][target.name] = figures
+                print(f"{phase:22} {target.name:34} {figures['per_s']:>9} req/s "
+                      f"{figures['server_cpu_ms_per_request']:>7} ms CPU/req", flush=True)
     results["run_time_s"] = round(time.time() - started, 1)
     problems = print_report(results)
     results["unexpected_answers"] = problems

@@ -24,6 +24,7 @@
 //   POST /__test/reset[?all=1]      clear counts and pending fail_next (?all=1: device knobs too)
 //   POST /__test/mint_refresh_token {"client_id", "scope", "account_id", "resource"?,
 //                                    "expires_in"?, "gty"?} -> {"refresh_token", "grant_id", ...}
+//                                   (+ "count": n -> {"refresh_tokens": [n tokens]}, benchmarks)
 //   POST /__test/device_knobs       {"interval": n|null, "slow_down_times": n}
 //   POST /__test/fail_next          {"status": 503, "count": 2, "body"?: {...}, "retry_after"?}
 //   GET  /__test/health
@@ -574,9 +575,19 @@ provider.use(async (ctx, next) => {
         if (ctx.query.all) state.device = { interval: null, slowDownTimes: 0 };
         ctx.body = { ok: true };
         return;
-      case 'POST /__test/mint_refresh_token':
-        ctx.body = await mintRefreshToken(await readJson(ctx));
+      case 'POST /__test/mint_refresh_token': {
+        const body = await readJson(ctx);
+        // "count": n (benchmarks/server_throughput.py): n tokens in one call, as
+        // {"refresh_tokens": [...]}; without it, one token as before.
+        if (Number.isInteger(body.count) && body.count > 0 && body.count <= 100_000) {
+          const minted = [];
+          for (let i = 0; i < body.count; i += 1) minted.push((await mintRefreshToken(body)).refresh_token);
+          ctx.body = { refresh_tokens: minted };
+        } else {
+          ctx.body = await mintRefreshToken(body);
+        }
         return;
+      }
       case 'POST /__test/device_knobs': {
         const body = await readJson(ctx);
         state.device = {

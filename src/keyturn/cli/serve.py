@@ -30,12 +30,15 @@ _REDIS_HELP = ("Keep all state in Redis, for several replicas (redis://host:6379
 @click.option("--path", "issuer_path", default="", metavar="/REALM",
               help="Serve under this path: the issuer becomes http://HOST:PORT/REALM (https with "
                    "--cert); ignored when the configuration names an issuer.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Server processes sharing the socket and the storage (about one per core).")
 @click.option("--redis", "redis_url", metavar="URL", help=_REDIS_HELP)
 @click.option("--log-format", type=click.Choice(["text", "json"]),
               help="Logs on stderr as text or JSON lines (default: the configuration's, else text).")
 @click.pass_context
 def command(ctx: click.Context, config_file: str | None, host: str, port: int, data_dir: str | None,
             cert: str | None, key: str | None, forwarded_allow_ips: str | None, issuer_path: str,
+            workers: int,
             redis_url: str | None, log_format: Literal["text", "json"] | None) -> None:
     """Run the RFC 8628 device authorization server (the first stdout line is its issuer URL)."""
     if ctx.invoked_subcommand is not None:
@@ -45,7 +48,7 @@ def command(ctx: click.Context, config_file: str | None, host: str, port: int, d
 
     code = serve_command(
         config=config_file, host=host, port=port, data_dir=data_dir, cert=cert, key=key,
-        forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url,
+        forwarded_allow_ips=forwarded_allow_ips, path=issuer_path, redis=redis_url, workers=workers,
         log_format=log_format)
     raise click.exceptions.Exit(code)
 

@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import OAuthError
 from ..secret import SecretFields
-from .clientauth import authenticate_client
+from .clientauth import SecretAttempts, authenticate_client
 from .config import ClientConfig, ServerConfig
 from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, unavailable
+from .fastroutes import FastRoutes
 from .housekeeping import purge_periodically
 from .logformat import ACCESS_FIELDS
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -131,25 +132,57 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler, admit: Admis
 
         address = client_address(request)
 
-        def run() -> Reply:
-            # In the threadpool: a secret may be hashed, and its check is counted in the storage.
+        def run(attempts: SecretAttempts | None = None) -> Reply:
             now = time.time()
             client = authenticate_client(server.config.clients, request.headers.get("authorization"),
-                                         form, server.secret_attempts(address, now))
+                                         form, attempts or server.secret_attempts(address, now))
             # For the access log: the client, once authenticated (never what was claimed).
             request.scope[CLIENT_ID_KEY] = client.client_id
             if admit is not None:
                 admit(client, address, now)
             return handler(client, form, now)
 
+        def run_refreshed() -> Reply:
+            server.signer.refresh_if_due()  # here, in the thread, whether or not it signs
+            return run()
+
         try:
-            reply = await run_in_threadpool(run)
+            if server.signer.refresh_due():
+                reply = await run_in_threadpool(run_refreshed)
+            else:
+                try:
+                    # On the loop: a storage step here (one SQLite statement on a local file, a
+                    # Redis round trip) costs less than the hop to a thread and back. What may
+                    # take long runs in the threadpool: a secret to hash, a due re-read of the
+                    # keyring (it may wait on a lock).
+                    reply = run(_NO_HASHING)
+                except _WouldHash:
+                    reply = await run_in_threadpool(run)
         except OAuthError as exc:
             # The one place an endpoint's refusal becomes HTTP (RFC 6749 §5.2).
             reply = error_reply(exc)
         return _json(reply)
 
     return endpoint
+
+
+class _WouldHash(Exception):
+    """The request needs a secret checked against its slow hash: it goes to the threadpool."""
+
+
+class _NoHashing:
+    """The secret checks of a request's first, on-the-loop try: authenticate_client takes a turn
+    just before it would hash (a secret this process has not verified yet), and that stops the
+    try before anything was counted or changed."""
+
+    def take(self, client_id: str) -> bool:
+        raise _WouldHash
+
+    def give_back(self, client_id: str) -> None:  # pragma: no cover - take() never returns
+        pass
+
+
+_NO_HASHING = _NoHashing()
 
 
 def client_address(request: Request) -> str:
@@ -175,12 +208,17 @@ def create_app(
     upstreams = UpstreamRoutes(server, pages, config.upstreams, prefix)
 
     async def metadata(request: Request) -> Response:
-        return JSONResponse(server.metadata())
+        return Response(server.metadata_json(), media_type="application/json")
 
     async def jwks(request: Request) -> Response:
-        # In the threadpool: a due re-read of the keyring waits on the storage (a locked SQLite
-        # file, a Redis round trip), which must not stall every other request on the loop.
-        return JSONResponse(await run_in_threadpool(server.jwks))
+        # In the threadpool when the keyring is due for a re-read: it waits on the storage (a
+        # locked SQLite file, a Redis round trip), which must not stall every other request on
+        # the loop. Otherwise the JSON encoded for this ring is sent as it is.
+        if signer.refresh_due():
+            body = await run_in_threadpool(signer.jwks_json)
+        else:
+            body = signer.jwks_json()
+        return Response(body, media_type="application/json")
 
     async def health(request: Request) -> Response:
         try:
@@ -245,7 +283,6 @@ def create_app(
         return Response(text, media_type=METRICS_CONTENT_TYPE,
                         headers={"Cache-Control": "no-store"})
 
-
     routes = [
         Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]),
         Route(f"{prefix}/.well-known/openid-configuration", metadata),
@@ -306,8 +343,13 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await flushing
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers=dict.fromkeys(storage_outages(), storage_outage))
+    app = FastRoutes(routes=routes, lifespan=lifespan,
+                     exception_handlers=dict.fromkeys(storage_outages(), storage_outage),
+                     outages=storage_outages(), on_outage=storage_outage)
+    # The endpoints of nearly every request, without starlette's router (.fastroutes).
+    hot = {f"{prefix}/.well-known/openid-configuration", f"{prefix}/jwks", f"{prefix}/token",
+           f"{prefix}/.well-known/oauth-authorization-server", f"{prefix}/device_authorization"}
+    app.route_directly(route for route in routes if route.path in hot)
     app.state.server = server
     return app
 

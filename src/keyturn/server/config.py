@@ -10,6 +10,7 @@
     redis_url_env = "KEYTURN_REDIS_URL"
     signing_key_secret_env = "KEYTURN_SIGNING_KEK"  # encrypts the signing keys at rest
     rotate_keys_every = "30d"                       # optional: s, m, h or d
+    signing_alg = "ES256"                           # or "RS256" (the default): tokens' signatures
     site_name = "Example Lab"                       # the /device page's name (else the issuer's host)
     user_code_type = "letters"                      # or "digits" (11, shown 1234-5678-901)
 
@@ -92,6 +93,8 @@ _GRANT_NAMES = {
 DEMO_SERVICE_CLIENT = "batch-job"
 DEMO_SERVICE_SCOPES = ("api:read", "api:write")
 SUPPORTED_GRANTS = (GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS)
+#: What ``signing_alg`` may name: RS256 (RSA 2048, the default) and ES256 (P-256).
+SIGNING_ALGS = ("RS256", "ES256")
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
@@ -166,6 +169,9 @@ class ServerConfig:
     signing_key_secret_env: str | None = None
     #: Seconds between scheduled key rotations (``rotate_keys_every = "30d"``); None: only by hand.
     rotate_keys_every: int | None = None
+    #: What signs access tokens and id_tokens (:data:`SIGNING_ALGS`; :mod:`.tokens` says why
+    #: RS256 is the default).
+    signing_alg: str = "RS256"
     #: The alphabet of user codes: "letters" (8 of RFC 8628 §6.1's base 20) or "digits" (11).
     user_code_type: UserCodeType = "letters"
     #: The name the /device page shows ("Sign in to SITE"); None: the issuer's host.
@@ -230,7 +236,7 @@ _TOP_LEVEL_KEYS = frozenset({
     "issuer", "audience", "purge_interval", "data_dir", "redis_url", "redis_url_env", "metrics",
     "log_format",
     "redis_url_file", "signing_key_secret_env", "rotate_keys_every", "lifetimes", "rate_limits",
-    "clients", "users", "user_code_type", "site_name", "scope_descriptions"})
+    "clients", "users", "signing_alg", "user_code_type", "site_name", "scope_descriptions"})
 _CLIENT_KEYS = frozenset({"name", "grants", "scopes", "secret_hash"})
 
 
@@ -371,6 +377,13 @@ def _log_format(data: Mapping[str, Any]) -> LogFormat:
     raise ConfigError('log_format must be "text" or "json"')
 
 
+def _signing_alg(data: Mapping[str, Any]) -> str:
+    value = data.get("signing_alg", "RS256")
+    if value not in SIGNING_ALGS:
+        raise ConfigError(f"signing_alg must be one of {', '.join(SIGNING_ALGS)}")
+    return str(value)
+
+
 def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     _known_keys(data, _TOP_LEVEL_KEYS, "the configuration's top level")
     clients = data.get("clients", {})
@@ -399,6 +412,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
         signing_key_secret_env=data.get("signing_key_secret_env"),
         rotate_keys_every=(parse_duration(data["rotate_keys_every"], "rotate_keys_every")
                            if "rotate_keys_every" in data else None),
+        signing_alg=_signing_alg(data),
         user_code_type=_user_code_type(data), site_name=data.get("site_name") or None,
         scope_descriptions=_scope_descriptions(data.get("scope_descriptions")),
     )

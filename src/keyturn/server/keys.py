@@ -12,6 +12,11 @@ variable holding it) the setting is AES-256-GCM ciphertext, decrypted in memory 
 reads the database or Redis without the variable gets no private key. Without one, the private
 keys are stored as plain JWK JSON, protected only by the database file's 0600 mode or by Redis'
 access control.
+
+Each key is of the type the configuration's ``signing_alg`` asks for: an RSA 2048 key for RS256
+(the default), a P-256 key for ES256. Changing ``signing_alg`` is a rotation: at the next read
+of the ring a key of the new type signs, and the old one stays published (with its own ``alg``)
+until every token it signed has expired.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ REFRESH_SECONDS: Final = 30.0
 #: have rotated), but at most this often: made-up kids cannot turn every request into a read.
 UNKNOWN_KID_REFRESH_SECONDS: Final = 1.0
 RSA_BITS: Final = 2048
+#: A private key of the ring, of one of the types of ``config.SIGNING_ALGS``.
+PrivateJWK = jwk.RSAKey | jwk.ECKey
 
 
 def parse_kek(text: str, variable: str) -> bytes:
@@ -124,6 +131,9 @@ class KeyPolicy:
     kek: KeyEncryptionKey | None = None
     rotate_every: int | None = None
     retention: int = 600
+    #: What a new key signs with (``signing_alg``); a ring whose newest key is of another type
+    #: is rotated.
+    alg: str = "RS256"
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class SigningKey:
     """One key of the ring. ``retired_at`` is set once another key signs instead; ``drop_at`` is
     when every token it signed has expired. Its repr shows no key material."""
 
-    key: jwk.RSAKey
+    key: PrivateJWK
     created_at: float
     retired_at: float | None = None
     drop_at: float | None = None
@@ -140,27 +150,45 @@ class SigningKey:
     def kid(self) -> str:
         return str(self.key.kid)
 
+    @property
+    def alg(self) -> str:
+        """What this key signs with: RS256 for an RSA key, ES256 for a P-256 one."""
+        return alg_of(self.key)
+
     def __repr__(self) -> str:
-        return f"SigningKey(kid={self.kid!r}, retired_at={self.retired_at!r})"
+        return f"SigningKey(kid={self.kid!r}, alg={self.alg!r}, retired_at={self.retired_at!r})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"jwk": dict(self.key.as_dict(private=True)), "created_at": self.created_at,
                 "retired_at": self.retired_at, "drop_at": self.drop_at}
 
 
-def _new_key(now: float) -> SigningKey:
+def alg_of(key: PrivateJWK) -> str:
+    return "ES256" if isinstance(key, jwk.ECKey) else "RS256"
+
+
+def _new_key(now: float, alg: str = "RS256") -> SigningKey:
     # The kid is the RFC 7638 thumbprint, as before rotation existed.
-    return SigningKey(jwk.RSAKey.generate_key(RSA_BITS, private=True, auto_kid=True),
-                      created_at=now)
+    key: PrivateJWK
+    if alg == "ES256":
+        key = jwk.ECKey.generate_key("P-256", private=True, auto_kid=True)
+    else:
+        key = jwk.RSAKey.generate_key(RSA_BITS, private=True, auto_kid=True)
+    return SigningKey(key, created_at=now)
 
 
-def _import(data: Any) -> jwk.RSAKey:
-    key: jwk.RSAKey = jwk.RSAKey.import_key(data)
+def _import(data: Any) -> PrivateJWK:
+    kind: type[jwk.RSAKey] | type[jwk.ECKey] = jwk.RSAKey
+    if isinstance(data, dict) and data.get("kty") == "EC":
+        if data.get("crv") != "P-256":
+            raise TypeError("only P-256 EC keys sign (ES256)")
+        kind = jwk.ECKey
+    key: PrivateJWK = kind.import_key(data)
     if not key.is_private:
         raise TypeError("a public key cannot sign")
     if key.kid:
         return key
-    with_kid: jwk.RSAKey = jwk.RSAKey.import_key(data, {"kid": key.thumbprint()})
+    with_kid: PrivateJWK = kind.import_key(data, {"kid": key.thumbprint()})
     return with_kid
 
 
@@ -214,7 +242,8 @@ class KeyStore:
         return repr(self._storage)
 
     def _stored(self, now: float) -> str:
-        return self._storage.setting(SETTING, lambda: self._seal(encode_keyring([_new_key(now)])))
+        return self._storage.setting(
+            SETTING, lambda: self._seal(encode_keyring([_new_key(now, self.policy.alg)])))
 
     def _seal(self, plain: str) -> str:
         return self.policy.kek.seal(plain) if self.policy.kek is not None else plain
@@ -244,7 +273,8 @@ class KeyStore:
                 # A KEK was configured for a keyring stored before: seal it, and rotate, since
                 # whoever copied the plaintext holds the key that signs (it retires, and leaves
                 # the JWKS once its tokens have expired).
-                changed = [_new_key(now), *self._retire_and_prune(changed or keys, now)]
+                changed = [_new_key(now, self.policy.alg),
+                           *self._retire_and_prune(changed or keys, now)]
             if changed is None:
                 return keys
             if self._storage.replace_setting(SETTING, stored, self._seal(encode_keyring(changed))):
@@ -266,18 +296,20 @@ class KeyStore:
         """A new key signs from now; the others retire and stay published until their tokens
         expire. Returns the new ring, newest first."""
         moment = time.time() if now is None else now
-        fresh = _new_key(moment)
+        fresh = _new_key(moment, self.policy.alg)
         return self._change(moment, lambda keys: [fresh, *self._retire_and_prune(keys, moment)])
 
     def maintain(self, now: float | None = None) -> list[SigningKey]:
         """The ring after housekeeping: sealed if a KEK is configured, expired keys dropped, and
-        rotated if the schedule says the signing key is due."""
+        rotated if the schedule says the signing key is due or ``signing_alg`` asks for another
+        type of key."""
         moment = time.time() if now is None else now
 
         def change(keys: list[SigningKey]) -> list[SigningKey] | None:
             every = self.policy.rotate_every
-            if every is not None and keys[0].created_at + every <= moment:
-                return [_new_key(moment), *self._retire_and_prune(keys, moment)]
+            due = every is not None and keys[0].created_at + every <= moment
+            if due or keys[0].alg != self.policy.alg:
+                return [_new_key(moment, self.policy.alg), *self._retire_and_prune(keys, moment)]
             kept = [key for key in keys if key.drop_at is None or key.drop_at > moment]
             return kept if len(kept) != len(keys) else None
 
@@ -321,8 +353,12 @@ class Keyring:
         with self._lock:
             self._keys, self._read_at = keys, now
 
+    def refresh_due(self) -> bool:
+        """Whether the next use re-reads the ring (which waits on the storage)."""
+        return self._clock() - self._read_at >= REFRESH_SECONDS
+
     def keys(self) -> list[SigningKey]:
-        if self._clock() - self._read_at >= REFRESH_SECONDS:
+        if self.refresh_due():
             self.refresh()
         return self._keys
 
@@ -344,10 +380,15 @@ class Keyring:
     def current(self) -> SigningKey:
         return self.keys()[0]
 
-    def verification_keys(self) -> jwk.KeySet:
+    def published(self, *, refresh: bool = True) -> list[SigningKey]:
+        """The keys that verify (and the JWKS lists): every key of the ring not yet dropped.
+        ``refresh=False``: as last read, even when a re-read is due (no wait on the storage)."""
         now = self._clock()
-        return jwk.KeySet([key.key for key in self.keys()
-                           if key.drop_at is None or key.drop_at > now])
+        keys = self.keys() if refresh else self._keys
+        return [key for key in keys if key.drop_at is None or key.drop_at > now]
+
+    def verification_keys(self) -> jwk.KeySet:
+        return jwk.KeySet([key.key for key in self.published()])
 
 
 def policy_for(config: ServerConfig) -> KeyPolicy:
@@ -359,4 +400,5 @@ def policy_for(config: ServerConfig) -> KeyPolicy:
         rotate_every=config.rotate_keys_every,
         # Every token a key signed has expired this long after it stopped signing.
         retention=max(config.lifetimes.access_token, config.lifetimes.id_token),
+        alg=config.signing_alg,
     )

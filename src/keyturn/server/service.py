@@ -10,6 +10,7 @@ counters). What is left here is small: discovery, revocation, introspection and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from .ratelimit import StoredSecretAttempts
 from .reply import NO_STORE, Reply
 from .storage.base import ServerStorage
 from .token_endpoint import TokenEndpoint
-from .tokens import ALG, Signer
+from .tokens import Signer
 from .verification import CodeLookup, Verification
 
 __all__ = ["AuthorizationServer", "CodeLookup", "Reply"]
@@ -45,6 +46,7 @@ class AuthorizationServer:
         self.grants = TokenEndpoint(config, storage, signer, self.issuer)
         self.verification = Verification(storage, config.rate_limits, config.user_codes)
         self.pending_grants = PendingGrantLimit(config, storage)
+        self._metadata_json: tuple[tuple[str, ...], bytes] | None = None
         #: The counters of /metrics (:mod:`.metrics`), kept whether or not /metrics is served.
         self.metrics = Metrics()
         self.verification.metrics = self.metrics
@@ -78,10 +80,19 @@ class AuthorizationServer:
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
                                                               "client_secret_post"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": [ALG],
+            # The signing key's alg first (signing_alg), then those of keys still published.
+            "id_token_signing_alg_values_supported": self.signer.algs(),
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "name", "email"],
             "service_documentation": f"{base}/device",
         }
+
+    def metadata_json(self) -> bytes:
+        """:meth:`metadata` as the bytes the discovery endpoints send: encoded once (again only
+        when the published algorithms change), not per request."""
+        algs = tuple(self.signer.algs())
+        if self._metadata_json is None or self._metadata_json[0] != algs:
+            self._metadata_json = (algs, json.dumps(self.metadata()).encode())
+        return self._metadata_json[1]
 
     def jwks(self) -> dict[str, Any]:
         return self.signer.jwks()

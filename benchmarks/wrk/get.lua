@@ -1,0 +1,2 @@
+-- GET the URL given to wrk (discovery): every answer counted (common.lua).
+dofile(os.getenv("WRK_DIR") .. "/common.lua")
