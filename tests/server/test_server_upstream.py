@@ -73,9 +73,14 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    work = tmp_path_factory.mktemp("upstream")
+    yield from running_setup(tmp_path_factory.mktemp("upstream"))
+
+
+def running_setup(work: Path, host: str = "127.0.0.1") -> Iterator[Setup]:
+    """The upstream and keyturn (on ``host``: "localhost" puts it on another site than the
+    upstream's 127.0.0.1, as a real provider is), until the generator is closed."""
     port = free_port()
-    callback = f"http://127.0.0.1:{port}/device/callback"
+    callback = f"http://{host}:{port}/device/callback"
     code_client = {"grant_types": ["authorization_code"], "response_types": ["code"],
                    "redirect_uris": [callback]}
     gateway = make_client("keyturn-gw", "client_secret_basic", **code_client)
@@ -88,7 +93,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         path.chmod(0o600)
     tables = upstream_tables(provider, secret_file, key_file)
     config = replace(make_config(), upstreams=parse_config({"upstreams": tables}).upstreams)
-    keyturn = ServerThread(config, data_dir=work / "keyturn", port=port)
+    keyturn = ServerThread(config, data_dir=work / "keyturn", host=host, port=port)
     try:
         yield Setup(provider, keyturn, tables)
     finally:

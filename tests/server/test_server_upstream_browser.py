@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from keyturn import DeviceCode, MemoryStore
 from keyturn.token import Token
-from tests.server.test_server_upstream import Setup, claims_of
-from tests.server.test_server_upstream import setup as setup
+from tests.server.test_server_upstream import Setup, claims_of, running_setup
 from tests.support.browserfixture import JOB_TIMEOUT, BrowserThread
 from tests.support.browserfixture import chromium as chromium
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """keyturn on http://localhost, the upstream on http://127.0.0.1: two sites, as a real
+    provider is, so the browser sends no SameSite=Strict cookie on the way back from it."""
+    yield from running_setup(tmp_path_factory.mktemp("upstream-browser"), host="localhost")
 
 
 def sign_in_through_the_upstream(browser: Any, url: str, issuer: str) -> dict[str, Any]:
@@ -71,6 +79,7 @@ def test_a_device_login_through_the_upstream_in_chromium(setup: Setup,
     client.join(JOB_TIMEOUT)
     token = got["token"]
     assert isinstance(token, Token), token
+    assert issuer.startswith("http://localhost:")
     assert "alice" in seen["consent"] and "Approve" in seen["consent"]
     assert "approved" in seen["result"].lower()
     # The browser went to keyturn and to the upstream, nowhere else.
