@@ -11,6 +11,8 @@ One provider for the module, stopped by the last test.
 
 from __future__ import annotations
 
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -187,4 +189,62 @@ def test_an_upstream_that_is_down_gets_a_clear_page_and_approves_nothing(
         assert pending(keyturn.issuer, started["device_code"])
     finally:
         person.close()
+        keyturn.stop()
+
+
+class StuckUpstream:
+    """A TCP port that accepts and never answers (an upstream that hangs), counting
+    connections; :meth:`close` drops them all, so whoever waits gets an error at once."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.arrived = threading.Semaphore(0)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+            self.arrived.release()
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_people_pressing_while_the_upstream_hangs_do_not_wait_in_line(tmp_path: Path) -> None:
+    """Three presses at once against an upstream that never answers: all three discovery
+    requests are out together (none waits for another's timeout); when the upstream drops them,
+    each person gets the clear page."""
+    stuck = StuckUpstream()
+    tables = {"slow": {"issuer": f"http://127.0.0.1:{stuck.port}", "client_id": "c",
+                       "client_secret": "s", "display_name": "Slow IdP", "allow_all": True}}
+    config = replace(make_config(), upstreams=parse_config({"upstreams": tables}).upstreams)
+    keyturn = ServerThread(config, data_dir=tmp_path / "keyturn")
+    people = [Person(keyturn.issuer) for _ in range(3)]
+    answers: list[int] = []
+    try:
+        codes = [start_device(keyturn.issuer)["user_code"] for _ in people]
+        pressing = [threading.Thread(target=lambda p=p, c=c: answers.append(
+            p.press("slow", c).status_code)) for p, c in zip(people, codes, strict=True)]
+        for thread in pressing:
+            thread.start()
+        # Bounded by the 10 s an upstream request may take: were the presses in line, only the
+        # first would be connected before then.
+        assert all(stuck.arrived.acquire(timeout=8) for _ in people)
+        stuck.close()
+        for thread in pressing:
+            thread.join(timeout=30)
+        assert answers == [502, 502, 502]
+    finally:
+        stuck.close()
+        for person in people:
+            person.close()
         keyturn.stop()

@@ -13,7 +13,6 @@ not be reached or answered nonsense (:class:`UpstreamUnavailable`), or it refuse
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -66,26 +65,27 @@ class UpstreamClient:
                                        auth_method=upstream.auth_method)
         self._keys = KeySetCache()
         self._metadata: tuple[float, ServerMetadata] | None = None
-        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"UpstreamClient({self.upstream.name!r}, issuer={self.upstream.issuer!r})"
 
     async def metadata(self) -> ServerMetadata:
-        """The upstream's discovery document, read at most every :data:`METADATA_SECONDS`."""
-        async with self._lock:
-            held = self._metadata
-            if held is not None and time.monotonic() - held[0] < METADATA_SECONDS:
-                return held[1]
-            try:
-                metadata = await self._transport.arun(discover(self.upstream.issuer))
-            except KeyturnError as exc:
-                self._unavailable("discovery", exc)
-            if not metadata.authorization_endpoint or not metadata.token_endpoint:
-                raise UpstreamUnavailable(f"{self.upstream.name}: its discovery document names no "
-                                          "authorization_endpoint or token_endpoint")
-            self._metadata = (time.monotonic(), metadata)
-            return metadata
+        """The upstream's discovery document, read at most every :data:`METADATA_SECONDS`.
+
+        No lock around the read: with the upstream stuck, people pressing at once would wait in
+        line, each for the ones before; a cold cache read twice at once costs only a request."""
+        held = self._metadata
+        if held is not None and time.monotonic() - held[0] < METADATA_SECONDS:
+            return held[1]
+        try:
+            metadata = await self._transport.arun(discover(self.upstream.issuer))
+        except KeyturnError as exc:
+            self._unavailable("discovery", exc)
+        if not metadata.authorization_endpoint or not metadata.token_endpoint:
+            raise UpstreamUnavailable(f"{self.upstream.name}: its discovery document names no "
+                                      "authorization_endpoint or token_endpoint")
+        self._metadata = (time.monotonic(), metadata)
+        return metadata
 
     def forget_metadata(self) -> None:
         """Read discovery again next time (the upstream failed: it may have moved)."""
