@@ -11,11 +11,12 @@ access tokens). Revoking it ends it on every replica at once: its refresh token 
 only checks an access token's signature accepts it until it expires (``lifetimes.access_token``).
 
 Plain functions returning an exit code (as :mod:`.server_commands`); :mod:`.serve_admin` maps
-the click options onto them.
+the click options onto them, :func:`add_parser` the ``python -m keyturn.server admin`` ones.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ from .timefmt import when
 if TYPE_CHECKING:
     from ..server.storage.base import Login, ServerStorage
 
-__all__ = ["clients_command", "logins_command", "revoke_command"]
+__all__ = ["add_parser", "clients_command", "logins_command", "revoke_command", "run"]
 
 
 def _fail(command: str, message: str, code: int = CONFIG) -> int:
@@ -151,3 +152,37 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     for row in rows:
         print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)),
                          row[-1]]))
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+               redis_help: str) -> None:
+    """``python -m keyturn.server admin ...``: the same commands for a site that installed the
+    server extra without the CLI extra (click)."""
+    admin = commands.add_parser("admin", help="a server's users' logins and its clients")
+    which = admin.add_subparsers(dest="admin_command", required=True)
+    logins = which.add_parser("logins", help="a user's live logins (never a token)")
+    logins.add_argument("user")
+    revoke = which.add_parser("revoke", help="end logins of a user, on every replica")
+    revoke.add_argument("user")
+    revoke.add_argument("login_ids", nargs="*", metavar="LOGIN")
+    revoke.add_argument("--all", dest="all_logins", action="store_true",
+                        help="every live login of the user")
+    for sub in (logins, revoke):
+        sub.add_argument("--config", help="the server's configuration file")
+        sub.add_argument("--data-dir")
+        sub.add_argument("--redis", metavar="URL", help=redis_help)
+    clients = which.add_parser("clients", help="the configured clients")
+    clients.add_argument("--config", help="the server's configuration file")
+    for sub in (logins, clients):
+        sub.add_argument("--json", dest="as_json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command :func:`add_parser` parsed."""
+    if args.admin_command == "logins":
+        return logins_command(args.user, config=args.config, data_dir=args.data_dir,
+                              redis=args.redis, as_json=args.as_json)
+    if args.admin_command == "revoke":
+        return revoke_command(args.user, args.login_ids, all_logins=args.all_logins,
+                              config=args.config, data_dir=args.data_dir, redis=args.redis)
+    return clients_command(config=args.config, as_json=args.as_json)
