@@ -28,6 +28,7 @@ def serve_command(
     *, config: str | None = None, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
     cert: str | None = None, key: str | None = None, forwarded_allow_ips: str | None = None,
     path: str = "", redis: str | None = None, log_format: LogFormat | None = None,
+    workers: int = 1,
 ) -> int:
     """``keyturn serve``: runs until interrupted; the first stdout line is the issuer URL."""
     from ..server.runner import serve
@@ -35,7 +36,7 @@ def serve_command(
     try:
         serve(config, host, port, data_dir=data_dir, cert=cert, key=key,
               forwarded_allow_ips=forwarded_allow_ips, path=path, redis_url=redis,
-              log_format=log_format)
+              log_format=log_format, workers=workers)
     except KeyturnError as exc:
         print(f"keyturn serve: {' '.join(str(exc).split())}", file=sys.stderr)
         return CONFIG
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis_help = ("keep all state in Redis (several replicas); argv is public in `ps`: prefer "
                   "KEYTURN_REDIS_URL or the configuration's redis_url_env / redis_url_file")
     serve.add_argument("--redis", metavar="URL", help=redis_help)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the socket and the storage (default 1)")
     serve.add_argument("--log-format", choices=["text", "json"],
                        help="logs on stderr as text or JSON lines (default: the configuration's)")
     rotate = commands.add_parser("rotate-keys", help="a new signing key signs from now on")
@@ -136,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(config=args.config, host=args.host, port=args.port,
                              data_dir=args.data_dir, cert=args.cert, key=args.key,
                              forwarded_allow_ips=args.forwarded_allow_ips, path=args.path,
-                             redis=args.redis, log_format=args.log_format)
+                             redis=args.redis, log_format=args.log_format,
+                             workers=args.workers)
     if args.command == "rotate-keys":
         return rotate_keys_command(config=args.config, data_dir=args.data_dir, redis=args.redis)
     if args.command == "demo":
