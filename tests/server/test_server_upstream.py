@@ -404,6 +404,21 @@ def test_an_upstream_token_endpoint_that_fails_or_answers_garbage_gets_a_clear_p
     assert pending(setup.keyturn.issuer, started["device_code"])
 
 
+def test_a_forged_error_cannot_write_lines_into_the_log(setup: Setup, person: Person,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="keyturn.server.upstreams")
+    started = start_device(setup.keyturn.issuer)
+    state = parse_qs(urlsplit(person.start("campus", started["user_code"])).query)["state"][0]
+    forged = "access_denied\n2026-12-02 INFO keyturn approved everything<b>"
+    answer = person.back(f"{setup.keyturn.issuer}/device/callback?" + urlencode(
+        {"error": forged, "state": state, "iss": setup.provider.issuer}))
+    assert answer.status_code == 403 and "<b>approved" not in answer.text
+    lines = [r.getMessage() for r in caplog.records if "authorization error" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\n" in lines[0]
+
+
 def test_a_stale_state_is_refused(setup: Setup, person: Person) -> None:
     """A login kept past five minutes (fault injection: written into the real storage with an
     old created_at, as a slow person would leave it) is refused even if the storage still has it."""

@@ -28,7 +28,7 @@ from ...secret import Secret
 from ...transport import HttpSettings, RetryPolicy, Transport
 from .config import UpstreamConfig
 
-__all__ = ["UpstreamClient", "UpstreamRefused", "UpstreamUnavailable"]
+__all__ = ["UpstreamClient", "UpstreamRefused", "UpstreamUnavailable", "quoted"]
 
 log = logging.getLogger("keyturn.server.upstreams")
 
@@ -41,6 +41,12 @@ TIMEOUT: Final = 10.0
 #: Errors that say the upstream is down, not that it refuses (RFC 6749 §4.1.2.1's
 #: "temporarily_unavailable", "server_error"): the person should try again later.
 _OUTAGES: Final = frozenset({"temporarily_unavailable", "server_error"})
+
+
+def quoted(what: object) -> str:
+    """Text from the upstream (or from whoever forged a callback) as a log shows it: quoted
+    (repr: a newline cannot start a forged line) and cut short."""
+    return repr(str(what)[:300])
 
 
 class UpstreamUnavailable(Exception):
@@ -94,7 +100,7 @@ class UpstreamClient:
     def _unavailable(self, step: str, exc: KeyturnError) -> NoReturn:
         # The class and the message of keyturn's own errors name URLs, never a secret.
         log.warning("upstream %s: %s failed: %s: %s", self.upstream.name, step,
-                    exc.__class__.__name__, exc)
+                    exc.__class__.__name__, quoted(exc))
         self.forget_metadata()
         raise UpstreamUnavailable(f"{self.upstream.name}: {step} failed") from None
 
@@ -112,8 +118,8 @@ class UpstreamClient:
                 self._unavailable("the token request", exc)
             # RFC 6749 §5.2: invalid_grant for a code that is "invalid, expired, revoked, does not
             # match the redirection URI ..., or was issued to another client".
-            log.warning("upstream %s refused the code: %s", self.upstream.name, exc.error)
-            raise UpstreamRefused(f"{self.upstream.name} refused the sign-in ({exc.error})") \
+            log.warning("upstream %s refused the code: %s", self.upstream.name, quoted(exc.error))
+            raise UpstreamRefused(f"{self.upstream.name} refused the sign-in") \
                 from None
         except KeyturnError as exc:
             self._unavailable("the token request", exc)
@@ -126,7 +132,8 @@ class UpstreamClient:
                 now=time.time(), nonce=request.nonce, keys=self._keys,
                 access_token=token.access_token))
         except InvalidIdToken as exc:
-            log.warning("upstream %s: its id_token was refused: %s", self.upstream.name, exc)
+            log.warning("upstream %s: its id_token was refused: %s", self.upstream.name,
+                        quoted(exc))
             raise UpstreamRefused(f"{self.upstream.name}: its id_token did not pass the "
                                   "checks") from None
         except KeyturnError as exc:
@@ -148,7 +155,7 @@ class UpstreamClient:
                 endpoint=metadata.userinfo_endpoint, access_token=Secret.wrap(access_token),
                 expected_sub=str(claims["sub"])))
         except InvalidIdToken as exc:
-            log.warning("upstream %s: userinfo refused: %s", self.upstream.name, exc)
+            log.warning("upstream %s: userinfo refused: %s", self.upstream.name, quoted(exc))
             raise UpstreamRefused(f"{self.upstream.name}: its userinfo did not match the "
                                   "id_token") from None
         except (OAuthError, TransportError, KeyturnError) as exc:

@@ -33,7 +33,7 @@ from ...secret import Secret
 from ..device_flow import DeviceStatus
 from ..pages import CSRF_COOKIE, PAGE_HEADERS, DevicePages, SignInOption
 from ..service import AuthorizationServer
-from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable
+from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
 from .config import UpstreamConfig
 from .flow import LOGIN_LIFETIME, PendingLogin, admitted, begin, login_key, map_user, resume
 
@@ -108,8 +108,8 @@ class UpstreamRoutes:
                  ) -> Response:
         """The code form with ``message``: nothing was approved."""
         known = request.cookies.get(CSRF_COOKIE)
-        return self.pages.code_form(known or secrets.token_urlsafe(24), user_code, message,
-                                    status=status, new_cookie=known is None)
+        return self.pages.code_form(known or secrets.token_urlsafe(24), user_code=user_code,
+                                    message=message, status=status, new_cookie=known is None)
 
     def _unreachable(self, request: Request, upstream: UpstreamConfig, user_code: str = ""
                      ) -> Response:
@@ -129,16 +129,16 @@ class UpstreamRoutes:
         csrf = str(form["csrf"])
         typed = str(form.get("user_code", ""))[:40]
         if upstream is None:
-            return self.pages.code_form(csrf, typed, "That way of signing in is not offered "
-                                        "here.", status=404)
+            return self.pages.code_form(csrf, user_code=typed, message="That way of signing in "
+                                        "is not offered here.", status=404)
         now = time.time()
         lookup = await run_in_threadpool(self.server.lookup_user_code, typed, address, now)
         if lookup.limited:
             return self.pages.code_form(csrf, message="Too many wrong codes: wait a few minutes "
                                         "and try again.", status=429)
         if lookup.grant is None:
-            return self.pages.code_form(csrf, typed, "That code is not valid (or has expired). "
-                                        "Check it on your device.", status=400)
+            return self.pages.code_form(csrf, user_code=typed, message="That code is not valid "
+                                        "(or has expired). Check it on your device.", status=400)
         # A right code is given back at once: no password is guessed with it here (the person
         # signs in at the upstream, which limits its own guesses).
         await run_in_threadpool(self.server.signed_in, address, now)
@@ -216,14 +216,15 @@ class UpstreamRoutes:
             code = Secret.wrap(authorization.parse_response(query))
         except OAuthError as exc:
             # RFC 6749 §4.1.2.1: the person (or the upstream) refused, e.g. access_denied.
-            log.info("upstream %s: authorization error %s", upstream.name, exc.error)
+            log.info("upstream %s: authorization error %s", upstream.name, quoted(exc.error))
             self._count(upstream.name, "refused")
             return self._refused(request, f"{upstream.display_name} did not sign you in "
-                                 f"({exc.error}).", 403, code_shown)
+                                 f"({exc.error[:40]}).", 403, code_shown)
         except InvalidResponse as exc:
             # A wrong or missing iss (RFC 9207 §2.4: "clients MUST reject the authorization
             # response"), a repeated parameter, neither code nor error.
-            log.warning("upstream %s: authorization response refused: %s", upstream.name, exc)
+            log.warning("upstream %s: authorization response refused: %s", upstream.name,
+                        quoted(exc))
             self._count(upstream.name, "forged")
             return self._refused(request, f"The answer from {upstream.display_name} was refused "
                                  "(it did not come from the provider this sign-in went to).",
