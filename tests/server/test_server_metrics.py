@@ -6,9 +6,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -216,3 +221,46 @@ def test_processes_sharing_a_directory_add_up() -> None:
     with shared_directory(enabled=False) as nothing:  # /metrics off: no directory at all
         assert nothing is None and SHARED_DIR_ENV not in os.environ
     assert "keyturn_metrics_processes 1" in Metrics().render()  # one process, not shared
+
+
+def test_workers_are_counted_together(tmp_path) -> None:
+    """``--workers 2``: a scrape reaches one worker, and answers for both."""
+    config = tmp_path / "server.toml"
+    config.write_text('[metrics]\nenabled = true\ntoken_env = "TEST_METRICS_TOKEN"\n'
+                      '[clients.demo]\ngrants = ["device_code"]\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TEST_METRICS_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyturn.server", "serve", "--config", str(config), "--data-dir",
+         str(tmp_path / "data"), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        issuer = process.stdout.readline().strip()
+        requests = 40
+        for _ in range(requests):  # a new connection each: the kernel gives them to either worker
+            assert httpx.get(f"{issuer}/health").status_code == 200
+        seen: dict = {}
+        for _ in range(100):  # each worker writes its counts every FLUSH_SECONDS: up to 20 s
+            response = httpx.get(f"{issuer}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200
+            seen = {(s.name, frozenset(s.labels.items())): s.value
+                    for f in text_string_to_metric_families(response.text) for s in f.samples}
+            health = value(seen, "keyturn_requests_total", route="/health", method="GET",
+                           status="200")
+            if value(seen, "keyturn_metrics_processes") == 2 and health == requests:
+                break
+            time.sleep(0.2)
+        assert value(seen, "keyturn_metrics_processes") == 2
+        assert value(seen, "keyturn_requests_total", route="/health", method="GET",
+                     status="200") == requests
+        # The workers' files, named by their pids, in a private directory.
+        workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(workers) == 2
+        directory = next(tmp for tmp in Path(tempfile.gettempdir()).glob("keyturn-metrics-*")
+                         if {p.name for p in tmp.iterdir()} == {f"{w}.json" for w in workers})
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in directory.iterdir())
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert not directory.exists()  # removed with the server

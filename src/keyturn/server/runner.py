@@ -23,6 +23,7 @@ from .app import AccessLog, create_app
 from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
 from .keys import KeyStore, SigningKey, policy_for, unreadable
 from .logformat import LogFormat, logging_config
+from .metrics import shared_directory
 from .passwords import Authenticator
 from .storage.base import ServerStorage
 from .storage.sqlite import SQLiteStorage
@@ -243,7 +244,9 @@ def serve(
                 finally:
                     own.close()
 
-            run_workers(workers, worker)
+            # /metrics answers for every worker: they add their counts up in one directory.
+            with shared_directory(settings.metrics.enabled):
+                run_workers(workers, worker)
     finally:
         sock.close()
         storage.close()
