@@ -59,7 +59,7 @@ def upstream_tables(provider: Provider, secret_file: Path, key_file: Path) -> di
             "issuer": provider.issuer, "client_id": "keyturn-jwt",
             "private_key_file": str(key_file), "display_name": "Campus (key)",
             "subject_claim": "email", "subject_prefix": "key:", "copy_claims": ["email"],
-            "allow_all": True,
+            "allow_all": True, "prompt": "login",
         },
     }
 
@@ -194,6 +194,7 @@ def test_a_person_signs_in_at_the_upstream_and_the_device_gets_tokens_with_their
     assert len(query["state"][0]) >= 43 and len(query["nonce"][0]) >= 43
     assert query["redirect_uri"] == [f"{issuer}/device/callback"]
     assert query["scope"] == ["openid profile email"]
+    assert "prompt" not in query  # none configured
     callback = complete_authorization(setup.provider, to_upstream, login="alice")
     assert callback.startswith(f"{issuer}/device/callback?") and "iss=" in callback
     assert pending(issuer, started["device_code"])  # signing in upstream approves nothing yet
@@ -236,8 +237,9 @@ def test_a_private_key_jwt_upstream_maps_the_email_to_the_subject(setup: Setup,
                                                                   person: Person) -> None:
     issuer = setup.keyturn.issuer
     started = start_device(issuer, scope="openid email")
-    callback = complete_authorization(setup.provider, person.start("keyed", started["user_code"]),
-                                      login="bob")
+    to_upstream = person.start("keyed", started["user_code"])
+    assert parse_qs(urlsplit(to_upstream).query)["prompt"] == ["login"]
+    callback = complete_authorization(setup.provider, to_upstream, login="bob")
     consent = person.back(callback)
     assert shows_consent_for(consent, "key:bob@example.test")
     person.decide(consent)
@@ -466,6 +468,7 @@ def test_an_upstream_without_an_allow_list_is_a_configuration_error(setup: Setup
     ({"allow": [{"claim": "email", "ends_with": "@x", "equals": "y"}]}, "exactly one of equals"),
     ({"auth_method": "private_key_jwt"}, "does not fit"),
     ({"subject_prefix": "a b"}, "subject_prefix must be a string without spaces"),
+    ({"prompt": "none"}, "prompt must be made of consent, login, select_account"),
 ])
 def test_upstream_configuration_mistakes_are_named(setup: Setup, change: dict[str, Any],
                                                    message: str) -> None:

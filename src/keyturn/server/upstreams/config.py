@@ -12,6 +12,7 @@
     scope = "openid profile email"                      # the default
     subject_claim = "preferred_username"                # the local sub (default "sub")
     subject_prefix = "campus:"                          # optional: keeps these subs apart
+    prompt = "login"                                    # optional: sign in again at every press
     copy_claims = ["name", "email"]                     # into the local id_token / userinfo
     allow = [{claim = "email", ends_with = "@example.org"},
              {claim = "groups", contains = "hpc-users"}]
@@ -50,7 +51,7 @@ AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key
 _KEYS: Final = frozenset({
     "issuer", "client_id", "client_secret", "client_secret_env", "client_secret_file",
     "private_key_file", "auth_method", "scope", "display_name", "subject_claim", "subject_prefix",
-    "copy_claims",
+    "copy_claims", "prompt",
     "allow", "allow_all"})
 _CREDENTIALS: Final = ("client_secret", "client_secret_env", "client_secret_file",
                        "private_key_file")
@@ -92,6 +93,9 @@ class UpstreamConfig:
     copy_claims: tuple[str, ...] = ()
     allow: tuple[AllowRule, ...] = ()
     allow_all: bool = False
+    #: OIDC Core §3.1.2.1 ``prompt`` (``login``: the person authenticates again even with a
+    #: session at the upstream, so that approving a device is never one click away); None: none.
+    prompt: str | None = None
 
 
 def holds_inline_secret(data: Mapping[str, Any]) -> bool:
@@ -163,8 +167,21 @@ def _upstream(name: str, table: Any) -> UpstreamConfig:
         subject_claim=_string(table, "subject_claim", where, default="sub"),
         subject_prefix=_prefix(table.get("subject_prefix", ""), where),
         copy_claims=_words(table.get("copy_claims", []), f"{where} copy_claims", empty=True),
-        allow=rules, allow_all=allow_all,
+        allow=rules, allow_all=allow_all, prompt=_prompt(table.get("prompt"), where),
     )
+
+
+#: OIDC Core §3.1.2.1: "Space-delimited, case-sensitive list of ASCII string values"; "none"
+#: is left out: it can only end in an error when the person has no session there.
+_PROMPTS: Final = frozenset({"login", "consent", "select_account"})
+
+
+def _prompt(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.split() or not set(value.split()) <= _PROMPTS:
+        raise ConfigError(f"{where} prompt must be made of {', '.join(sorted(_PROMPTS))}")
+    return value
 
 
 def _prefix(value: Any, where: str) -> str:

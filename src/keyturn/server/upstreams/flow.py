@@ -93,6 +93,7 @@ def _request(upstream: UpstreamConfig, metadata: ServerMetadata, redirect_uri: s
     return AuthorizationRequest(
         authorization_endpoint=metadata.authorization_endpoint, client_id=upstream.client_id,
         redirect_uri=redirect_uri, scope=upstream.scope, state=state, pkce=pkce, nonce=nonce,
+        prompt=upstream.prompt,
         # RFC 9207 §2.4: the iss of the response is compared "to the issuer identifier of the
         # authorization server where the authorization request was sent to".
         issuer=metadata.issuer, require_iss=iss_required(metadata),
@@ -104,7 +105,7 @@ def begin(upstream: UpstreamConfig, metadata: ServerMetadata, redirect_uri: str,
     """A new login: the request to send the browser to, what to keep, and the browser cookie."""
     fresh = AuthorizationRequest.create(
         authorization_endpoint=metadata.authorization_endpoint or "", client_id=upstream.client_id,
-        redirect_uri=redirect_uri, scope=upstream.scope, prompt="",
+        redirect_uri=redirect_uri, scope=upstream.scope, prompt=upstream.prompt or "",
     )
     assert fresh.nonce is not None  # the scope holds openid (config.py)
     request = _request(upstream, metadata, redirect_uri, state=fresh.state, nonce=fresh.nonce,
