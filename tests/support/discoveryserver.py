@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.support import SERVE_POLL
+
 __all__ = ["DiscoveryServer", "Request", "discovery_server"]
 
 
@@ -100,7 +102,8 @@ class DiscoveryServer:
         self._server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.issuer = self.base + self.path
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": SERVE_POLL}, daemon=True)
 
     # -- the three discovery locations of an issuer with a path ----------------------------------
 

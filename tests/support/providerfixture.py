@@ -223,6 +223,10 @@ def default_clients() -> list[dict[str, Any]]:
             grant_types=["authorization_code", rt, DEVICE_CODE_GRANT],
             access_token_ttl=3,
         ),
+        # Rotates like "public" (a public client's refresh token, on every use) with the default
+        # one-hour access tokens: for sharing one rotating refresh token among late-comers, where
+        # a 3 s token is refreshed again by whoever adopts it after half its life (refresh_margin).
+        make_client("public-hour", "none", grant_types=["authorization_code", rt]),
         make_client("confidential-device", "client_secret_basic", grant_types=[cc, DEVICE_CODE_GRANT, rt]),
     ]
 

@@ -7,14 +7,17 @@ Slack) cannot be reached from here; their documentation shows what they answer. 
 every request so a test can check what keyturn sent.
 
 A script maps ``(method, path)`` to a list of :class:`Reply`; each request takes the next one and
-the last one repeats (a device login: pending, pending, then the token). The one change made to a
-replayed body is :meth:`ReplayServer.body`'s ``origin=``: a discovery document names the
+the last one repeats (a device login: pending, pending, then the token). The changes made to a
+replayed body are :meth:`ReplayServer.body`'s ``origin=``: a discovery document names the
 provider's own URLs, and they are rewritten to this server's (``https://login.microsoftonline.com``
-becomes ``http://127.0.0.1:PORT``), byte for byte otherwise.
+becomes ``http://127.0.0.1:PORT``), and ``interval=``: a device answer's ``"interval": 5`` made
+shorter, for the tests that are not about the interval (a real login waits 5 s per poll, which the
+client honours for real: the suite would wait it too); byte for byte otherwise.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,10 +26,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support import SERVE_POLL
+
 REPLAYS = Path(__file__).resolve().parent.parent / "integration" / "replays"
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+
+#: A JSON ``"interval": N`` member (RFC 8628 §3.2), its value in the second group.
+_INTERVAL = re.compile(rb'("interval"\s*:\s*)(\d+)')
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class ReplayServer:
         host, port = self._httpd.server_address[:2]
         self.url = f"http://{host!s}:{port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="replay-server",
-                                        daemon=True)
+                                        kwargs={"poll_interval": SERVE_POLL}, daemon=True)
 
     # -- the script --------------------------------------------------------------------------------
 
@@ -76,17 +84,28 @@ class ReplayServer:
             self._script[(method.upper(), path)] = list(replies)
 
     @staticmethod
-    def body(provider: str, name: str, *, origin: str | None = None, to: str = "") -> bytes:
+    def body(provider: str, name: str, *, origin: str | None = None, to: str = "",
+             interval: int | None = None) -> bytes:
         """The bytes of ``replays/<provider>/<name>``; with ``origin``, its occurrences replaced
-        by ``to`` (the provider's URLs made this server's)."""
+        by ``to`` (the provider's URLs made this server's); with ``interval``, its one JSON
+        ``"interval"`` member's value replaced by that number (see the module's docstring)."""
         data = (REPLAYS / provider / name).read_bytes()
-        return data.replace(origin.encode(), to.encode()) if origin else data
+        if origin:
+            data = data.replace(origin.encode(), to.encode())
+        if interval is not None:
+            data, count = _INTERVAL.subn(rb"\g<1>%d" % interval, data)
+            if count != 1:
+                raise ValueError(f"replays/{provider}/{name} has {count} \"interval\" members, "
+                                 "not one: interval= cannot shorten it")
+        return data
 
     def reply(self, provider: str, name: str, status: int = 200, *, content_type: str = JSON,
-              origin: str | None = None, headers: Mapping[str, str] | None = None) -> Reply:
-        """A :class:`Reply` with the replayed file as its body (``origin`` made this server's)."""
-        return Reply(status, self.body(provider, name, origin=origin, to=self.url), content_type,
-                     dict(headers or {}))
+              origin: str | None = None, headers: Mapping[str, str] | None = None,
+              interval: int | None = None) -> Reply:
+        """A :class:`Reply` with the replayed file as its body (``origin`` made this server's,
+        ``interval`` shortened)."""
+        return Reply(status, self.body(provider, name, origin=origin, to=self.url,
+                                       interval=interval), content_type, dict(headers or {}))
 
     def requests_to(self, path: str) -> list[Recorded]:
         with self._lock:

@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests.support import SERVE_POLL
+
 
 class ResourceServer:
     def __init__(self, introspection_endpoint: str, client_id: str, client_secret: str) -> None:
@@ -64,7 +66,8 @@ class ResourceServer:
 
     @contextmanager
     def running(self) -> Iterator[ResourceServer]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread = threading.Thread(target=self._server.serve_forever,
+                                  kwargs={"poll_interval": SERVE_POLL}, daemon=True)
         thread.start()
         try:
             yield self
