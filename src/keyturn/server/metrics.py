@@ -42,7 +42,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,11 +104,11 @@ class MetricsConfig:
     token: str | None = field(default=None, repr=False)
 
 
-def metrics_config(table: Any) -> MetricsConfig:
+def metrics_config(table: Any, *, read_secret_file: Callable[[str, str], str]) -> MetricsConfig:
     """``[metrics]`` of the configuration file: ``enabled``, and one of ``token_env`` /
-    ``token_file`` (its text, a file others may not read) for the scrapes' bearer token."""
+    ``token_file`` (its text, read with ``read_secret_file(path, what)``, which refuses a file
+    others may read: :mod:`.config` passes its own, so this module does not import it back)."""
     from ..errors import ConfigError
-    from .config import _private_file
 
     if table is None:
         return MetricsConfig()
@@ -133,7 +133,7 @@ def metrics_config(table: Any) -> MetricsConfig:
         if token is None:
             raise ConfigError(f"[metrics] token_env names {table['token_env']}, which is not set")
     elif isinstance(table.get("token_file"), str):
-        token = _private_file(table["token_file"], "[metrics] token_file") or None
+        token = read_secret_file(table["token_file"], "[metrics] token_file") or None
         if token is None:
             raise ConfigError(f"[metrics] token_file {table['token_file']} is empty")
     return MetricsConfig(enabled=enabled, token=token)
