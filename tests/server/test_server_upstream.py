@@ -153,8 +153,10 @@ def claims_of(jwt: str) -> dict[str, Any]:
 
 
 def shows_consent_for(page: httpx.Response, subject: str) -> bool:
-    """The Approve/Deny step of pages.py, naming ``subject`` as the one who signs in."""
-    return (page.status_code == 200 and f"<b>{subject}</b>" in page.text
+    """The Approve/Deny step of pages.py, naming ``subject`` as the one who signs in (in bold,
+    alone or with the person's name: "Alice (alice)")."""
+    named = re.search(rf"<b>[^<]*\b{re.escape(subject)}\b[^<]*</b>", page.text)
+    return (page.status_code == 200 and named is not None
             and "name=ticket" in page.text and "value=approve" in page.text)
 
 
