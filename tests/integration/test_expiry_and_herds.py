@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import threading
 import time
 
 import pytest
 
 from keyturn import ClientCredentials, FileStore, MemoryStore
+from tests.support.processes import herd_context
 
 
 def short_source(provider, **kwargs):
@@ -100,7 +100,7 @@ def _worker(issuer, client_id, secret, path, barrier, queue):
 
 def _run_processes(provider, path, n=8) -> set[str]:
     client = provider.clients["short"]
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     barrier = context.Barrier(n)
     queue = context.Queue()
     processes = [

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
@@ -18,6 +17,7 @@ import pytest
 import redis
 
 from keyturn import ClientCredentials, RedisStore, RefreshToken, StoreError, Token
+from tests.support.processes import herd_context
 from tests.support.redisfixture import start_redis
 
 WAIT = 20.0  # bound of every polling loop (seconds)
@@ -138,7 +138,7 @@ def _count_under_lock(url, key, rounds, start, queue):
 
 
 def test_lock_excludes_other_processes(redis_url):
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     start, queue = context.Event(), context.Queue()
     processes = [context.Process(target=_count_under_lock, args=(redis_url, "k", 25, start, queue))
                  for _ in range(4)]
@@ -204,7 +204,7 @@ def test_a_dead_holders_lock_is_taken_over_after_its_lease(redis_url):
     store = RedisStore(redis_url, lease=0.6)
     lock_name = store._names("k")[0]
     client = redis.Redis.from_url(redis_url)
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     held = context.Event()
     child = context.Process(target=_hold_lock, args=(redis_url, "k", 0.6, held))
     child.start()
@@ -281,7 +281,7 @@ def _stalled_writer(url, key, held, resume, done):
 def test_a_frozen_process_cannot_overwrite_the_token_saved_while_it_was_frozen(redis_url):
     """SIGSTOP freezes the holder and its lease watchdog, as a long GC pause or a suspended VM
     would: its lease runs out, another process saves, and the thawed writer's save is refused."""
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     held, resume, done = context.Event(), context.Event(), context.Event()
     child = context.Process(target=_stalled_writer, args=(redis_url, "k", held, resume, done))
     child.start()
@@ -381,7 +381,7 @@ def test_8_processes_x_16_threads_at_expiry_make_one_request(fresh_stats, redis_
     provider = fresh_stats
     client = provider.clients["short"]  # 2 s tokens
     n, threads = 8, 16
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     barrier, queue = context.Barrier(n + 1), context.Queue()
     processes = [context.Process(target=_herd_worker, args=(
         provider.issuer, client.client_id, client.client_secret, redis_url, threads, barrier,
@@ -440,7 +440,7 @@ def _refresh_worker(issuer, refresh_token, url, barrier, queue):
 def test_processes_share_one_rotating_refresh_token_through_redis(fresh_stats, redis_url):
     provider = fresh_stats
     initial = provider.mint_refresh_token("public")
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     barrier, queue = context.Barrier(6), context.Queue()
     processes = [context.Process(target=_refresh_worker,
                                  args=(provider.issuer, initial, redis_url, barrier, queue))

@@ -3,13 +3,13 @@ whole grant when a rotated token is used again): never a spurious invalid_grant.
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 
 import pytest
 
 from keyturn import FileStore, InvalidGrant, LoginRequired, MemoryStore, RefreshToken
+from tests.support.processes import herd_context
 
 
 def refresh_source(provider, refresh_token, **kwargs):
@@ -74,7 +74,7 @@ def test_8_processes_share_one_rotating_token(fresh_stats, tmp_path):
     # last of the 8 processes, or the late one below, refreshed again (two requests, two tokens).
     client_id = "public-hour"
     initial = provider.mint_refresh_token(client_id)
-    context = multiprocessing.get_context("spawn")
+    context = herd_context()
     barrier, queue = context.Barrier(8), context.Queue()
     processes = [context.Process(target=_refresh_worker,
                                  args=(provider.issuer, client_id, initial, str(tmp_path), barrier,
