@@ -7,17 +7,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import httpx
 import pytest
+import redis
 
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
+from keyturn.server.config import Lifetimes
 from keyturn.server.passwords import hash_password
-from keyturn.server.runner import ServerThread
+from keyturn.server.runner import DATABASE_NAME, ServerThread
 from keyturn.server.storage.base import Login, RefreshRecord
 from keyturn.server.storage.memory import MemoryStorage
+from keyturn.server.storage.sqlite import SQLiteStorage
 from tests.support.clihelper import Cli
 from tests.support.serverkit import (
     ALICE_PASSWORD,
@@ -137,7 +141,8 @@ def test_list_revoke_one_then_all(running: Running, tmp_path) -> None:
     assert out.splitlines() == [f"revoked login {listed[0]['login']} of 'alice' (client cli)"]
     assert refresh(issuer, second).status_code == 400
     code, out, _ = admin(cli, running, "logins", "alice")
-    assert out.strip() == "no live logins for 'alice'"
+    # Which storage was read, said: an empty answer from the wrong one would look the same.
+    assert out.strip() == f"no live logins for 'alice' in {running.server.storage!r}"
     # Bob's login is his: untouched by alice's --all.
     assert refresh(issuer, bobs).status_code == 200
 
@@ -206,3 +211,73 @@ def test_memory_storage_lists_logins_by_family() -> None:
               signed_in_at=120, last_used_at=120, expires_at=1000)]
     assert [login.family_id for login in storage.logins("bob", 500)] == ["fe"]
     assert storage.logins("carol", 500) == []
+
+
+def test_revoke_lasts_as_long_as_the_login_without_the_config(tmp_path) -> None:
+    """With --data-dir only (no --config, so no lifetimes), a revocation is kept until the
+    login's own end (its refresh token's expiry, here 90 days), not a default 30 days: once the
+    mark is purged, the still unexpired refresh token would work again."""
+    ninety_days = 90 * 24 * 3600
+    data = tmp_path / "data"
+    config = make_config(lifetimes=Lifetimes(interval=1, refresh_token=ninety_days))
+    with ServerThread(config, data_dir=data) as server:
+        token = login(server.issuer)
+        result = Cli(tmp_path).run("serve", "admin", "revoke", "alice", "--all",
+                                   "--data-dir", str(data))
+        assert result.returncode == 0, result.stderr
+        family = result.stdout.split()[2]  # "revoked login FAMILY of 'alice' (client demo)"
+        assert refresh(server.issuer, token).status_code == 400
+    storage = SQLiteStorage(data / DATABASE_NAME)
+    try:
+        storage.purge(time.time() + ninety_days - 24 * 3600)  # day 89: the token is still valid
+        assert storage.family_revoked(family)
+        storage.purge(time.time() + ninety_days + 2 * 3600)  # and the mark does end
+        assert not storage.family_revoked(family)
+    finally:
+        storage.close()
+
+
+def test_refuses_a_storage_no_server_ran_on(tmp_path, redis_url: str) -> None:
+    """A mistyped --data-dir, a SQLite file no server ran on, an empty Redis (the server's URL
+    in an EnvironmentFile= that sudo does not pass on): exit 3 naming the storage tried and how
+    to name the server's, never "no live logins" (nor a revocation of nothing), nothing made."""
+    cli = Cli(tmp_path)
+    typo = tmp_path / "typo-dir"
+    for args in (["logins", "alice"], ["revoke", "alice", "--all"]):
+        result = cli.run("serve", "admin", *args, "--data-dir", str(typo))
+        assert result.returncode == 3, result.stdout
+        assert f"no server's storage at {str(typo / DATABASE_NAME)!r}" in result.stderr
+        assert "--config" in result.stderr and "--redis / KEYTURN_REDIS_URL" in result.stderr
+        assert "no live logins" not in result.stdout
+    assert not typo.exists()
+    empty = SQLiteStorage(tmp_path / "empty" / DATABASE_NAME)
+    empty.close()
+    result = cli.run("serve", "admin", "logins", "alice", "--data-dir", str(tmp_path / "empty"))
+    assert result.returncode == 3
+    assert f"{empty!r} holds no keyturn server's data" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "admin", "revoke", "alice",
+                             "--all", "--redis", redis_url], env=cli.env, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3
+    assert "RedisStorage(" in result.stderr and "holds no keyturn server's data" in result.stderr
+    assert "KEYTURN_REDIS_URL" in result.stderr
+
+
+def test_redis_logins_from_before_the_index(tmp_path, redis_url: str) -> None:
+    """Logins a server made before the per-user hash existed (its refresh tokens in no hash) are
+    listed and revoked: the hash is deleted here, as an older server never wrote it."""
+    with ServerThread(make_config(redis_url=redis_url), data_dir=tmp_path / "data") as server:
+        tokens = [login(server.issuer), login(server.issuer, confidential=True)]
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert client.delete("keyturn-server:logins:alice") == 1
+        finally:
+            client.close()
+        cli = Cli(tmp_path)
+        result = cli.run("serve", "admin", "logins", "alice", "--json", "--redis", redis_url)
+        assert result.returncode == 0, result.stderr
+        assert sorted(entry["client_id"] for entry in json.loads(result.stdout)) == ["cli", "demo"]
+        result = cli.run("serve", "admin", "revoke", "alice", "--all", "--redis", redis_url)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 2
+        assert [refresh(server.issuer, token).status_code for token in tokens] == [400, 400]

@@ -28,7 +28,12 @@ from .exitcodes import CONFIG, FAILED, SUCCESS
 from .timefmt import when
 
 if TYPE_CHECKING:
+    from ..server.config import ServerConfig
     from ..server.storage.base import Login, ServerStorage
+
+#: A revocation is kept this much longer than the login could last: a refresh racing with the
+#: revocation, and the replicas' clocks, may give the family a token a little later.
+REVOKE_MARGIN = 3600
 
 __all__ = ["add_parser", "clients_command", "logins_command", "revoke_command", "run"]
 
@@ -44,6 +49,40 @@ def _unreachable(command: str, storage: ServerStorage, exc: Exception) -> int:
                           f"({exc.__class__.__name__}): is it running, and the URL right?")
 
 
+def _server_storage(command: str, *, config: str | None, data_dir: str | None,
+                    redis: str | None) -> tuple[ServerConfig, ServerStorage] | int:
+    """The running server's configuration and storage, or the exit code of why not: a storage
+    that does not exist, or holds no server's data (a mistyped --data-dir, or the SQLite
+    data_dir when the server runs on the Redis of its EnvironmentFile=) is refused, never
+    listed as "no live logins"."""
+    from ..server.runner import open_server_storage, require_server_data
+
+    try:
+        settings, storage = open_server_storage(config, data_dir=data_dir, redis_url=redis,
+                                                command=f"admin {command}", existing=True)
+    except KeyturnError as exc:
+        return _fail(command, str(exc))
+    try:
+        require_server_data(storage, f"admin {command}")
+    except KeyturnError as exc:
+        storage.close()
+        return _fail(command, str(exc))
+    except Exception as exc:  # Redis down
+        code = _unreachable(command, storage, exc)
+        storage.close()
+        return code
+    return settings, storage
+
+
+def revoked_until(login: Login, now: float) -> float:
+    """How long a revocation of ``login`` is kept: as long as any token of it could be valid,
+    from the login's own figures, not a configuration's lifetime (admin may run without the
+    server's --config). Its newest refresh token expires at ``expires_at``; a refresh racing
+    with this revocation would issue one living as long again from now."""
+    lifetime = login.expires_at - login.last_used_at  # refresh tokens live this long from issue
+    return max(login.expires_at, now + lifetime) + REVOKE_MARGIN
+
+
 def _login_json(login: Login) -> dict[str, object]:
     return {"login": login.family_id, "client_id": login.client_id, "user": login.subject,
             "scope": " ".join(login.scope), "signed_in_at": int(login.signed_in_at),
@@ -53,13 +92,10 @@ def _login_json(login: Login) -> dict[str, object]:
 def logins_command(user: str, *, config: str | None = None, data_dir: str | None = None,
                    redis: str | None = None, as_json: bool = False) -> int:
     """``keyturn serve admin logins USER``: one line per live login, the most recent first."""
-    from ..server.runner import open_server_storage
-
-    try:
-        _, storage = open_server_storage(config, data_dir=data_dir, redis_url=redis,
-                                         command="admin logins")
-    except KeyturnError as exc:
-        return _fail("logins", str(exc))
+    opened = _server_storage("logins", config=config, data_dir=data_dir, redis=redis)
+    if isinstance(opened, int):
+        return opened
+    _, storage = opened
     now = time.time()
     try:
         logins = storage.logins(user, now)
@@ -73,7 +109,7 @@ def logins_command(user: str, *, config: str | None = None, data_dir: str | None
         print(json.dumps([_login_json(login) for login in logins], indent=2))
         return SUCCESS
     if not logins:
-        print(f"no live logins for {user!r}")
+        print(f"no live logins for {user!r} in {storage!r}")
         return SUCCESS
     _print_table([("LOGIN", "CLIENT", "SIGNED IN", "LAST USED", "EXPIRES", "SCOPE")] + [
         (login.family_id, login.client_id, when(login.signed_in_at, now),
@@ -87,16 +123,13 @@ def revoke_command(user: str, login_ids: Sequence[str], *, all_logins: bool = Fa
                    redis: str | None = None) -> int:
     """``keyturn serve admin revoke USER LOGIN... | --all``: each named login must be one of the
     user's live logins (a mistyped id revokes nothing, and says so)."""
-    from ..server.runner import open_server_storage
-
     if all_logins == bool(login_ids):
         return _fail("revoke", "name the logins to revoke (see `keyturn serve admin logins "
                                "USER`), or give --all, not both", FAILED)
-    try:
-        settings, storage = open_server_storage(config, data_dir=data_dir, redis_url=redis,
-                                                command="admin revoke")
-    except KeyturnError as exc:
-        return _fail("revoke", str(exc))
+    opened = _server_storage("revoke", config=config, data_dir=data_dir, redis=redis)
+    if isinstance(opened, int):
+        return opened
+    _, storage = opened
     now = time.time()
     try:
         live = {login.family_id: login for login in storage.logins(user, now)}
@@ -106,8 +139,7 @@ def revoke_command(user: str, login_ids: Sequence[str], *, all_logins: bool = Fa
                                    f"serve admin logins {user}`); nothing was revoked", FAILED)
         chosen = list(live) if all_logins else list(dict.fromkeys(login_ids))
         for family in chosen:
-            # Kept as long as any token of the family could still be valid.
-            storage.revoke_family(family, now + settings.lifetimes.refresh_token)
+            storage.revoke_family(family, revoked_until(live[family], now))
     except KeyturnError as exc:
         return _fail("revoke", str(exc), FAILED)
     except Exception as exc:
@@ -115,7 +147,7 @@ def revoke_command(user: str, login_ids: Sequence[str], *, all_logins: bool = Fa
     finally:
         storage.close()
     if not chosen:
-        print(f"no live logins for {user!r}")
+        print(f"no live logins for {user!r} in {storage!r}")
     for family in chosen:
         print(f"revoked login {family} of {user!r} (client {live[family].client_id})")
     return SUCCESS

@@ -30,7 +30,7 @@ from .storage.sqlite import SQLiteStorage
 from .workers import run_workers
 
 __all__ = ["REDIS_URL_ENV", "ServerThread", "default_data_dir", "open_server_storage",
-           "open_storage", "redis_url_for", "rotate_keys", "serve"]
+           "open_storage", "redis_url_for", "require_server_data", "rotate_keys", "serve"]
 
 log = logging.getLogger("keyturn.server")
 
@@ -61,11 +61,20 @@ def redis_url_for(settings: ServerConfig, given: str | None = None) -> str | Non
     return given or os.environ.get(REDIS_URL_ENV) or settings.redis_url
 
 
+#: How an operator's command finds the server's storage (in its "no storage there" errors).
+_POINT_AT = ("point it at the server's: --config (its configuration file, with data_dir or "
+             f"redis_url), --data-dir, or --redis / {REDIS_URL_ENV} (the Redis URL of the "
+             "server's EnvironmentFile=, which sudo does not pass on)")
+
+
 def open_server_storage(config_path: str | os.PathLike[str] | None, *,
                         data_dir: str | os.PathLike[str] | None, redis_url: str | None,
-                        command: str) -> tuple[ServerConfig, ServerStorage]:
+                        command: str, existing: bool = False) -> tuple[ServerConfig, ServerStorage]:
     """The configuration and the storage of the server that runs with them, for a ``command``
-    run beside it (``rotate-keys``, ``admin``); the caller closes the storage."""
+    run beside it (``rotate-keys``, ``admin``); the caller closes the storage. ``existing``: a
+    SQLite file that is not there is an error (a mistyped ``--data-dir`` would otherwise make
+    an empty storage, where ``admin`` finds no login and revokes nothing); see also
+    :func:`require_server_data`."""
     given_redis = redis_url or os.environ.get(REDIS_URL_ENV)
     if config_path is None and data_dir is None and not given_redis:
         # The demo `serve` keeps its keys in a temporary directory: a default here would make
@@ -75,7 +84,31 @@ def open_server_storage(config_path: str | os.PathLike[str] | None, *,
     settings = load_config(config_path) if config_path is not None else demo_config()
     if data_dir is None:
         data_dir = settings.data_dir or default_data_dir()
-    return settings, open_storage(data_dir, redis_url_for(settings, redis_url))
+    url = redis_url_for(settings, redis_url)
+    database = Path(data_dir) / DATABASE_NAME
+    if existing and not url and not database.is_file():
+        raise ConfigError(f"{command}: no server's storage at {str(database)!r} (the file does "
+                          f"not exist, nothing was made); {_POINT_AT}")
+    return settings, open_storage(data_dir, url)
+
+
+def require_server_data(storage: ServerStorage, command: str) -> None:
+    """ConfigError unless ``storage`` holds a signing keyring, which every server makes at its
+    start: an empty Redis database (or a SQLite file no server ran on) is no server's storage.
+    Nothing is written (storage errors, such as Redis being down, propagate)."""
+    from .keys import SETTING
+
+    class _Absent(Exception):
+        pass
+
+    def absent() -> str:
+        raise _Absent  # setting() calls make() before it stores anything
+
+    try:
+        storage.setting(SETTING, absent)
+    except _Absent:
+        raise ConfigError(f"{command}: {storage!r} holds no keyturn server's data (no signing "
+                          f"keyring: no server has run on it); {_POINT_AT}") from None
 
 
 def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,

@@ -15,6 +15,7 @@ when this backend is used.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -28,6 +29,7 @@ from .base import (
     ServerStorage,
     grant_from_json,
     grant_to_json,
+    live_logins,
     login_from_json,
     login_to_json,
     newest_first,
@@ -211,7 +213,32 @@ class RedisStorage(ServerStorage):
                 live.append(login)
         if gone:  # ended logins leave the hash here (it has no TTL per field)
             self._redis.hdel(key, *gone)
-        return newest_first(live)
+        # A server from before this index wrote refresh tokens into no hash: one SCAN of them
+        # finds those logins too (an operator's command, on no request's path; SCAN does not
+        # block Redis). A login in both is shown by its newest token.
+        found = {login.family_id: login for login in
+                 live_logins(self._refresh_tokens_of(subject), now, self.family_revoked)}
+        for login in live:
+            held = found.get(login.family_id)
+            if held is None or login.last_used_at > held.last_used_at:
+                found[login.family_id] = login
+        return newest_first(found.values())
+
+    def _refresh_tokens_of(self, subject: str) -> list[RefreshRecord]:
+        # SCAN's MATCH is a glob: the glob characters of the prefix are escaped.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key("rt")) + ":*"
+        records: list[RefreshRecord] = []
+        batch: list[bytes] = []
+        for name in [*self._redis.scan_iter(match=pattern, count=1000), None]:
+            if name is not None:
+                batch.append(name)
+            if batch and (name is None or len(batch) == 500):
+                for body in self._redis.mget(batch):
+                    record = refresh_from_json(body.decode()) if body else None
+                    if record is not None and record.subject == subject:
+                        records.append(record)
+                batch = []
+        return records
 
     def refresh_token(self, token_hash: str) -> RefreshRecord | None:
         body, used = self._redis.mget([self._key("rt", token_hash), self._key("rtu", token_hash)])
