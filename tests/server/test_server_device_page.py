@@ -6,12 +6,17 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from keyturn.server.config import RateLimits
-from keyturn.server.device_flow import new_device_grant
+from keyturn.protocol.grants import GRANT_DEVICE_CODE
+from keyturn.server.config import ClientConfig, RateLimits
+from keyturn.server.device_flow import LETTERS, new_device_grant
+from keyturn.server.pages import DevicePages, SignInOption
+from keyturn.server.passwords import LocalUsers, User
 from keyturn.server.runner import ServerThread
 from keyturn.server.service import AuthorizationServer
 from keyturn.server.storage.sqlite import SQLiteStorage
@@ -59,6 +64,63 @@ def test_deny(server):
     # and it cannot be approved afterwards
     again = page_approve(server.issuer, started["user_code"])
     assert again.status_code == 400
+
+
+def test_the_site_is_named_by_the_issuer_host_by_default(server: ServerThread) -> None:
+    # no site_name in the configuration: the host the address bar shows, not the issuer URL
+    page = httpx.get(f"{server.issuer}/device").text
+    assert "<title>Sign in to a device · 127.0.0.1</title>" in page
+    assert "<p class=site>127.0.0.1</p>" in page
+
+
+def test_a_wrong_code_keeps_the_user_name_not_the_password(server: ServerThread) -> None:
+    refused = page_approve(server.issuer, "BBBB-BBBB", username="alice")
+    assert refused.status_code == 400 and "not valid" in refused.text
+    assert 'id=username name=username value="alice"' in refused.text
+    assert ALICE_PASSWORD not in refused.text
+
+
+def _consent(issuer: str, user_code: str) -> str:
+    """The approval page alice gets for ``user_code`` (nothing decided)."""
+    with httpx.Client() as browser:
+        page = browser.get(f"{issuer}/device", params={"user_code": user_code})
+        csrf = re.search(r'name=csrf value="([^"]+)"', page.text)
+        assert csrf, page.text
+        consent = browser.post(f"{issuer}/device", data={
+            "csrf": csrf.group(1), "user_code": user_code, "username": "alice",
+            "password": ALICE_PASSWORD})
+    assert consent.status_code == 200, consent.text
+    return consent.text
+
+
+_STAYS = "<li>Stay signed in on that device until it goes unused for 30 days</li>"
+
+
+def test_the_page_says_the_device_stays_signed_in_when_a_refresh_token_is_issued(
+        server: ServerThread) -> None:
+    """A client allowed the refresh grant gets a refresh token without offline_access too
+    (ClientConfig.issues_refresh_tokens): the page says so, with lifetimes.refresh_token."""
+    started = start_device(server.issuer, scope="openid")
+    consent = _consent(server.issuer, started["user_code"])
+    assert _STAYS in consent and consent.count("<li>") == 2  # and "Confirm who you are"
+    assert page_approve(server.issuer, started["user_code"]).status_code == 200
+    assert "refresh_token" in poll(server.issuer, started["device_code"]).json()
+
+
+def test_no_stay_signed_in_line_when_no_refresh_token_is_issued(tmp_path: Path) -> None:
+    """A client without the refresh grant asking for offline_access gets no refresh token: the
+    page neither lists offline_access nor promises to stay signed in."""
+    base = make_config()
+    once = ClientConfig("once", "One-off tool", (GRANT_DEVICE_CODE,), ("openid", "offline_access"))
+    with ServerThread(make_config(clients={**base.clients, "once": once}),
+                      data_dir=tmp_path) as running:
+        started = start_device(running.issuer, client_id="once", scope="openid offline_access")
+        consent = _consent(running.issuer, started["user_code"])
+        assert "Stay signed in" not in consent and "offline_access" not in consent
+        assert "<li>Confirm who you are</li>" in consent
+        assert page_approve(running.issuer, started["user_code"]).status_code == 200
+        answer = poll(running.issuer, started["device_code"], client_id="once").json()
+    assert "access_token" in answer and "refresh_token" not in answer
 
 
 def test_wrong_password_and_wrong_code(server):
@@ -174,7 +236,8 @@ def test_wrong_codes_sent_at_once_cannot_overrun_the_limit(tmp_path, scope):
         if scope == "per_address":
             # another address still gets in, and a right code with the right password gives its
             # try back
-            grant = new_device_grant(client_id="demo", scope=("openid",), now=now)[1]
+            grant = new_device_grant(client_id="demo", scope=("openid",), now=now,
+                                     user_codes=LETTERS)[1]
             assert storage.create_device_grant(grant)
             everyone = storage.hit("wrong:*", limits.window, now, 0)
             assert server.lookup_user_code(grant.user_code, "198.51.100.1", now).grant is not None
@@ -185,10 +248,7 @@ def test_wrong_codes_sent_at_once_cannot_overrun_the_limit(tmp_path, scope):
         storage.close()
 
 
-def _pages(tmp_path, **options):
-    from keyturn.server.pages import DevicePages
-    from keyturn.server.passwords import LocalUsers
-
+def _pages(tmp_path: Path, **options: Any) -> tuple[SQLiteStorage, DevicePages]:
     storage = SQLiteStorage(tmp_path / "db.sqlite3")
     issuer = "http://127.0.0.1:1"
     config = make_config()
@@ -196,15 +256,13 @@ def _pages(tmp_path, **options):
     return storage, DevicePages(server, LocalUsers(config.users), "", **options)
 
 
-def test_sign_in_options_are_buttons_posting_the_code_to_their_route(tmp_path):
+def test_sign_in_options_are_buttons_posting_the_code_to_their_route(tmp_path: Path) -> None:
     """The hook of issue 12 §1: one button per upstream, each posting the form (csrf, user_code)
     to its own path; the password fields only when local users exist."""
-    from keyturn.server.pages import SignInOption
-
     corp = SignInOption(name="corp", display_name="Corp <SSO>", action="/device/upstream/corp")
     storage, pages = _pages(tmp_path, sign_in_options=[corp], local_passwords=False)
     try:
-        html = pages.code_form("csrf-value", "BCDF-GHJK").body.decode()
+        html = bytes(pages.code_form("csrf-value", user_code="BCDF-GHJK").body).decode()
         assert 'formaction="/device/upstream/corp"' in html and 'value="corp"' in html
         assert "Sign in with Corp &lt;SSO&gt;" in html
         assert 'name=password' not in html and 'name=username' not in html
@@ -213,13 +271,32 @@ def test_sign_in_options_are_buttons_posting_the_code_to_their_route(tmp_path):
         storage.close()
     storage, pages = _pages(tmp_path, sign_in_options=[corp])
     try:
-        html = pages.code_form("csrf-value").body.decode()
+        html = bytes(pages.code_form("csrf-value").body).decode()
         # the local Continue comes first: Enter in a field signs in with the password
         assert html.index("name=password") < html.index(">Continue<") < html.index("formaction=")
     finally:
         storage.close()
 
 
-def test_a_page_with_no_way_to_sign_in_is_refused(tmp_path):
+def test_the_question_names_the_user_name_not_an_opaque_subject(tmp_path: Path) -> None:
+    """After an upstream sign-in with subject_claim = "oid", the subject is an id nobody knows:
+    the question shows preferred_username and the name (escaped), not the subject."""
+    storage, pages = _pages(tmp_path)
+    try:
+        now = time.time()
+        _, grant = new_device_grant(client_id="demo", scope=("openid",), now=now,
+                                    user_codes=LETTERS)
+        user = User(subject="3f2a9c4e-0b1d-4c7e-9a55-opaque",
+                    claims={"preferred_username": "jane", "name": "Jane <Doe>"})
+        html = bytes(pages.consent(csrf="c", grant=grant, user=user, now=now).body).decode()
+        question = re.search(r"<p>Allow .*?</p>", html)
+        assert question and question.group(0) == (
+            "<p>Allow <b>Demo CLI</b> to sign in to <b>127.0.0.1</b> as <b>jane</b> "
+            "(Jane &lt;Doe&gt;)?</p>")
+    finally:
+        storage.close()
+
+
+def test_a_page_with_no_way_to_sign_in_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="configure local users or an upstream"):
         _pages(tmp_path, local_passwords=False)

@@ -15,6 +15,7 @@ import pytest
 
 from keyturn.protocol.grants import GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 from keyturn.server.config import ClientConfig
+from keyturn.server.pages import DevicePages, SignInOption
 from keyturn.server.runner import ServerThread
 from tests.support.browserfixture import (
     JOB_TIMEOUT,
@@ -25,8 +26,9 @@ from tests.support.serverkit import ALICE_PASSWORD, make_config, poll, start_dev
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 667}}
 SITE = "Example Lab"
-#: The longest approval question a test client can ask: every built-in scope, one the site
-#: describes, one nobody does (shown by its name), and a long client name.
+#: The longest approval question a test client can ask: every built-in scope (one of them with
+#: the site's own words), one the site describes, one nobody does (shown by its name), and a
+#: long client name.
 SCOPES = "openid profile email offline_access api api:read"
 
 # Every input that is not hidden, and what labels it (its <label>, visible and not empty).
@@ -74,9 +76,11 @@ class Walk:
     question: str = ""
     scopes: list[str] = field(default_factory=list)
     approve_box: dict[str, float] = field(default_factory=dict)
-    first_submit: str = ""
+    title_after_enter: str = ""
     focused_by_tab: str = ""
+    posted: list[str] = field(default_factory=list)
     device_code: str = ""
+    shown_code: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     lab = ClientConfig("lab", "Lab cluster command line (hpc-login-01)",
                        (GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN), tuple(SCOPES.split()))
     config = replace(base, clients={**base.clients, "lab": lab}, site_name=SITE,
-                     scope_descriptions={"api": "run jobs on the cluster for you"})
+                     scope_descriptions={"api": "run jobs on the cluster for you",
+                                         "email": "your address at the lab"})
     running = ServerThread(config, data_dir=tmp_path_factory.mktemp("look"))
     yield running
     running.stop()
@@ -115,6 +120,8 @@ def _walk(browser: Any, issuer: str, user_code: str, size: str, shots: Path) -> 
     try:
         page = context.new_page()
         page.on("request", lambda request: walk.requested.append(request.url))
+        page.on("request", lambda request: walk.posted.append(request.url)
+                if request.method == "POST" else None)
         page.on("console", lambda message: walk.console.append(message.text))
         page.goto(f"{issuer}/device")
         walk.steps["code"] = _step(page, "code", shots, size)
@@ -137,8 +144,10 @@ def _walk(browser: Any, issuer: str, user_code: str, size: str, shots: Path) -> 
         walk.approve_box = page.evaluate("""() => { const r = document.querySelector(
             'button[value=approve]').getBoundingClientRect();
             return {top: r.top, bottom: r.bottom, height: innerHeight, scrolled: scrollY}; }""")
-        walk.first_submit = page.evaluate(
-            "document.querySelector('form').querySelector('button[type=submit]').value")
+        # Enter on arrival approves nothing: no text field, so no implicit submission, and no
+        # button has the focus (a second POST to /device/decision would be counted in posted)
+        page.keyboard.press("Enter")
+        walk.title_after_enter = page.title()
         page.keyboard.press("Tab")  # from the top of the page: the first thing to act on
         walk.focused_by_tab = page.evaluate("document.activeElement.value || ''")
         with page.expect_navigation():
@@ -156,6 +165,7 @@ def walk(request: pytest.FixtureRequest, server: ServerThread, chromium: Browser
     seen = chromium.submit(lambda browser: _walk(browser, server.issuer, started["user_code"],
                                                  request.param, shots)).result(JOB_TIMEOUT * 4)
     seen.device_code = started["device_code"]
+    seen.shown_code = started["user_code"]
     return seen
 
 
@@ -169,10 +179,14 @@ def test_the_approve_button_is_on_the_first_screen(walk: Walk) -> None:
     assert box["scrolled"] == 0 and box["top"] >= 0 and box["bottom"] <= box["height"], box
 
 
-def test_approve_is_the_default_and_a_keyboard_approves(server: ServerThread, walk: Walk) -> None:
-    # Approve comes first in the form (its default button, the one Enter presses) and is the
-    # first thing Tab reaches; Tab then Enter approved the device.
-    assert walk.first_submit == "approve" and walk.focused_by_tab == "approve"
+def test_enter_alone_approves_nothing_and_tab_then_enter_approves(server: ServerThread,
+                                                                   walk: Walk) -> None:
+    # Enter on arrival did nothing (the page stayed, one decision was posted in the whole walk);
+    # Approve is the first thing Tab reaches, and Tab then Enter approved the device.
+    assert walk.title_after_enter == f"Approve this sign-in? · {SITE}"
+    assert [url for url in walk.posted if url.endswith("/device/decision")] == [
+        f"{server.issuer}/device/decision"]
+    assert walk.focused_by_tab == "approve"
     assert walk.steps["done"].title == f"Device approved · {SITE}"
     assert poll(server.issuer, walk.device_code, client_id="lab").status_code == 200
 
@@ -191,17 +205,23 @@ def test_text_has_aa_contrast(walk: Walk) -> None:
 
 
 def test_the_question_names_client_site_and_user_and_the_scopes_in_words(walk: Walk) -> None:
+    # her user name, then her name claim (the subject may be an opaque id after an upstream)
     assert walk.question == (f"Allow Lab cluster command line (hpc-login-01) to sign in to {SITE} "
-                             "as alice?")
-    assert walk.scopes == ["Confirm who you are", "Your name and user name", "Your email address",
-                           "Stay signed in until you sign out", "Run jobs on the cluster for you",
-                           "api:read"]
+                             "as alice (Alice Example)?")
+    # the site's words replace the built-in ones for email; offline_access is the last line,
+    # as the client is allowed the refresh grant (30 days: lifetimes.refresh_token)
+    assert walk.scopes == ["Confirm who you are", "Your name and user name",
+                           "Your address at the lab", "Run jobs on the cluster for you",
+                           "api:read", "Stay signed in on that device until it goes unused for "
+                           "30 days"]
 
 
 def test_the_remote_phishing_warning_is_shown(walk: Walk) -> None:
     assert walk.warning.startswith("Approve only a sign-in you started yourself, on a device you "
                                    "have in front of you")
     assert "If someone sent you this code or asked you to enter it, choose Deny." in walk.warning
+    # the code itself, to compare with the device (verification_uri_complete: nobody typed it)
+    assert f"only if it shows the code {walk.shown_code}." in walk.warning
 
 
 def test_a_wrong_password_keeps_the_name_not_the_password(walk: Walk) -> None:
@@ -226,8 +246,6 @@ def test_upstream_buttons_fit_a_phone(server: ServerThread, chromium: BrowserThr
                                       shots: Path) -> None:
     """The code form with two "Sign in with" buttons and the local fields (rendered by the
     server's DevicePages, shown in Chromium as it would be served)."""
-    from keyturn.server.pages import DevicePages, SignInOption
-
     pages = DevicePages(server.app.state.server, _NoUsers(), "", sign_in_options=[
         SignInOption(name="corp", display_name="Example Corporation single sign-on",
                      action="/device/upstream/corp"),

@@ -15,7 +15,7 @@ from joserfc import jwk, jwt
 
 from keyturn import AccessDenied, ClientCredentials, DeviceCode, MemoryStore
 from keyturn.protocol.grants import GRANT_DEVICE_CODE
-from keyturn.server.device_flow import new_device_grant
+from keyturn.server.device_flow import LETTERS, new_device_grant
 from keyturn.server.runner import DATABASE_NAME, ServerThread
 from tests.support.serverkit import (
     ALICE_PASSWORD,
@@ -165,7 +165,7 @@ def test_device_code_is_single_use_and_reuse_revokes_what_it_gave(server):
 
 def test_expired_code_gives_expired_token(server):
     code, grant = new_device_grant(client_id="demo", scope=("openid",), now=time.time() - 2000,
-                                   lifetime=1800, interval=1)
+                                   lifetime=1800, interval=1, user_codes=LETTERS)
     assert server.storage.create_device_grant(grant)
     response = poll(server.issuer, code)
     assert response.status_code == 400 and response.json()["error"] == "expired_token"

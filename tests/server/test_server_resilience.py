@@ -26,7 +26,7 @@ import redis
 from keyturn.errors import StoreError
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import RateLimits
-from keyturn.server.device_flow import new_device_grant
+from keyturn.server.device_flow import LETTERS, new_device_grant
 from keyturn.server.errors import OUTAGE_RETRY_AFTER
 from keyturn.server.runner import ServerThread
 from keyturn.server.storage.base import RefreshRecord
@@ -244,7 +244,8 @@ def _rows(path: Path) -> dict[str, int]:
 def _expired_rows(storage: SQLiteStorage, now: float) -> None:
     """One expired row of each kind, written as another replica would (the real storage)."""
     old = now - 3 * 86400
-    _, grant = new_device_grant(client_id="demo", scope=("openid",), now=old, lifetime=600)
+    _, grant = new_device_grant(client_id="demo", scope=("openid",), now=old, lifetime=600,
+                                user_codes=LETTERS)
     assert storage.create_device_grant(grant)
     storage.add_refresh_token(RefreshRecord(
         token_hash=uuid.uuid4().hex, family_id="f-old", client_id="demo", subject="alice",

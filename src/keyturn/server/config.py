@@ -146,6 +146,13 @@ class ClientConfig:
     def public(self) -> bool:
         return self.secret_hash is None
 
+    @property
+    def issues_refresh_tokens(self) -> bool:
+        """A device code redeemed by this client gets a refresh token (whether or not the scope
+        has ``offline_access``): the client was allowed the refresh grant. The approval page says
+        so ("stay signed in on that device")."""
+        return GRANT_REFRESH_TOKEN in self.grants
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -177,7 +184,7 @@ class ServerConfig:
     #: The name the /device page shows ("Sign in to SITE"); None: the issuer's host.
     site_name: str | None = None
     #: A site's own words for what a scope gives, shown on the approval page (they replace the
-    #: built-in ones of pages.py for the same scope).
+    #: built-in ones of page_html.py for the same scope).
     scope_descriptions: Mapping[str, str] = field(default_factory=dict)
     #: Set only by demo_config: the demo user's password, to print. Never read from a file.
     #: ``[upstreams.NAME]``: identity providers to sign in with (:mod:`.upstreams.config`).
@@ -350,10 +357,9 @@ def _redis_url(data: Mapping[str, Any]) -> str | None:
 
 def _user_code_type(data: Mapping[str, Any]) -> UserCodeType:
     value = data.get("user_code_type", "letters")
-    if value == "letters":
-        return "letters"
-    if value == "digits":
-        return "digits"
+    for name in USER_CODE_FORMATS:  # the formats' own names: typed as UserCodeType
+        if value == name:
+            return name
     raise ConfigError(f"user_code_type must be one of {', '.join(map(repr, USER_CODE_FORMATS))}")
 
 

@@ -47,6 +47,7 @@ import enum
 import hashlib
 import math
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
@@ -156,15 +157,12 @@ LETTERS: Final = UserCodeFormat(name="letters", alphabet=USER_CODE_ALPHABET, len
 #: LETTERS (11 digits, 10**11), so docs/server.md's guessing odds hold for both alphabets.
 DIGITS: Final = UserCodeFormat(name="digits", alphabet="0123456789",
                                length=math.ceil(math.log10(LETTERS.count)))
-USER_CODE_FORMATS: Final[Mapping[str, UserCodeFormat]] = {LETTERS.name: LETTERS, DIGITS.name: DIGITS}
-#: Shown between groups of 4 (``BCDF-GHJK``, ``1234-5678-901``); ignored on entry with the others.
+USER_CODE_FORMATS: Final[Mapping[UserCodeType, UserCodeFormat]] = {LETTERS.name: LETTERS, DIGITS.name: DIGITS}
+#: Shown between groups of 4 (``BCDF-GHJK``, ``1234-5678-901``); ignored on entry.
 _GROUP: Final = 4
-#: What people type between the characters of a code and RFC 8628 §6.1 says to ignore: spaces,
-#: tabs, the dashes and dots a phone or a word processor may turn "-" into.
-_SEPARATORS: Final = frozenset(" \t\u00a0-_.\u2010\u2011\u2012\u2013\u2014\u2212")
 
 
-def generate_user_code(user_codes: UserCodeFormat = LETTERS) -> str:
+def generate_user_code(*, user_codes: UserCodeFormat) -> str:
     return "".join(secrets.choice(user_codes.alphabet) for _ in range(user_codes.length))
 
 
@@ -174,15 +172,28 @@ def format_user_code(code: str) -> str:
     return "-".join(code[start:start + _GROUP] for start in range(0, len(code), _GROUP))
 
 
-def normalize_user_code(typed: str, user_codes: UserCodeFormat = LETTERS) -> str | None:
-    """What the person typed, as stored: RFC 8628 §6.1 "the authorization server should ignore
-    any characters like punctuation that are not in the user-code character set" and treat it
-    case-insensitively. None when it cannot be a code of this format at all (wrong length, a
-    character outside the alphabet: a letter in a digits code, a vowel in a letters one)."""
-    kept = "".join(ch for ch in typed.upper() if ch not in _SEPARATORS)
-    if len(kept) != user_codes.length or any(ch not in user_codes.alphabet for ch in kept):
-        return None
-    return kept
+def normalize_user_code(typed: str, *, user_codes: UserCodeFormat) -> str | None:
+    """What the person typed, as stored; None when it cannot be a code of this format (too few
+    or too many of the alphabet's characters). Each character of the alphabet counts, whatever is
+    around it: an errant space or dash, a zero-width space or soft hyphen pasted along, a
+    full-width digit or dash of a CJK input method. Dropping them costs no entropy: every try is
+    counted, and names at most one code."""
+    # RFC 8628 §6.1: "When processing the inputted user code, the server should strip dashes and
+    # other punctuation that it added for readability (making the inclusion of such punctuation
+    # by the user optional). For codes using only characters in the A-Z range as with the
+    # base-20 charset defined above, the user's input should be uppercased before comparison to
+    # account for the fact that the user may input the equivalent lowercase characters. Further
+    # stripping of all characters outside the user_code charset is recommended to reduce
+    # instances where an errantly typed character (like a space character) invalidates
+    # otherwise valid input."
+    # NFKC first: a full-width 1 or B (U+FF11, U+FF22) is the same character as 1 or B to the
+    # person (and the ligature U+FB00 is "ff"). Upper-cased one character at a time, and kept
+    # only when that gives one character of the alphabet: "ß" (upper-cased "SS") is outside the
+    # charset, so dropped.
+    alphabet = frozenset(user_codes.alphabet)
+    kept = "".join(upper for upper in (ch.upper() for ch in unicodedata.normalize("NFKC", typed))
+                   if upper in alphabet)
+    return kept if len(kept) == user_codes.length else None
 
 
 @dataclass(frozen=True)
@@ -226,14 +237,14 @@ class DeviceGrant:
 
 def new_device_grant(
     *, client_id: str, scope: tuple[str, ...], now: float, lifetime: int = DEFAULT_LIFETIME,
-    interval: int = DEFAULT_INTERVAL, user_codes: UserCodeFormat = LETTERS,
+    interval: int = DEFAULT_INTERVAL, user_codes: UserCodeFormat,
 ) -> tuple[str, DeviceGrant]:
     """A fresh device code (returned once, to the client) and the grant to store."""
     # RFC 8628 §5.2: "the device code ... MUST ... have sufficient entropy"; §3.2 leaves the
     # format to the server.
     device_code = secrets.token_urlsafe(DEVICE_CODE_BYTES)
     grant = DeviceGrant(
-        device_code_hash=hash_code(device_code), user_code=generate_user_code(user_codes),
+        device_code_hash=hash_code(device_code), user_code=generate_user_code(user_codes=user_codes),
         client_id=client_id, scope=scope, created_at=now, expires_at=now + lifetime,
         interval=interval,
     )

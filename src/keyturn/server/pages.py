@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +40,8 @@ __all__ = ["PAGE_HEADERS", "DevicePages", "SignInOption"]
 
 CSRF_COOKIE: Final = "keyturn_csrf"
 TICKET_LIFETIME: Final = 300
+#: A field of the code form to start in ("": none, as on a form of upstream buttons only).
+Focus = Literal["user_code", "username", "password", ""]
 
 
 def _b64(data: bytes) -> str:
@@ -59,6 +61,16 @@ def _wait_text(seconds: int) -> str:
     if seconds >= 60:
         return "1 minute"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def _account(user: User) -> str:
+    """Who signs in, as the person knows it (HTML): the user name in bold, then the name when
+    the claims have one ("<b>alice</b> (Alice Example)"). Not the subject alone, which after an
+    upstream sign-in may be an opaque id (``subject_claim = "oid"``) or carry a
+    ``subject_prefix``: ``preferred_username`` comes first when it was copied."""
+    account = user.claims.get("preferred_username") or user.subject
+    name = user.claims.get("name")
+    return f"<b>{esc(account)}</b>" + (f" ({esc(name)})" if name and name != account else "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,8 +115,8 @@ class DevicePages:
                                 secure=self.secure)
         return response
 
-    def code_form(self, csrf: str, user_code: str = "", message: str = "", status: int = 200,
-                  new_cookie: bool = False, *, username: str = "", focus: str | None = None
+    def code_form(self, csrf: str, *, user_code: str = "", message: str = "", status: int = 200,
+                  new_cookie: bool = False, username: str = "", focus: Focus | None = None
                   ) -> Response:
         """The first page: the code field and each configured way to sign in (``message`` shown
         as an alert); ``new_cookie`` sets ``csrf`` as this browser's CSRF cookie. ``username``
@@ -199,7 +211,7 @@ class DevicePages:
     async def show(self, request: Request) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         typed = request.query_params.get("user_code", "")[:20]
-        return self.code_form(csrf, typed, new_cookie=True)
+        return self.code_form(csrf, user_code=typed, new_cookie=True)
 
     async def submit(self, request: Request, form: Mapping[str, Any], address: str) -> Response:
         if not self.csrf_ok(request, form):
@@ -210,22 +222,25 @@ class DevicePages:
         # Kept for the next try (a typo in the code or the password); the password never is.
         username = str(form.get("username", ""))[:200]
         if not self.local_passwords:  # no password is checked where none is configured
-            return self.code_form(csrf, typed, "Choose how to sign in.", status=400)
+            return self.code_form(csrf, user_code=typed, message="Choose how to sign in.",
+                                  status=400)
         now = time.time()
         lookup = await run_in_threadpool(self.server.lookup_user_code, typed, address, now)
         if lookup.limited:
             return self.code_form(csrf, message="Too many wrong codes: wait a few minutes and try "
                                   "again.", status=429, username=username)
         if lookup.grant is None:
-            return self.code_form(csrf, typed, "That code is not valid (or has expired). "
-                                  "Check it on your device.", status=400, username=username,
+            return self.code_form(csrf, user_code=typed, message="That code is not valid (or "
+                                  "has expired). Check it on your device.", status=400,
+                                  username=username,
                                   focus="user_code")
         password = str(form.get("password", ""))[:1000]
         turn = await run_in_threadpool(self.server.verification.take_password_check, username, now)
         if not turn.allowed:
             # The same words, for a name that exists and one that does not: no oracle.
-            locked = self.code_form(csrf, typed, "Too many failed sign-ins with this user name: "
-                                    f"try again in {_wait_text(turn.retry_after)}.", status=429,
+            locked = self.code_form(csrf, user_code=typed, message="Too many failed sign-ins "
+                                    "with this user name: try again in "
+                                    f"{_wait_text(turn.retry_after)}.", status=429,
                                     username=username)
             locked.headers["Retry-After"] = str(turn.retry_after)
             return locked
@@ -233,8 +248,8 @@ class DevicePages:
         if user is None:
             # The try stays counted: wrong passwords are rate-limited like wrong codes, and per
             # user name (take_password_check).
-            return self.code_form(csrf, typed, "Wrong user name or password.", status=401,
-                                  username=username, focus="password")
+            return self.code_form(csrf, user_code=typed, message="Wrong user name or password.",
+                                  status=401, username=username, focus="password")
         await run_in_threadpool(self.server.signed_in, address, now)
         await run_in_threadpool(self.server.verification.password_accepted, username, now)
         return self.consent(csrf=csrf, grant=lookup.grant, user=user, now=now)
@@ -242,14 +257,20 @@ class DevicePages:
     def consent(self, *, csrf: str, grant: DeviceGrant, user: User, now: float) -> Response:
         """The Approve/Deny page for ``user``, signed in (by password or at an upstream), about
         ``grant``; its form posts to ``/device/decision`` with a ticket bound to ``csrf``."""
-        client = self.server.config.clients.get(grant.client_id)
+        config = self.server.config
+        client = config.clients.get(grant.client_id)
         client_name = client.name if client else grant.client_id
         ticket = self._ticket(grant.user_code, user, csrf, now)
         shown = format_user_code(grant.user_code)
+        # What the token endpoint will issue (ClientConfig.issues_refresh_tokens), not what the
+        # scope asks for: a client allowed the refresh grant gets a refresh token either way.
+        stays = (_wait_text(config.lifetimes.refresh_token)
+                 if client is not None and client.issues_refresh_tokens else None)
+        scopes = scope_list(grant.scope, words=config.scope_descriptions, stays=stays)
         body = (
             f"<p>Allow <b>{esc(client_name)}</b> to sign in to <b>{esc(self.site)}</b> as "
-            f"<b>{esc(user.subject)}</b>?</p><p>It asks for:</p>"
-            f"<ul class=scopes>{scope_list(grant.scope, self.server.config.scope_descriptions)}</ul>"
+            f"{_account(user)}?</p><p>It asks for:</p>"
+            f"<ul class=scopes>{scopes}</ul>"
             # RFC 8628 §5.4: "it is RECOMMENDED to inform the user that they are authorizing a
             # device during the user-interaction step ... and to confirm that the device is in
             # their possession. The authorization server SHOULD display information about the

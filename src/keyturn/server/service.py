@@ -44,7 +44,7 @@ class AuthorizationServer:
         self.issuer = issuer.rstrip("/")
         self.lifetimes = config.lifetimes
         self.grants = TokenEndpoint(config, storage, signer, self.issuer)
-        self.verification = Verification(storage, config.rate_limits, config.user_codes)
+        self.verification = Verification(storage, config.rate_limits, user_codes=config.user_codes)
         self.pending_grants = PendingGrantLimit(config, storage)
         self._metadata_json: tuple[tuple[str, ...], bytes] | None = None
         #: The counters of /metrics (:mod:`.metrics`), kept whether or not /metrics is served.

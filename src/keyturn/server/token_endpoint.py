@@ -169,7 +169,7 @@ class TokenEndpoint:
                               now + self.lifetimes.refresh_token)
             body, successor = self._answer(
                 client, subject=updated.subject, scope=updated.scope, now=now,
-                refresh=GRANT_REFRESH_TOKEN in client.grants, auth_time=updated.auth_time,
+                refresh=client.issues_refresh_tokens, auth_time=updated.auth_time,
                 claims=updated.extra, family_id=family_id,
             )
             # The grant is consumed, its refresh token and the sealed answer stored in one step:

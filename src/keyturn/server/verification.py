@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .config import RateLimits
-from .device_flow import LETTERS, DeviceGrant, DeviceStatus, UserCodeFormat, normalize_user_code
+from .device_flow import DeviceGrant, DeviceStatus, UserCodeFormat, normalize_user_code
 from .metrics import Metrics
 from .passwords import User
 from .ratelimit import NameAttempts, NameTurn, UserCodeAttempts
@@ -34,8 +34,8 @@ class CodeLookup:
 class Verification:
     """The person's side of a device grant, over the server's storage."""
 
-    def __init__(self, storage: ServerStorage, limits: RateLimits,
-                 user_codes: UserCodeFormat = LETTERS) -> None:
+    def __init__(self, storage: ServerStorage, limits: RateLimits, *,
+                 user_codes: UserCodeFormat) -> None:
         self._storage = storage
         self._user_codes = user_codes
         self._attempts = UserCodeAttempts(storage, limits)
@@ -55,9 +55,9 @@ class Verification:
             if self.metrics is not None:
                 self.metrics.rate_limited("user_code")
             return CodeLookup(None, limited=True)
-        # RFC 8628 §6.1: "the authorization server should ignore any characters like punctuation
-        # that are not in the user-code character set" (normalize_user_code).
-        code = normalize_user_code(typed, self._user_codes)
+        # RFC 8628 §6.1: "Further stripping of all characters outside the user_code charset is
+        # recommended" (normalize_user_code); a try that names no code is still counted.
+        code = normalize_user_code(typed, user_codes=self._user_codes)
         grant = self._storage.device_grant_by_user_code(code) if code else None
         if grant is None or grant.status_at(now) is not DeviceStatus.PENDING:
             return CodeLookup(None)
