@@ -187,6 +187,66 @@ def test_threads_count_without_losing_any() -> None:
     assert count == [threads * each]
 
 
+def test_shards_of_ended_threads_are_folded_not_kept() -> None:
+    """anyio ends idle threadpool threads and makes new ones for the next burst: the shards of
+    ended threads are added into one at the next read, so their number stays bounded across
+    bursts, and no count is lost or counted twice."""
+    metrics = Metrics()
+    rounds, threads, each = 4, 6, 10
+
+    def work() -> None:
+        for _ in range(each):
+            metrics.rate_limited("password")
+
+    for done in range(1, rounds + 1):
+        burst = [threading.Thread(target=work) for _ in range(threads)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(timeout=30)
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+        limited = {s.labels["kind"]: s.value for s in families["keyturn_rate_limited"].samples}
+        assert limited["password"] == done * threads * each
+        assert repr(metrics) == "Metrics(shards=1)"  # this thread's; the ended ones folded
+    assert metrics.snapshot() == metrics.snapshot()  # folded once: reading again adds nothing
+
+
+def test_flushes_at_once_and_a_failing_one(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """A scrape's flush (in the threadpool) and the periodic one (on the loop) at once: each
+    writes a temporary file of its own, so neither finds its file replaced away; and a flush
+    that fails (the directory gone) still answers the scrape, from memory."""
+    metrics = Metrics()
+    metrics.share(tmp_path)
+    metrics.rate_limited("password")
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def flush() -> None:
+        start.wait()
+        try:
+            for _ in range(300):
+                metrics.flush()
+                metrics.render()
+        except BaseException as exc:  # collected, asserted empty below
+            errors.append(exc)
+
+    flushers = [threading.Thread(target=flush) for _ in range(4)]
+    for thread in flushers:
+        thread.start()
+    for thread in flushers:
+        thread.join(timeout=60)
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}.json"]  # no temporary left
+    for path in tmp_path.iterdir():
+        path.unlink()
+    tmp_path.rmdir()
+    with caplog.at_level("WARNING", logger="keyturn.server"):
+        text = metrics.render()
+    assert 'keyturn_rate_limited_total{kind="password"} 1' in text
+    assert "keyturn_metrics_processes 1" in text
+    assert "could not write the worker's metrics" in caplog.text
+
+
 def test_processes_sharing_a_directory_add_up() -> None:
     """The workers' way (metrics.shared_directory): each process writes its totals to its own
     file, and the one that renders adds every file up."""

@@ -153,8 +153,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        #: Every thread's shard; list.append is atomic, and a thread registers once.
-        self._shards: list[Shard] = []
+        #: Every live thread's shard, with its thread; list.append is atomic, and a thread
+        #: registers once. anyio ends idle threadpool threads and makes new ones for the next
+        #: burst, so a scrape folds the shards of ended threads into ``_retired`` and drops them.
+        self._shards: list[tuple[threading.Thread, Shard]] = []
+        #: The counts of ended threads; touched only under ``_reading``.
+        self._retired: Shard = {}
+        #: Readers (a scrape in the threadpool, the periodic flush on the loop) one at a time,
+        #: so that an ended thread's shard is folded in once; never taken by a recorder.
+        self._reading = threading.Lock()
         #: This worker's file in the workers' shared directory (None: one process).
         self._file: Path | None = None
         base = self._shard()
@@ -172,7 +179,7 @@ class Metrics:
         except AttributeError:
             shard = {}
             self._local.shard = shard
-            self._shards.append(shard)
+            self._shards.append((threading.current_thread(), shard))
         return shard
 
     def _count(self, key: Key) -> None:
@@ -212,9 +219,16 @@ class Metrics:
 
     def snapshot(self) -> Shard:
         """Every shard added up (copies: the shards go on counting)."""
-        total: Shard = {}
-        for shard in list(self._shards):
-            _add(total, list(shard.items()))
+        with self._reading:
+            for entry in list(self._shards):
+                thread, shard = entry
+                if not thread.is_alive():  # it records no more: its shard is final
+                    _add(self._retired, list(shard.items()))
+                    self._shards.remove(entry)  # in place: an append meanwhile is kept
+            total: Shard = {}
+            _add(total, list(self._retired.items()))
+            for _, shard in list(self._shards):
+                _add(total, list(shard.items()))
         return total
 
     def render(self) -> str:
@@ -222,10 +236,18 @@ class Metrics:
         :meth:`share` was called (it reads files: call it off the event loop)."""
         if self._file is None:
             return render({**self.snapshot(), (_PROCESSES, ()): 1})
-        self.flush()
         total: Shard = {}
         files = 0
+        try:
+            self.flush()
+            skipped = None
+        except OSError as exc:  # a full disk: this worker's counts from memory, not its file
+            log.warning("could not write the worker's metrics (%s)", exc.strerror)
+            _add(total, list(self.snapshot().items()))
+            files, skipped = 1, self._file
         for path in self._file.parent.glob("*.json"):
+            if path == skipped:
+                continue
             with contextlib.suppress(FileNotFoundError, ValueError):
                 _add(total, _from_json(path.read_text(encoding="utf-8")))
                 files += 1
@@ -250,11 +272,18 @@ class Metrics:
             return
         text = json.dumps([[name, list(labels), value]
                            for (name, labels), value in self.snapshot().items()])
-        temporary = self._file.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, self._file)
+        # A temporary file of this write's own (0600): a scrape's flush and the periodic one
+        # may run at once, and one shared name would be replaced away under the other.
+        fd, temporary = tempfile.mkstemp(dir=self._file.parent, prefix=f"{self._file.stem}.",
+                                         suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(temporary, self._file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
 
 async def flush_periodically(metrics: Metrics, interval: float = FLUSH_SECONDS) -> None:
