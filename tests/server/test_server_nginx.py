@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,19 @@ def test_metrics_only_for_the_allowed_host_and_its_token(site: Site) -> None:
         scraped = http.get(f"{site.issuer}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert scraped.status_code == 200
         assert 'keyturn_requests_total{route="/.well-known/openid-configuration"' in scraped.text
+        # The allowed host's own forwarded headers are replaced in this location too.
+        forged = http.get(f"{site.issuer}/metrics", headers={
+            "Authorization": f"Bearer {TOKEN}", "X-Forwarded-For": "198.51.100.77",
+            "X-Request-ID": "client-chosen-id-123"})
+        assert forged.status_code == 200
+    for _ in range(50):  # the access line is written as the answer goes out: up to 5 s
+        scrapes = [r for r in server_records(site) if r["route"] == "/metrics"]
+        if len(scrapes) == 3:
+            break
+        time.sleep(0.1)
+    assert len(scrapes) == 3
+    assert {r["client"] for r in scrapes} == {"127.0.0.1"}  # nginx's peer, never the forged one
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r["request_id"]) for r in scrapes)
 
 
 def test_plain_http_is_only_a_redirect(site: Site) -> None:
