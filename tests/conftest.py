@@ -3,6 +3,9 @@
 
 import os
 
+import pytest
+
+from tests.support.browserfixture import close_session_chromium
 from tests.support.mode import mode  # noqa: F401  (fixture: each test runs sync, then async)
 from tests.support.providerfixture import *  # noqa: F403  (fixtures: provider, fresh_stats)
 from tests.support.redisfixture import *  # noqa: F403  (fixtures: redis_server, redis_url)
@@ -13,3 +16,8 @@ from tests.support.redisfixture import *  # noqa: F403  (fixtures: redis_server,
 for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
     for _variable in (_name, _name.upper()):
         os.environ.pop(_variable, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # One Chromium serves the session (tests/support/browserfixture.py): closed once, here.
+    close_session_chromium()

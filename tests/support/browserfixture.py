@@ -6,7 +6,12 @@ once and the browser talks to keyturn's loopback listener while keyturn waits. S
 a :class:`BrowserThread` of its own, and tests hand it jobs (:meth:`BrowserThread.submit`) that
 return futures.
 
-Usage (a module-scoped fixture keeps one Chromium per test module)::
+One Chromium serves the whole session: the first test that needs it starts it, the others get
+the same one, and ``tests/conftest.py`` closes it at the end (:func:`close_session_chromium`).
+Its jobs share no state: each one opens a browser context of its own (:func:`provider_sign_in`,
+:func:`visit_url`; ``browser.new_page()`` makes one too), so cookies and pages never carry over.
+
+Usage::
 
     from tests.support.browserfixture import chromium  # noqa: F401  (the fixture)
 
@@ -39,6 +44,7 @@ __all__ = [
     "Visit",
     "chromium",
     "chromium_thread",
+    "close_session_chromium",
     "provider_sign_in",
     "visit_url",
 ]
@@ -87,6 +93,11 @@ class BrowserThread:
                 self._ready.set_exception(exc)
             raise
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still takes jobs (it ends when Chromium could not go on)."""
+        return self._thread.is_alive()
+
     def submit(self, job: Callable[[Any], T]) -> Future[T]:
         future: Future[T] = Future()
         self._jobs.put((job, future))
@@ -97,21 +108,37 @@ class BrowserThread:
         self._thread.join(JOB_TIMEOUT)
 
 
+#: The session's Chromium (see the module's docstring): a launch costs 1.5-3 s, once per session.
+_session: BrowserThread | None = None
+_session_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def chromium_thread() -> Iterator[BrowserThread]:
-    """A running :class:`BrowserThread`; skips the test only when Debian's chromium is missing."""
+    """The session's running :class:`BrowserThread` (started on first use, and again if its thread
+    ended); skips the test only when Debian's chromium is missing."""
+    global _session
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    browser = BrowserThread()
-    try:
-        yield browser
-    finally:
+    with _session_lock:
+        if _session is None or not _session.alive:
+            _session = BrowserThread()
+        browser = _session
+    yield browser
+
+
+def close_session_chromium() -> None:
+    """Close the session's Chromium, if one was started (``tests/conftest.py``, at the end)."""
+    global _session
+    with _session_lock:
+        browser, _session = _session, None
+    if browser is not None:
         browser.close()
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[BrowserThread]:
-    """A real Chromium for the test module (``from browserfixture import *``)."""
+    """A real Chromium for the test module (``from browserfixture import *``): the session's."""
     with chromium_thread() as browser:
         yield browser
 
