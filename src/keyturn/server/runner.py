@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -109,6 +110,23 @@ def require_server_data(storage: ServerStorage, command: str) -> None:
     except _Absent:
         raise ConfigError(f"{command}: {storage!r} holds no keyturn server's data (no signing "
                           f"keyring: no server has run on it); {_POINT_AT}") from None
+
+
+def hashes_readable_by_all(config_path: str | os.PathLike[str], settings: ServerConfig) -> str | None:
+    """A warning when the configuration file holds password or client-secret hashes and every
+    local user may read it: with the hashes, guessing goes on offline, past every limit /device
+    and /token put on it. Group-readable is the documented ``0640 root:keyturn``; the secrets
+    themselves in a readable file are refused by :func:`.config.load_config`."""
+    hashes = bool(settings.users) or any(not c.public for c in settings.clients.values())
+    try:
+        readable = bool(os.stat(config_path).st_mode & stat.S_IROTH)
+    except OSError:
+        return None
+    if not (hashes and readable):
+        return None
+    return (f"the server configuration {config_path} holds password or client secret hashes and "
+            f"every local user may read it (they could guess at them offline): run chown "
+            f"root:keyturn {config_path} && chmod 640 {config_path} (the server's group)")
 
 
 def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
@@ -250,6 +268,9 @@ def serve(
         if not logging.getLogger("keyturn").handlers:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        loose = hashes_readable_by_all(config_path, settings) if config_path is not None else None
+        if loose:
+            log.warning("%s", loose)  # after logging is set up: a JSON line with --log-format json
         print(issuer, flush=True)
         if settings.demo_password is not None:
             print(f"demo configuration: public client 'demo'; sign in at {issuer}/device as user "
