@@ -342,6 +342,7 @@ def create_app(
                 await purging
             with contextlib.suppress(asyncio.CancelledError):
                 await flushing
+            await upstreams.aclose()
 
     app = FastRoutes(routes=routes, lifespan=lifespan,
                      exception_handlers=dict.fromkeys(storage_outages(), storage_outage),

@@ -18,7 +18,8 @@ from .. import strictjson
 if TYPE_CHECKING:
     from .storage.base import ServerStorage
 
-__all__ = ["SCOPE_CLAIMS", "keep_login_claims", "login_claims", "released_claims"]
+__all__ = ["SCOPE_CLAIMS", "keep_login_claims", "login_claims", "released_claims",
+           "renew_login_claims"]
 
 #: OIDC Core §5.4: "profile OPTIONAL. This scope value requests access to the End-User's default
 #: profile Claims, which are: name, family_name, given_name, middle_name, nickname,
@@ -51,9 +52,21 @@ def _login_key(family_id: str) -> str:
 def keep_login_claims(storage: ServerStorage, family_id: str, claims: Mapping[str, str],
                       now: float, until: float) -> None:
     """Keep the claims a person signed in with (a local user's, or those copied from an upstream
-    provider) for the userinfo answers of that login (its refresh-token family)."""
-    if claims:
-        storage.put_once(_login_key(family_id), json.dumps(dict(claims)), now, until)
+    provider) for the userinfo answers of that login (its refresh-token family).
+
+    Kept even when there are none: the record is the login's own word on who signed in, so
+    userinfo never answers an upstream login with the claims of a local user of the same name
+    (review R19 H3)."""
+    storage.put_once(_login_key(family_id), json.dumps(dict(claims)), now, until)
+
+
+def renew_login_claims(storage: ServerStorage, family_id: str, claims: Mapping[str, str],
+                       now: float, until: float) -> None:
+    """Keep them until ``until`` (a rotation's new refresh token): userinfo answers with them
+    as long as the login lives, not only the first refresh token's lifetime (review R19 M5).
+    The claims are the refresh record's own, so a record that had expired comes back."""
+    storage.take_once(_login_key(family_id), now)
+    keep_login_claims(storage, family_id, claims, now, until)
 
 
 def login_claims(storage: ServerStorage, family_id: str, now: float) -> dict[str, str] | None:

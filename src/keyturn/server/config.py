@@ -406,7 +406,7 @@ def parse_config(data: Mapping[str, Any]) -> ServerConfig:
     from .upstreams.config import parse_upstreams
 
     return ServerConfig(
-        upstreams=parse_upstreams(data.get("upstreams")),
+        upstreams=parse_upstreams(data.get("upstreams"), local_users=users),
         clients={cid: _client(cid, table) for cid, table in clients.items()},
         users={name: _user(name, table) for name, table in users.items()},
         issuer=issuer.rstrip("/") if issuer else None, audience=data.get("audience"),

@@ -27,7 +27,7 @@ from ..errors import (
     UnsupportedGrantType,
 )
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
-from .claims import keep_login_claims
+from .claims import keep_login_claims, renew_login_claims
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import decide_poll, format_user_code, hash_code, new_device_grant
 from .errors import TemporarilyUnavailable, refusal, refusal_for_code
@@ -217,6 +217,9 @@ class TokenEndpoint:
             # keeping the answer are one step, so a storage error leaves the old one working.
             if self.storage.rotate_refresh_token(token_hash, now, successor, self._replay(
                     replay_key, sealer, fingerprint, body, record.family_id, successor, now)):
+                # The login lives on with the new token: so do its claims for userinfo.
+                renew_login_claims(self.storage, record.family_id, record.claims, now,
+                                   successor.expires_at)
                 return Reply(200, body, NO_STORE)
         # Already used (or used by a concurrent request just now): the identical request retried
         # within the grace gets the answer it was given.

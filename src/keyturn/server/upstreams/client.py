@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
 from ...errors import InvalidIdToken, KeyturnError, OAuthError, TransportError
@@ -25,7 +25,8 @@ from ...protocol.idtoken import KeySetCache, validate_id_token_flow
 from ...protocol.metadata import ServerMetadata, discover
 from ...protocol.userinfo import userinfo_flow
 from ...secret import Secret
-from ...transport import HttpSettings, RetryPolicy, Transport
+from ...transport import HttpSettings, RetryPolicy
+from .calls import UpstreamCalls
 from .config import UpstreamConfig
 
 __all__ = ["UpstreamClient", "UpstreamRefused", "UpstreamUnavailable", "quoted"]
@@ -34,8 +35,13 @@ log = logging.getLogger("keyturn.server.upstreams")
 
 #: Discovery is read again this often (a provider that moves an endpoint or rotates keys).
 METADATA_SECONDS: Final = 3600.0
-#: A person is waiting: a stuck upstream is given this long per request.
+#: A person is waiting: a stuck upstream is given this long per call, unless its ``timeout``
+#: says otherwise (the deadline of :class:`.calls.UpstreamCalls`).
 TIMEOUT: Final = 10.0
+#: The upstream's JWKS is read again after this long (and after any failure): a key the
+#: provider removed (compromised) is trusted no longer than this. An unknown ``kid`` is still
+#: fetched at once (protocol/idtoken.py, OIDC Core §10.1.1).
+JWKS_SECONDS: Final = 300.0
 
 
 #: Errors that say the upstream is down, not that it refuses (RFC 6749 §4.1.2.1's
@@ -60,11 +66,14 @@ class UpstreamRefused(Exception):
 class UpstreamClient:
     """One upstream's HTTP side, shared by every request of this server process."""
 
-    def __init__(self, upstream: UpstreamConfig, *, settings: HttpSettings | None = None) -> None:
+    def __init__(self, upstream: UpstreamConfig, *, settings: HttpSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.upstream = upstream
         # No retries: a person is waiting, and a code is spent by its first exchange.
-        self._transport = Transport(settings or HttpSettings(timeout=TIMEOUT,
-                                                             retry=RetryPolicy(total=0)))
+        self._calls = UpstreamCalls(upstream.name, settings or HttpSettings(
+            timeout=upstream.timeout, retry=RetryPolicy(total=0)), deadline=upstream.timeout)
+        self._clock = clock
+        self._keys_at = clock()
         self._auth = ClientAuth.create(client_id=upstream.client_id,
                                        client_secret=upstream.client_secret,
                                        private_key=upstream.private_key,
@@ -81,21 +90,33 @@ class UpstreamClient:
         No lock around the read: with the upstream stuck, people pressing at once would wait in
         line, each for the ones before; a cold cache read twice at once costs only a request."""
         held = self._metadata
-        if held is not None and time.monotonic() - held[0] < METADATA_SECONDS:
+        if held is not None and self._clock() - held[0] < METADATA_SECONDS:
             return held[1]
         try:
-            metadata = await self._transport.arun(discover(self.upstream.issuer))
+            metadata = await self._calls.run(discover(self.upstream.issuer))
         except KeyturnError as exc:
             self._unavailable("discovery", exc)
         if not metadata.authorization_endpoint or not metadata.token_endpoint:
             raise UpstreamUnavailable(f"{self.upstream.name}: its discovery document names no "
                                       "authorization_endpoint or token_endpoint")
-        self._metadata = (time.monotonic(), metadata)
+        self._metadata = (self._clock(), metadata)
         return metadata
 
     def forget_metadata(self) -> None:
-        """Read discovery again next time (the upstream failed: it may have moved)."""
+        """Read discovery and the JWKS again next time (the upstream failed: it may have moved)."""
         self._metadata = None
+        self._keys.clear()
+
+    def _fresh_keys(self) -> KeySetCache:
+        """The JWKS cache, emptied when older than :data:`JWKS_SECONDS`."""
+        if self._clock() - self._keys_at >= JWKS_SECONDS:
+            self._keys.clear()
+            self._keys_at = self._clock()
+        return self._keys
+
+    async def aclose(self) -> None:
+        """Close the upstream's connections (the server stops)."""
+        await self._calls.aclose()
 
     def _unavailable(self, step: str, exc: KeyturnError) -> NoReturn:
         # The class and the message of keyturn's own errors name URLs, never a secret.
@@ -110,7 +131,7 @@ class UpstreamClient:
         added. Raises :class:`UpstreamUnavailable` or :class:`UpstreamRefused`."""
         assert metadata.token_endpoint is not None
         try:
-            token = await self._transport.arun(code_exchange_flow(
+            token = await self._calls.run(code_exchange_flow(
                 request, code, token_endpoint=metadata.token_endpoint, client_auth=self._auth,
                 now=time.time()))
         except OAuthError as exc:
@@ -127,9 +148,9 @@ class UpstreamClient:
             # OIDC Core §3.1.3.3: the token response of an openid request "MUST" hold an id_token.
             raise UpstreamUnavailable(f"{self.upstream.name}: its token answer has no id_token")
         try:
-            claims = await self._transport.arun(validate_id_token_flow(
+            claims = await self._calls.run(validate_id_token_flow(
                 token.id_token, metadata=metadata, client_id=self.upstream.client_id,
-                now=time.time(), nonce=request.nonce, keys=self._keys,
+                now=time.time(), nonce=request.nonce, keys=self._fresh_keys(),
                 access_token=token.access_token))
         except InvalidIdToken as exc:
             log.warning("upstream %s: its id_token was refused: %s", self.upstream.name,
@@ -151,7 +172,7 @@ class UpstreamClient:
         if wanted <= set(claims) or not metadata.userinfo_endpoint:
             return dict(claims)
         try:
-            extra = await self._transport.arun(userinfo_flow(
+            extra = await self._calls.run(userinfo_flow(
                 endpoint=metadata.userinfo_endpoint, access_token=Secret.wrap(access_token),
                 expected_sub=str(claims["sub"])))
         except InvalidIdToken as exc:

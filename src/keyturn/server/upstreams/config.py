@@ -22,14 +22,15 @@ Nobody is let in without an allow-list: an upstream with neither ``allow`` rules
 every account it has. Rules are alternatives (any one that matches lets the person in):
 ``equals`` (the claim is this string), ``ends_with`` (a string claim ends with it: write an email
 domain with its ``@``), ``contains`` (a list claim, such as ``groups``, holds this value). A rule
-on ``email`` never matches an address the upstream says is unverified (``email_verified`` false).
+on ``email`` (and ``subject_claim = "email"``) matches only an address the upstream says is
+verified (``email_verified`` literally ``true``), unless ``trust_unverified_email = true``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -51,7 +52,7 @@ AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key
 _KEYS: Final = frozenset({
     "issuer", "client_id", "client_secret", "client_secret_env", "client_secret_file",
     "private_key_file", "auth_method", "scope", "display_name", "subject_claim", "subject_prefix",
-    "copy_claims", "prompt",
+    "copy_claims", "prompt", "trust_unverified_email", "timeout",
     "allow", "allow_all"})
 _CREDENTIALS: Final = ("client_secret", "client_secret_env", "client_secret_file",
                        "private_key_file")
@@ -96,6 +97,12 @@ class UpstreamConfig:
     #: OIDC Core §3.1.2.1 ``prompt`` (``login``: the person authenticates again even with a
     #: session at the upstream, so that approving a device is never one click away); None: none.
     prompt: str | None = None
+    #: DANGEROUS opt-out: take ``email`` as proven without ``email_verified: true`` (for the
+    #: allow-list, an email subject and copying it). Only for a provider whose every address is
+    #: one it assigned itself; any other lets a person type the address of someone else.
+    trust_unverified_email: bool = False
+    #: Seconds each call to the provider may take in all (discovery, token, JWKS, userinfo).
+    timeout: float = 10.0
 
 
 def holds_inline_secret(data: Mapping[str, Any]) -> bool:
@@ -106,12 +113,20 @@ def holds_inline_secret(data: Mapping[str, Any]) -> bool:
         isinstance(table, Mapping) and "client_secret" in table for table in upstreams.values())
 
 
-def parse_upstreams(tables: Any) -> dict[str, UpstreamConfig]:
+def parse_upstreams(tables: Any, local_users: Iterable[str] = ()) -> dict[str, UpstreamConfig]:
+    """``[upstreams]``; ``local_users`` are the ``[users]`` names beside them (their subjects
+    must not collide: :mod:`.safety`)."""
+    from .safety import check_subjects, check_tenant
+
     if tables is None:
         return {}
     if not isinstance(tables, Mapping):
         raise ConfigError("[upstreams] must be a table of tables ([upstreams.NAME])")
-    return {str(name): _upstream(str(name), table) for name, table in tables.items()}
+    upstreams = {str(name): _upstream(str(name), table) for name, table in tables.items()}
+    for upstream in upstreams.values():
+        check_tenant(upstream)
+    check_subjects(upstreams, local_users)
+    return upstreams
 
 
 def _string(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -168,7 +183,22 @@ def _upstream(name: str, table: Any) -> UpstreamConfig:
         subject_prefix=_prefix(table.get("subject_prefix", ""), where),
         copy_claims=_words(table.get("copy_claims", []), f"{where} copy_claims", empty=True),
         allow=rules, allow_all=allow_all, prompt=_prompt(table.get("prompt"), where),
+        trust_unverified_email=_flag(table, "trust_unverified_email", where),
+        timeout=_timeout(table.get("timeout", 10), where),
     )
+
+
+def _timeout(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
+        raise ConfigError(f"{where} timeout must be a number of seconds above 0, at most 60")
+    return float(value)
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} {key} must be true or false")
+    return value
 
 
 #: OIDC Core §3.1.2.1: "Space-delimited, case-sensitive list of ASCII string values"; "none"

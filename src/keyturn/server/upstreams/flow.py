@@ -35,8 +35,8 @@ from ..passwords import User
 from ..replay import Sealer
 from .config import AllowRule, UpstreamConfig
 
-__all__ = ["LOGIN_LIFETIME", "PendingLogin", "admitted", "begin", "login_key", "map_user",
-           "resume"]
+__all__ = ["LOGIN_LIFETIME", "PendingLogin", "admitted", "begin", "email_proven", "login_key",
+           "map_user", "resume"]
 
 #: Seconds between the button and the callback: enough to sign in, too little to keep a link.
 LOGIN_LIFETIME: Final = 300
@@ -124,9 +124,18 @@ def resume(upstream: UpstreamConfig, metadata: ServerMetadata, redirect_uri: str
                     pkce=Pkce.create(login.code_verifier))
 
 
-def _matches(rule: AllowRule, claims: Mapping[str, Any]) -> bool:
+def email_proven(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> bool:
+    """Whether the ``email`` of these claims may name or admit anyone.
+
+    OIDC Core §5.1, email_verified: "True if the End-User's e-mail address has been verified;
+    otherwise false." Only the JSON ``true`` counts: a missing claim (Entra ID never sends it,
+    and its ``email`` is a free-text attribute), ``"false"`` or ``0`` prove nothing."""
+    return upstream.trust_unverified_email or claims.get("email_verified") is True
+
+
+def _matches(rule: AllowRule, claims: Mapping[str, Any], email_ok: bool) -> bool:
     value = claims.get(rule.claim)
-    if rule.claim == "email" and claims.get("email_verified") is False:
+    if rule.claim == "email" and not email_ok:
         return False  # an address the upstream has not verified proves no domain
     if rule.equals is not None:
         return isinstance(value, str) and secrets.compare_digest(value, rule.equals)
@@ -140,7 +149,8 @@ def admitted(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> bool:
     """Whether the allow-list lets this person in (any rule; ``allow_all`` everyone)."""
     if upstream.allow_all:
         return True
-    return any(_matches(rule, claims) for rule in upstream.allow)
+    email_ok = email_proven(upstream, claims)
+    return any(_matches(rule, claims, email_ok) for rule in upstream.allow)
 
 
 def map_user(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> User | None:
@@ -149,9 +159,11 @@ def map_user(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> User | None
     subject = claims.get(upstream.subject_claim)
     if not isinstance(subject, str) or not subject:
         return None
-    if upstream.subject_claim == "email" and claims.get("email_verified") is False:
+    email_ok = email_proven(upstream, claims)
+    if upstream.subject_claim == "email" and not email_ok:
         return None  # an address anyone may have typed names nobody
     # Only strings are copied: the local claims are strings (config.py's users have the same).
+    # An unproven email is not passed on: a relying party would take it as the person's.
     copied = {name: claims[name] for name in upstream.copy_claims
-              if isinstance(claims.get(name), str)}
+              if isinstance(claims.get(name), str) and (name != "email" or email_ok)}
     return User(subject=upstream.subject_prefix + subject, claims=copied)

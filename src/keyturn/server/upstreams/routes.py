@@ -97,6 +97,11 @@ class UpstreamRoutes:
     def __repr__(self) -> str:
         return f"UpstreamRoutes({', '.join(self.upstreams)})"
 
+    async def aclose(self) -> None:
+        """Close every upstream's connections (the server stops: the app's lifespan)."""
+        for client in self.clients.values():
+            await client.aclose()
+
     def _count(self, upstream: str, outcome: str) -> None:
         """/metrics' keyturn_upstream_sign_ins_total; ``outcome`` is one of OUTCOMES."""
         assert outcome in OUTCOMES
