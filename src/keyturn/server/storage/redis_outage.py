@@ -2,8 +2,9 @@
 
 redis-py raises a class of its own for ``OOM`` (:class:`~redis.exceptions.OutOfMemoryError`),
 ``READONLY`` and ``LOADING``, but a bare :class:`~redis.exceptions.ResponseError` for
-``MISCONF`` (writes stopped after a failed snapshot), the same class as a script bug. The
-client here raises :class:`MisconfError` for it, so that an outage is told from a bug by its
+``MISCONF`` (writes stopped after a failed snapshot) and ``NOREPLICAS`` (too few replicas keep
+up), the same class as a script bug. The client here raises :class:`MisconfError` (and
+:class:`NoReplicasError`) for them, so that an outage is told from a bug by its
 class (:func:`~keyturn.server.errors.storage_outages`). Imported only with redis installed.
 """
 
@@ -15,7 +16,7 @@ import redis
 import redis.client
 from redis.exceptions import ResponseError
 
-__all__ = ["MisconfError", "OutageAwareRedis"]
+__all__ = ["MisconfError", "NoReplicasError", "OutageAwareRedis"]
 
 
 class MisconfError(ResponseError):
@@ -23,11 +24,20 @@ class MisconfError(ResponseError):
     currently unable to persist to disk" (stop-writes-on-bgsave-error)."""
 
 
-def _misconf(exc: ResponseError) -> bool:
+class NoReplicasError(MisconfError):
+    """Redis refuses writes: "NOREPLICAS Not enough good replicas to write" (the primary's
+    ``min-replicas-to-write``, docs/server.md "Redis for replicas"). A kind of MisconfError, the
+    other refusal of writes, so that it is an outage wherever that one is."""
+
+
+def _refusal(exc: ResponseError) -> type[MisconfError] | None:
     # A pipeline's error is annotated: "Command # 1 (INCRBY ...) of pipeline caused error: MISCONF".
     text = str(exc)
-    return type(exc) is ResponseError and (text.startswith("MISCONF")
-                                            or "of pipeline caused error: MISCONF" in text)
+    if type(exc) is ResponseError:
+        for code, kind in (("MISCONF", MisconfError), ("NOREPLICAS", NoReplicasError)):
+            if text.startswith(code) or f"of pipeline caused error: {code}" in text:
+                return kind
+    return None
 
 
 class _OutageAwarePipeline(redis.client.Pipeline):
@@ -35,8 +45,9 @@ class _OutageAwarePipeline(redis.client.Pipeline):
         try:
             return super().execute(raise_on_error)
         except ResponseError as exc:
-            if _misconf(exc):
-                raise MisconfError(*exc.args) from None
+            kind = _refusal(exc)
+            if kind is not None:
+                raise kind(*exc.args) from None
             raise
 
 
@@ -48,8 +59,9 @@ class OutageAwareRedis(redis.Redis):
         try:
             return super().parse_response(connection, command_name, **options)  # type: ignore[no-untyped-call]
         except ResponseError as exc:
-            if _misconf(exc):
-                raise MisconfError(*exc.args) from None
+            kind = _refusal(exc)
+            if kind is not None:
+                raise kind(*exc.args) from None
             raise
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
