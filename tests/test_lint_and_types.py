@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mypycheck import cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,5 +49,5 @@ def test_public_names_are_typed_for_users(tmp_path):
     user = tmp_path / "user_code.py"
     user.write_text(f"from keyturn import {', '.join(keyturn.__all__)}\n\n"
                     f"print({', '.join(keyturn.__all__)})\n")
-    result = run(sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user))
+    result = run(sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache_dir(), str(user))
     assert result.returncode == 0, result.stdout + result.stderr
