@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,8 +75,11 @@ def review(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Review]:
     slow.drip = DRIP
     upstreams = {name: parse_config({"upstreams": {name: table}}).upstreams[name]
                  for name, table in _tables(op.issuer, slow.issuer).items()}
-    config = replace(make_config(), upstreams=upstreams,
-                     lifetimes=Lifetimes(interval=1, refresh_token=REFRESH_SECONDS))
+    base = make_config()
+    # Presses from this one address: more than M1's MAX_CALLS + 1 (M2 has a server of its own).
+    config = replace(base, upstreams=upstreams,
+                     lifetimes=Lifetimes(interval=1, refresh_token=REFRESH_SECONDS),
+                     rate_limits=replace(base.rate_limits, upstream_presses_per_address=1000))
     keyturn = ServerThread(config, data_dir=tmp_path_factory.mktemp("review") / "keyturn")
     try:
         yield Review(op, keyturn, slow)
@@ -396,5 +400,47 @@ def test_m3_a_key_the_provider_removed_is_trusted_no_longer_than_jwks_seconds() 
 
     try:
         asyncio.run(scenario())
+    finally:
+        op.stop()
+
+
+# -- M2: presses are counted ----------------------------------------------------------------------
+
+
+def limited(page: httpx.Response) -> bool:
+    return (page.status_code == 429 and "Too many sign-in attempts" in page.text
+            and "refresh" not in page.text and "keyturn_upstream=" not in
+            page.headers.get("set-cookie", ""))
+
+
+def test_m2_one_user_code_gets_five_presses_a_window(review: Review, person: Person) -> None:
+    started = start_device(review.keyturn.issuer)
+    for _ in range(5):  # default upstream_presses_per_code
+        assert person.start("corp", started["user_code"])
+    refused = person.press("corp", started["user_code"])
+    assert limited(refused), refused.text
+    assert refused.headers["retry-after"] == "3600"  # make_config's window
+    # Another code from the same address is still served.
+    assert person.start("corp", start_device(review.keyturn.issuer)["user_code"])
+
+
+def test_m2_one_address_gets_upstream_presses_per_address(tmp_path: Path) -> None:
+    op = HostileProvider().start()
+    try:
+        table = {"issuer": op.issuer, "client_id": "c", "client_secret": "s", "allow_all": True}
+        base = make_config(users={})
+        config = replace(base, upstreams=parse_config({"upstreams": {"idp": table}}).upstreams,
+                         rate_limits=replace(base.rate_limits, upstream_presses_per_address=3))
+        with ServerThread(config, data_dir=tmp_path / "keyturn") as keyturn:
+            someone = Person(keyturn.issuer)
+            try:
+                for _ in range(3):
+                    assert someone.start("idp", start_device(keyturn.issuer)["user_code"])
+                refused = someone.press("idp", start_device(keyturn.issuer)["user_code"])
+            finally:
+                someone.close()
+        assert limited(refused), refused.text
+        with pytest.raises(ConfigError, match="upstream_presses_per_code must be a positive"):
+            parse_config({"rate_limits": {"upstream_presses_per_code": 0}})
     finally:
         op.stop()

@@ -132,6 +132,10 @@ class RateLimits:
     name_delay: int = 60
     name_delay_max: int = 3600
     name_window: int = 86400
+    #: Presses of "Sign in with NAME" per ``window`` for one user code and from one address
+    #: (:mod:`.upstreams.presses`: each press stores a login and may call the upstream).
+    upstream_presses_per_code: int = 5
+    upstream_presses_per_address: int = 60
 
 
 @dataclass(frozen=True)

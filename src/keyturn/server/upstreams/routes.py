@@ -36,6 +36,7 @@ from ..service import AuthorizationServer
 from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
 from .config import UpstreamConfig
 from .flow import LOGIN_LIFETIME, PendingLogin, admitted, begin, login_key, map_user, resume
+from .presses import take_press
 
 __all__ = ["BROWSER_COOKIE", "OUTCOMES", "UpstreamRoutes", "sign_in_options"]
 
@@ -44,9 +45,10 @@ log = logging.getLogger("keyturn.server.upstreams")
 #: How a sign-in ended, as /metrics counts it: started (sent to the upstream), ok (the consent
 #: page shown), not_allowed (the allow-list), refused (the upstream said no, or its id_token
 #: failed the checks), unavailable (down or answering nonsense), forged (an unknown, replayed or
-#: foreign state, another browser, a wrong iss), expired (too slow).
+#: foreign state, another browser, a wrong iss), expired (too slow), limited (too many presses:
+#: :mod:`.presses`).
 OUTCOMES: Final = frozenset({"started", "ok", "not_allowed", "refused", "unavailable", "forged",
-                             "expired"})
+                             "expired", "limited"})
 #: Binds a login to the browser that started it. SameSite=Lax, not Strict: the callback is a
 #: top-level navigation from the upstream's site, on which a Strict cookie is not sent.
 BROWSER_COOKIE: Final = "keyturn_upstream"
@@ -147,6 +149,17 @@ class UpstreamRoutes:
         # A right code is given back at once: no password is guessed with it here (the person
         # signs in at the upstream, which limits its own guesses).
         await run_in_threadpool(self.server.signed_in, address, now)
+        # The presses themselves are counted (review R19 M2): each stores a login and may call
+        # the upstream.
+        if not await run_in_threadpool(take_press, self.server.storage,
+                                       self.server.config.rate_limits, address=address,
+                                       user_code=lookup.grant.user_code, now=now):
+            self._count(upstream.name, "limited")
+            limited = self.pages.code_form(csrf, message="Too many sign-in attempts with this "
+                                           "code or from this network: wait a few minutes and "
+                                           "try again.", status=429)
+            limited.headers["Retry-After"] = str(self.server.config.rate_limits.window)
+            return limited
         client = self.clients[upstream.name]
         try:
             metadata = await client.metadata()
