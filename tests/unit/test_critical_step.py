@@ -28,6 +28,7 @@ from keyturn.protocol.client_auth import ClientAuth
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN, token_flow
 from keyturn.protocol.http import Flow, HttpResponse, Received
 from keyturn.token import Token
+from tests.support import SERVE_POLL
 
 WAIT = 10.0  # a guard against a hang; a passing test never waits this long
 
@@ -63,7 +64,8 @@ class HeldAnswers:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                         daemon=True).start()
 
     def release(self) -> None:
         self.released.set()

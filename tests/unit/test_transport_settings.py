@@ -11,6 +11,7 @@ import pytest
 
 from keyturn import ClientCredentials, InvalidResponse, MemoryStore
 from keyturn.transport import HttpSettings
+from tests.support import SERVE_POLL
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def redirecting_server():
             self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                              daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", hits
     server.shutdown()

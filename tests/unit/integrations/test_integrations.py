@@ -21,6 +21,7 @@ from keyturn._tokenformat import render  # keyturn token --header: the CLI's std
 from keyturn.integrations import HttpxAuth, RequestsAuth, SdkAuth
 from keyturn.integrations.retry import aresume, authorize, presented, resume
 from keyturn.protocol.http import CurrentToken, Invalidate
+from tests.support import SERVE_POLL
 
 T1 = Token(access_token="first-token", expires_at=2e9)
 T2 = Token(access_token="second-token", expires_at=2e9)
@@ -298,7 +299,8 @@ def api_accepting(token: str) -> Iterator[tuple[str, list[str]]]:
                 self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                              daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
