@@ -27,7 +27,7 @@ Phases, each on 64 public and 64 confidential clients:
 
 * discovery: GET /.well-known/openid-configuration;
 * device authorization: POST the device endpoint (64 public clients round robin);
-* polling, pending: 6,000 pending device codes round robin (each polled every 1.5 s or so, past
+* polling, pending: 8,000 pending device codes round robin (each polled every 1.5 s or so, past
   keyturn's 1 s interval, so every answer is authorization_pending);
 * polling, slow_down: 200 codes round robin (keyturn answers slow_down; oidc-provider
   authorization_pending: it does not enforce the interval);
@@ -37,6 +37,7 @@ Phases, each on 64 public and 64 confidential clients:
   answer carries a new refresh token, an access token and an id_token.
 
 Before the measured phases, each server gets every phase for 1 s (not recorded: V8 compiles).
+At the end, the resident memory of each server's processes is recorded.
 
 Rate limits: keyturn's bench configuration raises every [rate_limits] (all requests come from
 127.0.0.1); every answer other than the expected ones is counted and reported, and makes the run
@@ -79,7 +80,7 @@ SERVER_CPUS = {0}
 WRK_CPU = "1"
 PUBLIC_CLIENTS = 64
 SERVICE_CLIENTS = 64
-PENDING_CODES = 6000
+PENDING_CODES = 8000
 SLOW_DOWN_CODES = 200
 DEVICE_CODE_LIFETIME = 1800
 #: keyturn's interval in the bench: a code polled again within 0.8 s gets slow_down (20 % jitter),
@@ -89,7 +90,7 @@ RESOURCE = "https://api.example.test"  # the provider's JWT (ES256) resource ser
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Refresh tokens minted per server and phase run, per second of the run (more than any server
 #: answers: each is used once and the run stops early if they run out).
-REFRESH_PER_SECOND = 2500
+REFRESH_PER_SECOND = 3500
 
 EXPECTED = {
     "discovery": {"200"},
@@ -145,6 +146,16 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` onto ``cpus`` (threads made later inherit it)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -152,9 +163,14 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
+def uptime_ticks() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0]) * CLK_TCK
+
+
 def all_cpu() -> dict[int, tuple[str, float]]:
-    """Every process: (start time, CPU seconds of it and of its reaped children)."""
-    out: dict[int, tuple[str, float]] = {}
+    """Every process: (start time, CPU seconds of it and of its reaped children); under the key
+    -1, when the snapshot was taken (clock ticks since boot, as start times)."""
+    out: dict[int, tuple[str, float]] = {-1: (str(uptime_ticks()), 0.0)}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -169,12 +185,19 @@ def all_cpu() -> dict[int, tuple[str, float]]:
 
 def cpu_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
                 only: set[int] | None = None, exclude: set[int] | None = None) -> float:
+    """CPU seconds used between two snapshots: a process started meanwhile counts whole, one
+    that was there but could not be read in ``before`` not at all."""
+    taken = float(before[-1][0]) - CLK_TCK  # a second of slack: start times are in ticks
     total = 0.0
     for pid, (started, cpu) in after.items():
-        if (only is not None and pid not in only) or (exclude is not None and pid in exclude):
+        if pid == -1 or (only is not None and pid not in only) or (
+                exclude is not None and pid in exclude):
             continue
         previous = before.get(pid)
-        total += cpu - previous[1] if previous is not None and previous[0] == started else cpu
+        if previous is not None and previous[0] == started:
+            total += cpu - previous[1]
+        elif float(started) >= taken:
+            total += cpu
     return total
 
 
@@ -511,12 +534,56 @@ def print_report(results: dict[str, Any]) -> list[str]:
     return problems
 
 
+PHASE_NAMES = {
+    "discovery": "discovery (GET)", "device_authorization": "device authorization",
+    "poll_pending": "polling, pending", "poll_slow_down": "polling, slow_down",
+    "client_credentials": "client credentials", "refresh": "refresh",
+}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables of SERVER_RESULTS.md, from server_results.json (``--report``)."""
+    def answers(figures: dict[str, Any]) -> str:
+        return ", ".join(f"{n:,} x {key}" for key, n in figures["answers"].items())
+
+    lines = ["| phase | server | req/s | vs provider | p50 ms | p99 ms | server CPU ms/req "
+             "| provider's CPU / this | other CPU s | answers |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for phase in PHASES:
+        for name, figures in results["phases"][phase].items():
+            ratio = f"{figures['ratio_per_s']:.2f}" if "ratio_per_s" in figures else ""
+            per_core = f"{figures['ratio_cpu']:.2f}" if "ratio_cpu" in figures else ""
+            lines.append(f"| {PHASE_NAMES[phase]} | {name} | {figures['per_s']:,.0f} | {ratio} "
+                         f"| {figures['p50_ms']} | {figures['p99_ms']} "
+                         f"| {figures['server_cpu_ms_per_request']} | {per_core} "
+                         f"| {figures['other_cpu_s']} | {answers(figures)} |")
+    return "\n".join(lines) + "\n"
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("uvicorn", "starlette", "httptools", "uvloop", "redis", "hiredis",
+                 "cryptography", "joserfc"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--report", action="store_true",
+                        help="print server_results.json as the tables of SERVER_RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="2 s per phase (checks the script)")
     parser.add_argument("--seconds", type=float, help="seconds per phase and server (default 10)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 rows")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads((BENCH_DIR / "server_results.json").read_text())), end="")
+        return
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     warm = 1.0
     wrk = ensure_wrk()
@@ -530,6 +597,7 @@ def main() -> None:
         "wrk_cpu": WRK_CPU, "public_clients": PUBLIC_CLIENTS, "service_clients": SERVICE_CLIENTS,
         "pending_codes": PENDING_CODES, "slow_down_codes": SLOW_DOWN_CODES,
         "interval_s": INTERVAL, "servers": {}, "phases": {phase: {} for phase in PHASES},
+        "versions": versions(),
     }
     tokens = int(REFRESH_PER_SECOND * (seconds + warm))
     with tempfile.TemporaryDirectory(prefix="keyturn-server-bench-") as tmp, \
@@ -570,6 +638,11 @@ def main() -> None:
                 results["phases"][phase][target.name] = figures
                 print(f"{phase:22} {target.name:34} {figures['per_s']:>9} req/s "
                       f"{figures['server_cpu_ms_per_request']:>7} ms CPU/req", flush=True)
+        for target in targets:
+            # Resident memory at the end (every grant, token and counter of the run still held;
+            # for Redis, redis-server counts in each Redis row, shared by them).
+            results["servers"][target.name]["rss_mib_at_end"] = round(
+                sum(rss_mib(pid) for pid in target.pids()), 1)
     results["run_time_s"] = round(time.time() - started, 1)
     problems = print_report(results)
     results["unexpected_answers"] = problems

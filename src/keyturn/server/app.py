@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -105,8 +106,13 @@ def _parse_form(body: bytearray) -> SecretFields | str:
     return form
 
 
+#: JSONResponse's encoding, with one encoder for all (json.dumps with options makes one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _json(reply: Reply) -> Response:
-    return JSONResponse(dict(reply.body), status_code=reply.status, headers=dict(reply.headers))
+    return Response(_ENCODER.encode(dict(reply.body)).encode(), status_code=reply.status,
+                    headers=dict(reply.headers), media_type="application/json")
 
 
 def _plain(exc: BadForm) -> Response:

@@ -163,7 +163,15 @@ _GROUP: Final = 4
 
 
 def generate_user_code(*, user_codes: UserCodeFormat) -> str:
-    return "".join(secrets.choice(user_codes.alphabet) for _ in range(user_codes.length))
+    # One draw of a number below base**length, written in that base: each character is uniform
+    # and independent, as with one secrets.choice per character, at a fraction of the cost.
+    alphabet, base = user_codes.alphabet, len(user_codes.alphabet)
+    number = secrets.randbelow(base ** user_codes.length)
+    chars = []
+    for _ in range(user_codes.length):
+        number, digit = divmod(number, base)
+        chars.append(alphabet[digit])
+    return "".join(chars)
 
 
 def format_user_code(code: str) -> str:

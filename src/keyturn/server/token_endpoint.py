@@ -134,9 +134,11 @@ class TokenEndpoint:
         if not form.get("device_code"):
             raise refusal(InvalidRequest, "device_code is missing")
         code_hash = hash_code(form["device_code"])
-        sealer = Sealer(form["device_code"])
         replay_key = f"dc:{code_hash}"
-        fingerprint = request_fingerprint(client.client_id, GRANT_DEVICE_CODE, None)
+
+        def fingerprint() -> str:  # only a redemption (or a code that came back) needs it
+            return request_fingerprint(client.client_id, GRANT_DEVICE_CODE, None)
+
         for _ in range(_SWAP_TRIES):  # compare-and-set: another request changed the grant
             grant = self.storage.device_grant(code_hash)
             outcome = decide_poll(grant, client_id=client.client_id, now=now)
@@ -144,7 +146,7 @@ class TokenEndpoint:
                 # The poll retried because its answer was lost (after the commit) gets that
                 # answer again within the grace. RFC 8628 §3.5 does not forbid it: the code is
                 # still redeemed once, and only its holder (the client) can open the answer.
-                again = self._replayed(replay_key, sealer, fingerprint, now)
+                again = self._replayed(replay_key, Sealer(form["device_code"]), fingerprint(), now)
                 if again is not None:
                     return again
             if outcome.reused and grant is not None and grant.family_id:
@@ -175,8 +177,9 @@ class TokenEndpoint:
             # The grant is consumed, its refresh token and the sealed answer stored in one step:
             # a storage error before the commit leaves the grant APPROVED (the retried poll
             # redeems it); an answer lost after it is given again to the identical retry.
-            replay = Replay(key=replay_key, fingerprint=fingerprint,
-                            expires_at=now + self.lifetimes.retry_grace, sealed=sealer.seal(body),
+            replay = Replay(key=replay_key, fingerprint=fingerprint(),
+                            expires_at=now + self.lifetimes.retry_grace,
+                            sealed=Sealer(form["device_code"]).seal(body),
                             family_id=family_id,
                             successor_hash=successor.token_hash if successor else None)
             if self.storage.redeem_device_grant(updated, successor, replay):

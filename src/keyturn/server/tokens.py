@@ -2,7 +2,7 @@
 
 One key signs both, with the configuration's ``signing_alg``: RS256 by default (OpenID Connect
 Discovery §3 requires RS256 among the id_token algorithms, and clients such as openid-client
-expect it unless told otherwise), or ES256 (a P-256 key: signing costs about 1/30 of RS256's).
+expect it unless told otherwise), or ES256 (a P-256 key: signing costs about a tenth of RS256's).
 The key is made on first start and kept in the storage (a 0600 database, or the replicas' shared
 Redis), so every replica signs with the same key and a restart keeps tokens valid; :mod:`.keys`
 keeps it (encrypted when so configured) and rotates it. The JWKS publishes only the public halves

@@ -44,6 +44,18 @@ __all__ = ["RedisStorage"]
 #: As in SQLite: a grant outlives its expiry by an hour, to answer expired_token and spot reuse.
 _GRACE = 3600
 
+# One round trip each (a script is atomic): a counter and its expiry; a user code and its grant.
+_HIT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return count
+"""
+_CREATE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
 _SWAP = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -128,6 +140,8 @@ class RedisStorage(ServerStorage):
         self._prefix = prefix
         self._clock = clock or time.time
         self._swap = self._redis.register_script(_SWAP)
+        self._hit = self._redis.register_script(_HIT)
+        self._create = self._redis.register_script(_CREATE)
         self._replace = self._redis.register_script(_REPLACE)
         self._rotate = self._redis.register_script(_ROTATE)
         self._redeem = self._redis.register_script(_REDEEM)
@@ -143,10 +157,9 @@ class RedisStorage(ServerStorage):
 
     def create_device_grant(self, grant: DeviceGrant) -> bool:
         ttl = _ttl(grant.expires_at + _GRACE, grant.created_at)
-        if not self._redis.set(self._key("uc", grant.user_code), grant.device_code_hash, nx=True, ex=ttl):
-            return False
-        self._redis.set(self._key("dg", grant.device_code_hash), grant_to_json(grant), ex=ttl)
-        return True
+        return bool(self._create(
+            keys=[self._key("uc", grant.user_code), self._key("dg", grant.device_code_hash)],
+            args=[grant.device_code_hash, grant_to_json(grant), ttl]))
 
     def device_grant(self, device_code_hash: str) -> DeviceGrant | None:
         body = self._redis.get(self._key("dg", device_code_hash))
@@ -284,11 +297,7 @@ class RedisStorage(ServerStorage):
         if amount == 0:
             value = self._redis.get(counter)
             return int(value) if value else 0
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incrby(counter, amount)
-        pipe.expire(counter, _ttl(window_end, now))
-        count, _ = pipe.execute()
-        return int(count)
+        return int(self._hit(keys=[counter], args=[amount, _ttl(window_end, now)]))
 
     def setting(self, name: str, make: Callable[[], str]) -> str:
         key = self._key("setting", name)

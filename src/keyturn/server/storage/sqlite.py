@@ -175,8 +175,8 @@ class SQLiteStorage(ServerStorage):
         return grant_from_json(str(row[0])) if row else None
 
     def swap_device_grant(self, updated: DeviceGrant) -> bool:
-        with self._tx() as db:
-            return self._swap(db, updated)
+        # One UPDATE (compare-and-set on the version): atomic on its own, in autocommit.
+        return self._swap(self._connection(), updated)
 
     def redeem_device_grant(self, updated: DeviceGrant, refresh: RefreshRecord | None,
                             replay: Replay | None = None) -> bool:
