@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
-from keyturn.server.config import Lifetimes
+from keyturn.server.config import Lifetimes, load_config
 from keyturn.server.passwords import hash_password
 from keyturn.server.runner import DATABASE_NAME, ServerThread
 from keyturn.server.storage.base import Login, RefreshRecord
@@ -281,3 +281,26 @@ def test_redis_logins_from_before_the_index(tmp_path, redis_url: str) -> None:
         assert result.returncode == 0, result.stderr
         assert len(result.stdout.splitlines()) == 2
         assert [refresh(server.issuer, token).status_code for token in tokens] == [400, 400]
+
+
+def test_admin_runs_without_the_metrics_token_serve_needs(tmp_path, monkeypatch) -> None:
+    """admin serves no /metrics: a [metrics] token_env missing from its environment (sudo does
+    not pass the unit's EnvironmentFile= on) does not stop it; serve still refuses to start
+    without it (/metrics would be open to anyone)."""
+    config = tmp_path / "server.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[metrics]\nenabled = true\n'
+                      'token_env = "KEYTURN_TEST_METRICS_TOKEN"\n[clients.demo]\n'
+                      'grants = ["device_code", "refresh_token"]\nscopes = ["openid"]\n')
+    monkeypatch.setenv("KEYTURN_TEST_METRICS_TOKEN", "admin-test-metrics-token-99")
+    with ServerThread(load_config(config), data_dir=tmp_path / "data"):
+        pass  # the server's storage, with its keyring
+    cli = Cli(tmp_path)  # its environment holds no KEYTURN_* variable
+    assert "KEYTURN_TEST_METRICS_TOKEN" not in cli.env
+    result = cli.run("serve", "admin", "logins", "alice", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no live logins for 'alice' in SQLiteStorage(")
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "serve", "--config",
+                             str(config), "--port", "0", "--host", "127.0.0.1"], env=cli.env,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3
+    assert "[metrics] token_env names KEYTURN_TEST_METRICS_TOKEN, which is not set" in result.stderr

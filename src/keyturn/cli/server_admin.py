@@ -63,7 +63,7 @@ def _server_storage(command: str, *, config: str | None, data_dir: str | None,
     except KeyturnError as exc:
         return _fail(command, str(exc))
     try:
-        require_server_data(storage, f"admin {command}")
+        require_server_data(storage)
     except KeyturnError as exc:
         storage.close()
         return _fail(command, str(exc))

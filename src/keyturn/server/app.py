@@ -202,6 +202,7 @@ def create_app(
     authenticator: Authenticator | None = None,
 ) -> Starlette:
     """The ASGI app for ``issuer`` (its final public URL, path included)."""
+    config.metrics.check_token()  # before a key is made or anything listens
     signer = load_signer(storage, issuer.rstrip("/"), config)
     server = AuthorizationServer(config, storage, signer, issuer)
     prefix = urlsplit(server.issuer).path.rstrip("/")

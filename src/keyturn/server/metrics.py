@@ -102,6 +102,18 @@ class MetricsConfig:
 
     enabled: bool = False
     token: str | None = field(default=None, repr=False)
+    #: The variable ``token_env`` names (None: no token_env); its absence is an error only when
+    #: the server starts (:meth:`check_token`), so that ``keyturn serve admin``, which reads the
+    #: same file and serves no /metrics, runs without the server's environment.
+    token_env: str | None = None
+
+    def check_token(self) -> None:
+        """ConfigError if ``token_env`` names a variable that is not set: /metrics would be open
+        to anyone with no token (create_app calls it before anything listens)."""
+        from ..errors import ConfigError
+
+        if self.token_env is not None and self.token is None:
+            raise ConfigError(f"[metrics] token_env names {self.token_env}, which is not set")
 
 
 def metrics_config(table: Any, *, read_secret_file: Callable[[str, str], str]) -> MetricsConfig:
@@ -129,10 +141,9 @@ def metrics_config(table: Any, *, read_secret_file: Callable[[str, str], str]) -
         if key in table and (not isinstance(value, str) or not value):
             raise ConfigError(f"[metrics] {key} must be a string")
     if isinstance(table.get("token_env"), str):
-        token = os.environ.get(table["token_env"]) or None
-        if token is None:
-            raise ConfigError(f"[metrics] token_env names {table['token_env']}, which is not set")
-    elif isinstance(table.get("token_file"), str):
+        token = os.environ.get(table["token_env"]) or None  # unset: MetricsConfig.check_token
+        return MetricsConfig(enabled=enabled, token=token, token_env=table["token_env"])
+    if isinstance(table.get("token_file"), str):
         token = read_secret_file(table["token_file"], "[metrics] token_file") or None
         if token is None:
             raise ConfigError(f"[metrics] token_file {table['token_file']} is empty")

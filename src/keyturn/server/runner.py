@@ -88,12 +88,12 @@ def open_server_storage(config_path: str | os.PathLike[str] | None, *,
     url = redis_url_for(settings, redis_url)
     database = Path(data_dir) / DATABASE_NAME
     if existing and not url and not database.is_file():
-        raise ConfigError(f"{command}: no server's storage at {str(database)!r} (the file does "
+        raise ConfigError(f"no server's storage at {str(database)!r} (the file does "
                           f"not exist, nothing was made); {_POINT_AT}")
     return settings, open_storage(data_dir, url)
 
 
-def require_server_data(storage: ServerStorage, command: str) -> None:
+def require_server_data(storage: ServerStorage) -> None:
     """ConfigError unless ``storage`` holds a signing keyring, which every server makes at its
     start: an empty Redis database (or a SQLite file no server ran on) is no server's storage.
     Nothing is written (storage errors, such as Redis being down, propagate)."""
@@ -108,7 +108,7 @@ def require_server_data(storage: ServerStorage, command: str) -> None:
     try:
         storage.setting(SETTING, absent)
     except _Absent:
-        raise ConfigError(f"{command}: {storage!r} holds no keyturn server's data (no signing "
+        raise ConfigError(f"{storage!r} holds no keyturn server's data (no signing "
                           f"keyring: no server has run on it); {_POINT_AT}") from None
 
 
