@@ -444,3 +444,75 @@ def test_m2_one_address_gets_upstream_presses_per_address(tmp_path: Path) -> Non
             parse_config({"rate_limits": {"upstream_presses_per_code": 0}})
     finally:
         op.stop()
+
+
+# -- M4: tossed cookies, cross-site posts ---------------------------------------------------------
+
+
+def _form_posts(review: Review, person: Person) -> list[tuple[str, dict[str, str]]]:
+    """The three POST routes of the pages, each with a valid CSRF cookie and field."""
+    started = start_device(review.keyturn.issuer)
+    person.press("corp", started["user_code"])  # sets person.csrf
+    form = {"csrf": person.csrf, "user_code": started["user_code"]}
+    return [("/device/upstream/corp", form), ("/device", {**form, "username": "alice",
+                                                          "password": "wrong"}),
+            ("/device/decision", {"csrf": person.csrf, "ticket": "x", "decision": "approve"})]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+    {"Origin": "https://evil.example"}, {"Origin": "http://127.0.0.1:1"},
+    {"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"},
+])
+def test_m4_a_post_the_browser_says_came_from_elsewhere_is_refused(
+        review: Review, person: Person, headers: dict[str, str]) -> None:
+    for path, form in _form_posts(review, person):
+        answer = person.http.post(f"{review.keyturn.issuer}{path}", data=form, headers=headers)
+        assert answer.status_code == 403 and "The form expired" in answer.text, (path, answer)
+        assert "refresh" not in answer.text and "ticket" not in answer.text
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Sec-Fetch-Site": "same-origin"}, {"Origin": "null"},  # no-referrer pages send null
+    {"Sec-Fetch-Site": "same-origin", "Origin": "SAME"},
+])
+def test_m4_a_post_from_the_pages_own_form_is_served(review: Review, person: Person,
+                                                     headers: dict[str, str]) -> None:
+    if headers.get("Origin") == "SAME":
+        headers = {**headers, "Origin": review.keyturn.issuer}
+    started = start_device(review.keyturn.issuer)
+    person.press("corp", started["user_code"])
+    answer = person.http.post(f"{review.keyturn.issuer}/device/upstream/corp", headers=headers,
+                              data={"csrf": person.csrf, "user_code": started["user_code"]})
+    assert answer.status_code == 200 and "http-equiv=refresh" in answer.text, answer.text
+
+
+def test_m4_over_https_the_cookies_are_host_prefixed_and_a_tossed_one_is_ignored(
+        review: Review, tmp_path: Path) -> None:
+    """The issuer is https (TLS ends at a proxy in front): the CSRF and browser cookies are
+    __Host- (Secure, Path=/), which no sibling subdomain can set; the plain-named cookie such a
+    sibling could toss opens nothing."""
+    from keyturn.server.fetchsite import origin_of
+
+    issuer = "https://login.example.test"
+    config = replace(review.keyturn.config, issuer=issuer)
+    with ServerThread(config, data_dir=tmp_path / "keyturn") as keyturn:
+        direct = f"http://127.0.0.1:{keyturn._sock.getsockname()[1]}"
+        with httpx.Client(base_url=direct, trust_env=False, timeout=30) as http:
+            page = http.get("/device")
+            cookie = page.headers["set-cookie"]
+            assert cookie.startswith("__Host-keyturn_csrf=") and "Path=/;" in cookie
+            assert "Secure" in cookie and "HttpOnly" in cookie
+            csrf = cookie.split(";", 1)[0].split("=", 1)[1]
+            started = start_device(direct)
+            form = {"csrf": csrf, "user_code": started["user_code"]}
+            tossed = http.post("/device/upstream/corp", data=form,
+                               headers={"Cookie": f"keyturn_csrf={csrf}"})
+            assert tossed.status_code == 403 and "The form expired" in tossed.text
+            pressed = http.post("/device/upstream/corp", data=form, headers={
+                "Cookie": f"__Host-keyturn_csrf={csrf}", "Origin": origin_of(issuer),
+                "Sec-Fetch-Site": "same-origin"})
+            assert pressed.status_code == 200 and "http-equiv=refresh" in pressed.text
+            browser = pressed.headers["set-cookie"]
+            assert browser.startswith("__Host-keyturn_upstream=") and "Path=/;" in browser
+            assert "Secure" in browser

@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import strictjson
 from .device_flow import DeviceGrant, DeviceStatus, format_user_code
+from .fetchsite import from_own_page
 from .page_html import PAGE_HEADERS, code_hint, document, esc, scope_list, site_name
 from .passwords import Authenticator, User
 from .service import AuthorizationServer
@@ -100,6 +101,10 @@ class DevicePages:
         self.path = f"{prefix}/device"
         self.site = site_name(server.config.site_name, server.issuer)
         self.secure = server.issuer.startswith("https://")
+        #: RFC 6265bis §4.1.3.2: a "__Host-" cookie is Secure, Path=/ and has no Domain, so no
+        #: sibling subdomain or plain-http page can set (toss) it for this host (review R19 M4).
+        self.csrf_cookie = f"__Host-{CSRF_COOKIE}" if self.secure else CSRF_COOKIE
+        self.cookie_path = "/" if self.secure else self.path
         self._secret = server.storage.setting("page_secret", lambda: secrets.token_hex(32)).encode()
 
     def __repr__(self) -> str:
@@ -111,8 +116,8 @@ class DevicePages:
         page = document(title=title, site=self.site, body=body)
         response = HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
         if csrf is not None:
-            response.set_cookie(CSRF_COOKIE, csrf, path=self.path, httponly=True, samesite="strict",
-                                secure=self.secure)
+            response.set_cookie(self.csrf_cookie, csrf, path=self.cookie_path, httponly=True,
+                                samesite="strict", secure=self.secure)
         return response
 
     def code_form(self, csrf: str, *, user_code: str = "", message: str = "", status: int = 200,
@@ -169,10 +174,12 @@ class DevicePages:
 
     # -- CSRF and tickets ------------------------------------------------------------------------------
 
-    @staticmethod
-    def csrf_ok(request: Request, form: Mapping[str, Any]) -> bool:
-        """The form's ``csrf`` field repeats this browser's CSRF cookie (for every POST route)."""
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+    def csrf_ok(self, request: Request, form: Mapping[str, Any]) -> bool:
+        """The form's ``csrf`` field repeats this browser's CSRF cookie (for every POST route),
+        and the browser does not say the POST came from another site (:mod:`.fetchsite`)."""
+        if not from_own_page(request.headers, self.server.issuer):
+            return False
+        cookie = request.cookies.get(self.csrf_cookie, "")
         field = form.get("csrf")
         return bool(cookie) and isinstance(field, str) and hmac.compare_digest(
             cookie.encode(), field.encode())
@@ -209,7 +216,7 @@ class DevicePages:
                           f"{esc(self.path)}</a>. (unsupported_response_type)</p>", status=400)
 
     async def show(self, request: Request) -> Response:
-        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        csrf = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
         typed = request.query_params.get("user_code", "")[:20]
         return self.code_form(csrf, user_code=typed, new_cookie=True)
 

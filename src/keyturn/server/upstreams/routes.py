@@ -31,7 +31,7 @@ from starlette.responses import HTMLResponse, Response
 from ...errors import InvalidResponse, OAuthError
 from ...secret import Secret
 from ..device_flow import DeviceStatus
-from ..pages import CSRF_COOKIE, PAGE_HEADERS, DevicePages, SignInOption
+from ..pages import PAGE_HEADERS, DevicePages, SignInOption
 from ..service import AuthorizationServer
 from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
 from .config import UpstreamConfig
@@ -92,6 +92,10 @@ class UpstreamRoutes:
         self.clients = dict(clients) if clients is not None else {
             name: UpstreamClient(upstream) for name, upstream in upstreams.items()}
         self.callback_path = f"{prefix}/device/callback"
+        # Over https the browser cookie is "__Host-" too (Path=/: RFC 6265bis §4.1.3.2), as the
+        # CSRF cookie (pages.py), so that no sibling subdomain can set it (review R19 M4).
+        self.browser_cookie = f"__Host-{BROWSER_COOKIE}" if pages.secure else BROWSER_COOKIE
+        self.cookie_path = "/" if pages.secure else self.callback_path
         #: RFC 6749 §3.1.2: "The redirection endpoint URI MUST be an absolute URI": the one to
         #: register at each upstream.
         self.redirect_uri = f"{server.issuer}/device/callback"
@@ -114,7 +118,7 @@ class UpstreamRoutes:
     def _refused(self, request: Request, message: str, status: int, user_code: str = "",
                  ) -> Response:
         """The code form with ``message``: nothing was approved."""
-        known = request.cookies.get(CSRF_COOKIE)
+        known = request.cookies.get(self.pages.csrf_cookie)
         return self.pages.code_form(known or secrets.token_urlsafe(24), user_code=user_code,
                                     message=message, status=status, new_cookie=known is None)
 
@@ -174,8 +178,8 @@ class UpstreamRoutes:
         log.info("upstream %s: sign-in started", upstream.name)
         self._count(upstream.name, "started")
         response = _onward(upstream, authorization.url)
-        response.set_cookie(BROWSER_COOKIE, cookie, max_age=LOGIN_LIFETIME,
-                            path=self.callback_path, httponly=True, samesite="lax",
+        response.set_cookie(self.browser_cookie, cookie, max_age=LOGIN_LIFETIME,
+                            path=self.cookie_path, httponly=True, samesite="lax",
                             secure=self.pages.secure)
         return response
 
@@ -185,7 +189,7 @@ class UpstreamRoutes:
         query = Secret.wrap(request.url.query)  # it holds the code: never a plain local
         response = await self._finish(request, query)
         # The browser cookie has done its job, whatever happened.
-        response.delete_cookie(BROWSER_COOKIE, path=self.callback_path, httponly=True,
+        response.delete_cookie(self.browser_cookie, path=self.cookie_path, httponly=True,
                                samesite="lax", secure=self.pages.secure)
         return response
 
@@ -208,7 +212,7 @@ class UpstreamRoutes:
             self._count(login.upstream, "expired")
             return self._refused(request, "This sign-in took too long: enter the code again.",
                                  400, login.user_code)
-        if not login.same_browser(request.cookies.get(BROWSER_COOKIE)):
+        if not login.same_browser(request.cookies.get(self.browser_cookie)):
             # Not the browser that pressed the button: someone else's login, sent as a link.
             log.warning("upstream %s: callback in another browser than the sign-in's",
                         login.upstream)
@@ -268,12 +272,12 @@ class UpstreamRoutes:
                                  "expired or was already used).", 400)
         log.info("upstream %s: signed in", upstream.name)
         self._count(upstream.name, "ok")
-        known = request.cookies.get(CSRF_COOKIE)
+        known = request.cookies.get(self.pages.csrf_cookie)
         csrf = known or secrets.token_urlsafe(24)
         response = self.pages.consent(csrf=csrf, grant=grant, user=user, now=now)
         if known is None:
             # The page's CSRF cookie is SameSite=Strict: it did not come along on the redirect
             # from the upstream's site; the Approve form needs one.
-            response.set_cookie(CSRF_COOKIE, csrf, path=self.pages.path, httponly=True,
-                                samesite="strict", secure=self.pages.secure)
+            response.set_cookie(self.pages.csrf_cookie, csrf, path=self.pages.cookie_path,
+                                httponly=True, samesite="strict", secure=self.pages.secure)
         return response
