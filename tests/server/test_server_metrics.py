@@ -113,6 +113,22 @@ def test_a_login_is_counted_by_route_status_and_grant_state(running: ServerThrea
         assert secret not in text
 
 
+def test_a_retry_given_the_kept_answer_is_not_a_second_redemption(running: ServerThread) -> None:
+    """The identical poll again within the retry grace gets the same answer (the first one was
+    lost): one grant, redeemed once, counted once."""
+    issuer = running.issuer
+    device = start_device(issuer)
+    assert page_approve(issuer, device["user_code"]).status_code == 200
+    before = scrape(running)
+    first = poll(issuer, device["device_code"])
+    again = poll(issuer, device["device_code"])
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()  # the kept answer
+    after = scrape(running)
+    name = "keyturn_device_grants_total"
+    assert value(after, name, state="redeemed") - value(before, name, state="redeemed") == 1
+
+
 def test_latency_histogram_per_route(running: ServerThread) -> None:
     for _ in range(3):
         assert httpx.get(f"{running.issuer}/.well-known/openid-configuration").status_code == 200

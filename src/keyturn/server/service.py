@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidClient, InvalidRequest
-from ..protocol.grants import GRANT_DEVICE_CODE
 from .claims import login_claims, released_claims
 from .clientauth import SecretAttempts
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
@@ -50,6 +49,7 @@ class AuthorizationServer:
         #: The counters of /metrics (:mod:`.metrics`), kept whether or not /metrics is served.
         self.metrics = Metrics()
         self.verification.metrics = self.metrics
+        self.grants.metrics = self.metrics
 
     def __repr__(self) -> str:
         return f"AuthorizationServer(issuer={self.issuer!r})"
@@ -105,10 +105,7 @@ class AuthorizationServer:
         return reply
 
     def token(self, client: ClientConfig, form: Mapping[str, str], now: float) -> Reply:
-        reply = self.grants.token(client, form, now)
-        if form.get("grant_type") == GRANT_DEVICE_CODE:  # a refusal raised: no answer, no count
-            self.metrics.device_grant("redeemed")
-        return reply
+        return self.grants.token(client, form, now)  # counts a redemption (not a retry's answer)
 
     # -- revocation (RFC 7009) and introspection (RFC 7662) ----------------------------------------
 

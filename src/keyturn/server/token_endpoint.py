@@ -31,6 +31,7 @@ from .claims import keep_login_claims, renew_login_claims
 from .config import SUPPORTED_GRANTS, ClientConfig, ServerConfig
 from .device_flow import decide_poll, format_user_code, hash_code, new_device_grant
 from .errors import TemporarilyUnavailable, refusal, refusal_for_code
+from .metrics import Metrics
 from .replay import Sealer, request_fingerprint
 from .reply import NO_STORE, Reply
 from .storage.base import RefreshRecord, Replay, ServerStorage
@@ -61,6 +62,8 @@ class TokenEndpoint:
         self.signer = signer
         self.issuer = issuer
         self.lifetimes = config.lifetimes
+        #: Where redemptions are counted (AuthorizationServer gives its /metrics').
+        self.metrics: Metrics | None = None
 
     def __repr__(self) -> str:
         return f"TokenEndpoint(issuer={self.issuer!r})"
@@ -183,6 +186,8 @@ class TokenEndpoint:
                             family_id=family_id,
                             successor_hash=successor.token_hash if successor else None)
             if self.storage.redeem_device_grant(updated, successor, replay):
+                if self.metrics is not None:  # here: a retry given the kept answer is no redemption
+                    self.metrics.device_grant("redeemed")
                 return Reply(200, body, NO_STORE)
         raise refusal(InvalidGrant, "the device_code is being redeemed concurrently")
 
