@@ -58,6 +58,7 @@ from keyturn.server.clientauth import authenticate_client
 from keyturn.server.config import ClientConfig
 from keyturn.server.passwords import hash_password
 from keyturn.stores.redis import RedisStore
+from tests.support import SERVE_POLL
 from tests.support.tracebackcheck import assert_hidden, capture, leaks
 
 
@@ -159,7 +160,8 @@ class Canned:
 
     @contextmanager
     def running(self) -> Iterator[Canned]:
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread = threading.Thread(target=self._server.serve_forever,
+                                  kwargs={"poll_interval": SERVE_POLL}, daemon=True)
         thread.start()
         try:
             yield self
