@@ -61,6 +61,10 @@ def test_off_by_default_is_404(tmp_path) -> None:
     assert parse_config({}).metrics == MetricsConfig(enabled=False, token=None)
     with ServerThread(make_config(), data_dir=tmp_path) as server:
         assert httpx.get(f"{server.issuer}/metrics").status_code == 404
+        assert httpx.get(f"{server.issuer}/jwks").status_code == 200
+        # Off: requests are not even counted (that costs every request).
+        recorded = {name for name, _ in server.app.state.server.metrics.snapshot()}
+        assert recorded.isdisjoint({"keyturn_requests_total", "keyturn_request_duration_seconds"})
 
 
 def test_without_the_token_401(running: ServerThread) -> None:

@@ -373,7 +373,9 @@ class AccessLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         server = getattr(getattr(app, "state", None), "server", None)
-        self.metrics: Metrics | None = getattr(server, "metrics", None)
+        # Counted only when /metrics is on: the count and the histogram cost every request.
+        self.metrics: Metrics | None = getattr(server, "metrics", None) \
+            if server is not None and server.config.metrics.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
