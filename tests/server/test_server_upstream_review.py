@@ -516,3 +516,48 @@ def test_m4_over_https_the_cookies_are_host_prefixed_and_a_tossed_one_is_ignored
             browser = pressed.headers["set-cookie"]
             assert browser.startswith("__Host-keyturn_upstream=") and "Path=/;" in browser
             assert "Secure" in browser
+
+
+# -- L3, L5, L6 -----------------------------------------------------------------------------------
+
+
+def test_l3_email_rules_and_email_subjects_ignore_case(review: Review) -> None:
+    from keyturn.server.upstreams.flow import admitted, map_user
+
+    upstream = parse_config({"upstreams": {"corp": review.table(
+        subject_claim="email", allow=[{"claim": "email", "ends_with": "@Example.org"},
+                                      {"claim": "email", "equals": "Boss@Other.org"},
+                                      {"claim": "preferred_username", "equals": "józef"}])}}
+    ).upstreams["corp"]
+    verified = {"email_verified": True}
+    assert admitted(upstream, {"email": "alice@EXAMPLE.ORG", **verified})
+    assert admitted(upstream, {"email": "boss@other.ORG", **verified})
+    assert not admitted(upstream, {"email": "alice@example.org.evil.test", **verified})
+    assert admitted(upstream, {"preferred_username": "józef"})  # not ASCII: no TypeError
+    assert not admitted(upstream, {"preferred_username": "Józef"})  # names stay exact
+    one = map_user(upstream, {"email": "Alice@Example.ORG", **verified})
+    other = map_user(upstream, {"email": "alice@example.org", **verified})
+    assert one is not None and other is not None and one.subject == other.subject == \
+        "alice@example.org"
+
+
+@pytest.mark.parametrize("claim", ["groups", "roles", "amr"])
+def test_l5_a_string_test_on_a_list_claim_is_refused_at_load(review: Review, claim: str) -> None:
+    for kind in ("equals", "ends_with"):
+        with pytest.raises(ConfigError, match=f"{claim} is a list of values: test it with "
+                                              "contains"):
+            parse_config({"upstreams": {"x": review.table(allow=[{"claim": claim, kind: "v"}])}})
+    assert parse_config({"upstreams": {"x": review.table(
+        allow=[{"claim": claim, "contains": "v"}])}}).upstreams
+
+
+def test_l6_a_replica_whose_clock_is_a_little_behind_takes_a_fresh_login() -> None:
+    from keyturn.server.upstreams.flow import CLOCK_SKEW, LOGIN_LIFETIME, PendingLogin
+
+    now = time.time()
+    login = PendingLogin(upstream="corp", user_code="BCDFGHJK", created_at=now + 5,
+                         nonce="n", code_verifier="v", browser="b")
+    assert not login.stale(now)  # stored by a replica 5 s ahead
+    assert replace(login, created_at=now + CLOCK_SKEW + 1).stale(now)
+    assert replace(login, created_at=now - LOGIN_LIFETIME).stale(now)
+    assert not replace(login, created_at=now - LOGIN_LIFETIME + 1).stale(now)

@@ -57,6 +57,8 @@ _KEYS: Final = frozenset({
 _CREDENTIALS: Final = ("client_secret", "client_secret_env", "client_secret_file",
                        "private_key_file")
 _RULE_KINDS: Final = ("equals", "contains", "ends_with")
+#: Claims providers send as lists (RFC 9068 §2.2.3.1 groups and roles; OIDC Core §2 amr).
+LIST_CLAIMS: Final = frozenset({"groups", "roles", "amr"})
 #: A name goes into a form value and a URL-free log line: keep it plain.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -268,5 +270,8 @@ def _rules(value: Any, where: str) -> tuple[AllowRule, ...]:
         claim, test = item.get("claim"), item[kinds[0]]
         if not isinstance(claim, str) or not claim or not isinstance(test, str) or not test:
             raise ConfigError(f"{at}: claim and {kinds[0]} must be non-empty strings")
+        if claim in LIST_CLAIMS and kinds[0] != "contains":
+            # A list never equals (or ends with) a string: the rule would admit nobody, silently.
+            raise ConfigError(f"{at}: {claim} is a list of values: test it with contains")
         rules.append(AllowRule(claim=claim, **{kinds[0]: test}))
     return tuple(rules)

@@ -40,6 +40,9 @@ __all__ = ["LOGIN_LIFETIME", "PendingLogin", "admitted", "begin", "email_proven"
 
 #: Seconds between the button and the callback: enough to sign in, too little to keep a link.
 LOGIN_LIFETIME: Final = 300
+#: How far the clock of the replica taking the callback may be behind the one that stored the
+#: login (review R19 L6): a login "made in the future" by this much is still fresh.
+CLOCK_SKEW: Final = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +73,7 @@ class PendingLogin:
             return None
 
     def stale(self, now: float) -> bool:
-        return not self.created_at <= now < self.created_at + LOGIN_LIFETIME
+        return not self.created_at - CLOCK_SKEW <= now < self.created_at + LOGIN_LIFETIME
 
     def same_browser(self, cookie: str | None) -> bool:
         return cookie is not None and secrets.compare_digest(_digest(cookie), self.browser)
@@ -135,14 +138,26 @@ def email_proven(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> bool:
 
 def _matches(rule: AllowRule, claims: Mapping[str, Any], email_ok: bool) -> bool:
     value = claims.get(rule.claim)
-    if rule.claim == "email" and not email_ok:
-        return False  # an address the upstream has not verified proves no domain
+    if rule.claim == "email":
+        if not email_ok:
+            return False  # an address the upstream has not verified proves no domain
+        # RFC 5321 §2.4: a domain is case-insensitive; so, in practice, is the local part
+        # (review R19 L3: alice@EXAMPLE.ORG is at example.org).
+        value, rule = _lower(value), AllowRule(claim=rule.claim, equals=_lower(rule.equals),
+                                                contains=rule.contains,
+                                                ends_with=_lower(rule.ends_with))
     if rule.equals is not None:
-        return isinstance(value, str) and secrets.compare_digest(value, rule.equals)
+        # Bytes: compare_digest refuses a str that is not ASCII (a name such as "józef").
+        return isinstance(value, str) and secrets.compare_digest(value.encode(),
+                                                                 rule.equals.encode())
     if rule.ends_with is not None:
         return isinstance(value, str) and value.endswith(rule.ends_with)
     assert rule.contains is not None
     return isinstance(value, list) and rule.contains in value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def admitted(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> bool:
@@ -160,8 +175,10 @@ def map_user(upstream: UpstreamConfig, claims: Mapping[str, Any]) -> User | None
     if not isinstance(subject, str) or not subject:
         return None
     email_ok = email_proven(upstream, claims)
-    if upstream.subject_claim == "email" and not email_ok:
-        return None  # an address anyone may have typed names nobody
+    if upstream.subject_claim == "email":
+        if not email_ok:
+            return None  # an address anyone may have typed names nobody
+        subject = subject.lower()  # Alice@X and alice@x are one person (review R19 L3)
     # Only strings are copied: the local claims are strings (config.py's users have the same).
     # An unproven email is not passed on: a relying party would take it as the person's.
     copied = {name: claims[name] for name in upstream.copy_claims
