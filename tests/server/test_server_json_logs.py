@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,8 +19,10 @@ import pytest
 from keyturn.errors import ConfigError
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import parse_config
+from keyturn.server.logformat import ACCESS_FIELDS
 from keyturn.server.passwords import hash_password
-from tests.support.serverkit import basic, page_approve, poll
+from keyturn.server.runner import ServerThread
+from tests.support.serverkit import basic, make_config, page_approve, poll
 
 PASSWORD = "bob-json-password-4711"
 WRONG_PASSWORD = "bob-wrong-guess-0815"
@@ -91,13 +94,33 @@ def test_every_line_is_json_and_holds_no_secret(tmp_path: Path) -> None:
     tokens = [r for r in access if r["route"] == "/token"]
     assert tokens and all(r["client_id"] == "cli" for r in tokens)
     assert all(r["client_id"] is None for r in access if r["route"] == "/device")
-    # A proxy's request id is kept (the three requests of the approval sent it); a malformed one
-    # is replaced by a new one.
+    # This client reaches the server itself (no --forwarded-allow-ips): the X-Request-ID the
+    # three requests of the approval sent is not believed; each request gets a new id (a proxy's
+    # is kept: test_a_request_id_is_believed_from_a_named_proxy_only, test_server_nginx).
     ids = [r["request_id"] for r in access]
-    assert ids.count(REQUEST_ID) == 3
-    others = [i for i in ids if i != REQUEST_ID]
-    assert len(set(others)) == len(others)
-    assert all(len(i) == 16 and int(i, 16) >= 0 for i in others)
+    assert REQUEST_ID not in ids
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["named proxy", "any client"])
+def test_a_request_id_is_believed_from_a_named_proxy_only(tmp_path: Path, trusted: bool,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """X-Request-ID is taken from a peer named in forwarded_allow_ips, if well-formed; from any
+    other peer (a client could give its request another's id) a new one is made."""
+    sent = [REQUEST_ID, "bad id <script>"]
+    with caplog.at_level(logging.INFO, logger="keyturn.server.access"), ServerThread(
+            make_config(), data_dir=tmp_path,
+            forwarded_allow_ips="127.0.0.1" if trusted else None) as server:
+        for request_id in sent:
+            assert httpx.get(f"{server.issuer}/jwks",
+                             headers={"X-Request-ID": request_id}).status_code == 200
+    # Read after the server stopped: every request's line has been written.
+    ids = [getattr(r, ACCESS_FIELDS)["request_id"] for r in caplog.records
+           if r.name == "keyturn.server.access"]
+    assert len(ids) == 2
+    assert (ids[0] == REQUEST_ID) is trusted
+    assert ids[1] not in sent and len(ids[1]) == 16  # malformed: replaced, trusted or not
 
 
 def _issuer(process: subprocess.Popen[str], stdout: Path) -> str:

@@ -122,6 +122,10 @@ def _plain(exc: BadForm) -> Response:
 
 #: Where an endpoint leaves the authenticated client's id in the ASGI scope, for :class:`AccessLog`.
 CLIENT_ID_KEY = "keyturn.client_id"
+#: True in a request's scope when its TCP peer is one of the proxies named in
+#: ``forwarded_allow_ips`` (set by runner's proxy-headers step, before the client address is
+#: replaced by the forwarded one): only then is its X-Request-ID believed.
+TRUSTED_PEER_KEY = "keyturn.trusted_peer"
 
 Handler = Callable[[ClientConfig, Mapping[str, str], float], Reply]
 #: What runs after the client is authenticated and before the handler: (client, address, now).
@@ -428,8 +432,11 @@ def _method(method: str) -> str:
 
 
 def _request_id(scope: Scope) -> str:
-    """``X-Request-ID`` as the proxy in front set it, if well-formed; else a new one."""
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
-            return str(value.decode("ascii"))
+    """``X-Request-ID`` as the proxy in front set it (a peer named in ``forwarded_allow_ips``),
+    if well-formed; else a new one: a client that reaches the server itself does not choose it
+    (it could give one request another's id)."""
+    if scope.get(TRUSTED_PEER_KEY):
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+                return str(value.decode("ascii"))
     return secrets.token_hex(8)

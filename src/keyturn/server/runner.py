@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import ConfigError, KeyturnError
-from .app import AccessLog, create_app
+from .app import TRUSTED_PEER_KEY, AccessLog, create_app
 from .config import DEMO_SERVICE_CLIENT, DEMO_SERVICE_SCOPES, ServerConfig, demo_config, load_config
 from .keys import KeyStore, SigningKey, policy_for, unreadable
 from .logformat import LogFormat, logging_config
@@ -188,6 +188,22 @@ def http_implementations() -> tuple[str, str]:
     return http, loop
 
 
+def _behind_proxies(app: Any, forwarded_allow_ips: str) -> Any:
+    """uvicorn's ProxyHeadersMiddleware (X-Forwarded-For and -Proto believed from these peers
+    only), which also marks in the scope whether the peer is one of them, before it replaces the
+    client address: AccessLog believes X-Request-ID from those peers only."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    class MarkingTrustedPeer(ProxyHeadersMiddleware):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "lifespan":
+                client = scope.get("client")
+                scope[TRUSTED_PEER_KEY] = (client[0] if client else None) in self.trusted_hosts
+            await super().__call__(scope, receive, send)
+
+    return MarkingTrustedPeer(app, trusted_hosts=forwarded_allow_ips)
+
+
 def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
                     forwarded_allow_ips: str | None, configure_logging: bool,
                     log_format: LogFormat = "text") -> Any:
@@ -196,10 +212,12 @@ def _uvicorn_server(app: Any, *, cert: str | None, key: str | None,
     http, loop = http_implementations()
     config = uvicorn.Config(
         # lifespan "on": the app's lifespan runs the periodic purge (housekeeping.py).
-        AccessLog(app), lifespan="on", access_log=False, server_header=False, http=http, loop=loop,
-        # Forwarded headers are believed only from the proxies named here (issue 4: "honoured only
-        # when configured").
-        proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips or "",
+        AccessLog(app) if forwarded_allow_ips is None else
+        _behind_proxies(AccessLog(app), forwarded_allow_ips),
+        lifespan="on", access_log=False, server_header=False, http=http, loop=loop,
+        # Forwarded headers are believed only from the proxies named (issue 4: "honoured only
+        # when configured"), by _behind_proxies, not by uvicorn's own step.
+        proxy_headers=False,
         ssl_certfile=cert, ssl_keyfile=key,
         log_config=logging_config(log_format) if configure_logging else None,
         # On stop, idle keep-alive connections (a TLS client that never closes) must not hold
