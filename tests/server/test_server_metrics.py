@@ -69,11 +69,14 @@ def test_off_by_default_is_404(tmp_path) -> None:
 
 def test_without_the_token_401(running: ServerThread) -> None:
     url = f"{running.issuer}/metrics"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": f"Bearer {TOKEN}x"}):
+    # RFC 6750 §3.1: no bearer token, the bare challenge; a wrong one, error="invalid_token".
+    for headers, challenge in (({}, "Bearer"), ({"Authorization": f"Basic {TOKEN}"}, "Bearer"),
+                               ({"Authorization": "Bearer wrong"}, 'Bearer error="invalid_token"'),
+                               ({"Authorization": f"Bearer {TOKEN}x"},
+                                'Bearer error="invalid_token"')):
         response = httpx.get(url, headers=headers)
         assert response.status_code == 401, headers
-        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["www-authenticate"] == challenge
         assert "keyturn_" not in response.text
 
 

@@ -284,10 +284,13 @@ def create_app(
 
     async def metrics(request: Request) -> Response:
         token = config.metrics.token
-        if token is not None and not token_matches(token, request.headers.get("authorization")):
+        authorization = request.headers.get("authorization")
+        if token is not None and not token_matches(token, authorization):
             # RFC 6750 §3.1: a request that "lacks any authentication information" gets the bare
-            # challenge.
-            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            # challenge; a bearer token that is wrong, error="invalid_token".
+            presented = (authorization or "").partition(" ")[0].lower() == "bearer"
+            challenge = 'Bearer error="invalid_token"' if presented else "Bearer"
+            return Response(status_code=401, headers={"WWW-Authenticate": challenge})
         # Workers' files are read: in the threadpool.
         text = await run_in_threadpool(server.metrics.render) if server.metrics.shared else \
             server.metrics.render()
