@@ -59,6 +59,8 @@ def _tables(issuer: str, slow: str) -> dict[str, dict[str, Any]]:
         "corp": {**base, "subject_prefix": "corp:", "copy_claims": ["email", "name"],
                  "allow": [{"claim": "email", "ends_with": "@example.org"},
                            {"claim": "groups", "contains": "staff"}]},
+        # Asks the provider to authenticate the person again at every press (L2).
+        "fresh": {**base, "subject_prefix": "fresh:", "allow_all": True, "prompt": "login"},
         # The explicit, documented-as-dangerous opt-out.
         "lax": {**base, "subject_claim": "email", "subject_prefix": "lax:",
                 "copy_claims": ["email"], "trust_unverified_email": True,
@@ -561,3 +563,37 @@ def test_l6_a_replica_whose_clock_is_a_little_behind_takes_a_fresh_login() -> No
     assert replace(login, created_at=now + CLOCK_SKEW + 1).stale(now)
     assert replace(login, created_at=now - LOGIN_LIFETIME).stale(now)
     assert not replace(login, created_at=now - LOGIN_LIFETIME + 1).stale(now)
+
+
+# -- L2: prompt = "login" is checked ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth_time", ["missing", -3600, "now-string", True])
+def test_l2_a_provider_that_did_not_ask_again_is_refused(review: Review, person: Person,
+                                                         auth_time: object) -> None:
+    claims: dict[str, Any] = {"sub": "x", "preferred_username": "kim"}
+    if auth_time == -3600:
+        claims["auth_time"] = int(time.time()) - 3600  # the session of an hour ago
+    elif auth_time == "now-string":
+        claims["auth_time"] = str(int(time.time()))
+    elif auth_time is True:
+        claims["auth_time"] = True
+    started, page = come_back(review, person, "fresh", claims)
+    assert page.status_code == 403 and "did not ask you to sign in again" in page.text
+    assert "name=ticket" not in page.text and pending(review.keyturn.issuer,
+                                                      started["device_code"])
+
+
+def test_l2_prompt_login_sends_max_age_0_and_a_fresh_auth_time_passes(review: Review,
+                                                                      person: Person) -> None:
+    started = start_device(review.keyturn.issuer)
+    to_upstream = person.start("fresh", started["user_code"])
+    query = parse_qs(urlsplit(to_upstream).query)
+    assert query["prompt"] == ["login"] and query["max_age"] == ["0"]
+    review.op.claims = {"sub": "x", "preferred_username": "lee", "auth_time": int(time.time())}
+    back = httpx.get(to_upstream, trust_env=False).headers["location"]
+    assert shows_consent_for(person.back(back), "fresh:lee")
+    # Without prompt = "login", no max_age and no auth_time needed.
+    corp = parse_qs(urlsplit(person.start("corp", start_device(
+        review.keyturn.issuer)["user_code"])).query)
+    assert "max_age" not in corp and "prompt" not in corp

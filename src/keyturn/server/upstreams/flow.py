@@ -36,7 +36,7 @@ from ..replay import Sealer
 from .config import AllowRule, UpstreamConfig
 
 __all__ = ["LOGIN_LIFETIME", "PendingLogin", "admitted", "begin", "email_proven", "login_key",
-           "map_user", "resume"]
+           "map_user", "reauthenticated", "resume"]
 
 #: Seconds between the button and the callback: enough to sign in, too little to keep a link.
 LOGIN_LIFETIME: Final = 300
@@ -96,11 +96,35 @@ def _request(upstream: UpstreamConfig, metadata: ServerMetadata, redirect_uri: s
     return AuthorizationRequest(
         authorization_endpoint=metadata.authorization_endpoint, client_id=upstream.client_id,
         redirect_uri=redirect_uri, scope=upstream.scope, state=state, pkce=pkce, nonce=nonce,
-        prompt=upstream.prompt,
+        prompt=upstream.prompt, params=_max_age(upstream),
         # RFC 9207 §2.4: the iss of the response is compared "to the issuer identifier of the
         # authorization server where the authorization request was sent to".
         issuer=metadata.issuer, require_iss=iss_required(metadata),
     )
+
+
+def _forces_login(upstream: UpstreamConfig) -> bool:
+    return "login" in (upstream.prompt or "").split()
+
+
+def _max_age(upstream: UpstreamConfig) -> dict[str, str | list[str]]:
+    """OIDC Core §3.1.2.1, max_age: "When max_age is used, the ID Token returned MUST include
+    an auth_time Claim Value": with ``prompt = "login"``, 0, so that :func:`reauthenticated`
+    can tell whether the provider did ask again (review R19 L2)."""
+    return {"max_age": "0"} if _forces_login(upstream) else {}
+
+
+def reauthenticated(upstream: UpstreamConfig, claims: Mapping[str, Any],
+                    login: PendingLogin) -> bool:
+    """With ``prompt = "login"``: the id_token's ``auth_time`` is no older than the press (a
+    provider that ignores prompt and max_age is caught here; OIDC Core §3.1.3.7 step 13:
+    "the Client SHOULD check the auth_time Claim value and request re-authentication if it
+    determines too much time has elapsed")."""
+    if not _forces_login(upstream):
+        return True
+    auth_time = claims.get("auth_time")
+    return (isinstance(auth_time, int | float) and not isinstance(auth_time, bool)
+            and auth_time >= login.created_at - CLOCK_SKEW)
 
 
 def begin(upstream: UpstreamConfig, metadata: ServerMetadata, redirect_uri: str, user_code: str,

@@ -35,7 +35,7 @@ from ..pages import PAGE_HEADERS, DevicePages, SignInOption
 from ..service import AuthorizationServer
 from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
 from .config import UpstreamConfig
-from .flow import LOGIN_LIFETIME, PendingLogin, admitted, begin, login_key, map_user, resume
+from .flow import LOGIN_LIFETIME, PendingLogin, admitted, begin, login_key, map_user, reauthenticated, resume
 from .presses import take_press
 
 __all__ = ["BROWSER_COOKIE", "OUTCOMES", "UpstreamRoutes", "sign_in_options"]
@@ -259,6 +259,12 @@ class UpstreamRoutes:
             self._count(upstream.name, "refused")
             return self._refused(request, f"{upstream.display_name} did not confirm who you are: "
                                  "enter the code again to start over.", 403, code_shown)
+        if not reauthenticated(upstream, claims, login):
+            log.warning("upstream %s: prompt=login asked, but the id_token's auth_time is older "
+                        "than the sign-in", upstream.name)
+            self._count(upstream.name, "refused")
+            return self._refused(request, f"{upstream.display_name} did not ask you to sign in "
+                                 "again: enter the code again to start over.", 403, code_shown)
         user = map_user(upstream, claims)
         if user is None or not admitted(upstream, claims):
             log.info("upstream %s: a person not on the allow-list was refused", upstream.name)
