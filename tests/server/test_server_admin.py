@@ -17,10 +17,12 @@ import redis
 
 from keyturn.protocol.grants import GRANT_REFRESH_TOKEN
 from keyturn.server.config import Lifetimes, load_config
+from keyturn.server.device_flow import DeviceGrant
 from keyturn.server.passwords import hash_password
 from keyturn.server.runner import DATABASE_NAME, ServerThread
 from keyturn.server.storage.base import Login, RefreshRecord
 from keyturn.server.storage.memory import MemoryStorage
+from keyturn.server.storage.redis import RedisStorage
 from keyturn.server.storage.sqlite import SQLiteStorage
 from tests.support.clihelper import Cli
 from tests.support.serverkit import (
@@ -304,3 +306,37 @@ def test_admin_runs_without_the_metrics_token_serve_needs(tmp_path, monkeypatch)
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 3
     assert "[metrics] token_env names KEYTURN_TEST_METRICS_TOKEN, which is not set" in result.stderr
+
+
+def test_redis_index_drops_ended_logins_as_new_ones_come(redis_url: str) -> None:
+    """The per-user hash has one TTL (its newest login's) and none per field: a new login prunes
+    the ended ones, so a user who signs in often does not grow it without end. On a real
+    redis-server, through the redemption script, with the logins' times chosen: B lives long
+    (the hash with it), A has ended, C comes now."""
+    storage = RedisStorage(redis_url)
+    now = time.time()
+
+    def redeem(family: str, created: float, expires: float) -> None:
+        grant = DeviceGrant(device_code_hash=f"dc-{family}", user_code=f"BCDFGHJ{family}",
+                            client_id="demo", scope=("openid",), created_at=now,
+                            expires_at=now + 600, interval=1)
+        assert storage.create_device_grant(grant)
+        approved = grant.approve("alice", now)
+        assert storage.swap_device_grant(approved)
+        consumed = replace(approved, version=approved.version + 1, family_id=family)
+        assert storage.redeem_device_grant(consumed, _record(f"rt-{family}", family, "alice",
+                                                             created, expires), None)
+
+    try:
+        redeem("B", now - 10, now + 1000)
+        redeem("A", now - 100, now - 50)  # ended: its field stays until a new login comes
+        assert len(storage.logins("alice", now - 200)) == 2
+        redeem("C", now, now + 1000)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            held = sorted(name.decode() for name in client.hkeys("keyturn-server:logins:alice"))
+        finally:
+            client.close()
+        assert held == ["B", "C"]
+    finally:
+        storage.close()

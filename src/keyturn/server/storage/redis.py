@@ -7,7 +7,7 @@ each redemption (rotating a refresh token, redeeming a device code), which spend
 credential and stores the new refresh token (and, for a rotation, the retry answer) together;
 ``INCRBY`` for the rate-limit counters. Redis runs a script alone and does not undo a script
 that fails half way, so each script checks everything first and then only issues writes
-(``SET``, and ``HSET``/``EXPIRE`` for the index of a subject's logins), which cannot fail on a
+(``SET``, and ``HSET``/``HDEL``/``EXPIRE`` for the index of a subject's logins), which cannot fail on a
 key this server wrote. ``redis`` (redis-py) is imported only
 when this backend is used.
 """
@@ -94,6 +94,15 @@ if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 if ARGV[3] ~= '' then
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+-- A new login prunes the subject's ended ones from the hash (it has one TTL, its newest login's,
+-- and no TTL per field): the hash holds at most the logins that have not expired. Now is the new
+-- login's last use; a field that does not decode is left (HDEL cannot fail, decoding could).
+local now = tonumber(cjson.decode(ARGV[8])['last_used_at'])
+local held = redis.call('HGETALL', KEYS[4])
+for i = 1, #held, 2 do
+local ok, login = pcall(cjson.decode, held[i + 1])
+if ok and tonumber(login['expires_at']) <= now then redis.call('HDEL', KEYS[4], held[i]) end
+end
 """ + _INDEX_LOGIN.format(n=4, m=7, t=4) + """
 end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
