@@ -44,7 +44,7 @@ from .reply import NO_STORE, Reply
 from .service import AuthorizationServer
 from .storage.base import ServerStorage
 from .tokens import load_signer
-from .upstreams.routes import UpstreamRoutes, sign_in_options
+from .upstream_routes import UpstreamRoutes, sign_in_options
 
 __all__ = ["AccessLog", "create_app"]
 

@@ -73,6 +73,8 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ConfigError
 from ..protocol.grants import GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN
 from ..protocol.rfc8628 import DEFAULT_INTERVAL, DEFAULT_LIFETIME
+from .config_values import known_keys as _known_keys
+from .config_values import private_file as _private_file
 from .device_flow import USER_CODE_FORMATS, UserCodeFormat, UserCodeType
 from .logformat import LogFormat
 from .metrics import MetricsConfig, metrics_config
@@ -251,12 +253,6 @@ _TOP_LEVEL_KEYS = frozenset({
 _CLIENT_KEYS = frozenset({"name", "grants", "scopes", "secret_hash"})
 
 
-def _known_keys(table: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{where} has an unknown key {key!r} (known: {', '.join(sorted(known))})")
-
-
 def _client(client_id: str, table: Any) -> ClientConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[clients.{client_id}] must be a table")
@@ -319,20 +315,6 @@ def has_password(url: str) -> bool:
         return bool(parts.password or parts.username or "password" in query or "username" in query)
     except ValueError:
         return True  # unparsable: treat it as secret
-
-
-def _private_file(path: str, what: str) -> str:
-    """A file's text, refused if others may read it: what it holds is a secret."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            text = file.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: "
-                          f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(f"{what} {path} is readable by others: run chmod 600 {path}")
-    return text.strip()
 
 
 def _redis_url(data: Mapping[str, Any]) -> str | None:

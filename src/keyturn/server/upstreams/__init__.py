@@ -10,5 +10,9 @@ Approve/Deny step as a local user. One module per job:
   the claim mapping and the allow-list;
 * :mod:`.client` talks to the upstream (discovery, token request, JWKS, userinfo), with the
   client side's ``protocol/`` code;
-* :mod:`.routes` is the two HTTP routes (the button, the callback).
+* :mod:`.calls` runs those flows through the client side's transport, within a deadline.
+
+The two HTTP routes (the button, the callback) are :mod:`keyturn.server.upstream_routes` and the
+press limit :mod:`keyturn.server.upstream_presses`: they need the server, its pages and its
+configuration, which import this package, so they sit beside it (no import cycle).
 """

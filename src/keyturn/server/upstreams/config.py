@@ -40,7 +40,7 @@ from ...protocol.endpoints import check_endpoint_url
 from ...secret import Secret
 
 # server/config.py imports this module only inside parse_config, so this is no import cycle.
-from ..config import _known_keys, _private_file
+from ..config_values import known_keys, private_file
 
 __all__ = ["DEFAULT_SCOPE", "AllowRule", "UpstreamConfig", "holds_inline_secret",
            "parse_upstreams"]
@@ -144,7 +144,7 @@ def _upstream(name: str, table: Any) -> UpstreamConfig:
         raise ConfigError(f"{where}: a name is letters, digits, '.', '_' or '-' (at most 64)")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
-    _known_keys(table, _KEYS, where)
+    known_keys(table, _KEYS, where)
     issuer = _string(table, "issuer", where).rstrip("/")
     # The client's rule: plain http only on loopback (RFC 6749 §3.2 asks for TLS).
     check_endpoint_url(issuer, f"{where} issuer")
@@ -247,9 +247,9 @@ def _credentials(table: Mapping[str, Any], where: str) -> tuple[Secret[str] | No
             raise ConfigError(f"{where} client_secret_env names {value}, which is not set")
         return Secret.wrap(secret), None
     if key == "client_secret_file":
-        return Secret.wrap(_private_file(value, f"{where} client_secret_file")), None
+        return Secret.wrap(private_file(value, f"{where} client_secret_file")), None
     if key == "private_key_file":
-        return None, Secret.wrap(_private_file(value, f"{where} private_key_file"))
+        return None, Secret.wrap(private_file(value, f"{where} private_key_file"))
     return Secret.wrap(value), None
 
 
@@ -263,7 +263,7 @@ def _rules(value: Any, where: str) -> tuple[AllowRule, ...]:
         if not isinstance(item, Mapping):
             raise ConfigError(f"{at} must be a table such as {{claim = \"groups\", contains = "
                               "\"hpc\"}")
-        _known_keys(item, frozenset({"claim", *_RULE_KINDS}), at)
+        known_keys(item, frozenset({"claim", *_RULE_KINDS}), at)
         kinds = [k for k in _RULE_KINDS if k in item]
         if len(kinds) != 1:
             raise ConfigError(f"{at} needs claim and exactly one of {', '.join(_RULE_KINDS)}")

@@ -3,19 +3,19 @@
 Each press with a valid user code writes a login into the storage (kept 5 minutes) and may send
 a request to the upstream. A right code is given back to the wrong-code budget at once (no
 password is guessed here), so the presses themselves are counted, with the storage's counters
-(:func:`~..ratelimit.take`, counted before the press is served, so presses sent all at once
+(:func:`~.ratelimit.take`, counted before the press is served, so presses sent all at once
 cannot overrun it): ``upstream_presses_per_code`` per ``window`` for one user code (which
 bounds the logins one device code can make), ``upstream_presses_per_address`` per ``window``
-from one address (an IPv6 /64, :func:`~..ratelimit.address_key`; a campus behind one NAT
+from one address (an IPv6 /64, :func:`~.ratelimit.address_key`; a campus behind one NAT
 address shares it). Past either, the press gets a 429 page and nothing is stored or sent.
 """
 
 from __future__ import annotations
 
-from ..config import RateLimits
-from ..device_flow import hash_code
-from ..ratelimit import address_key, take
-from ..storage.base import ServerStorage
+from .config import RateLimits
+from .device_flow import hash_code
+from .ratelimit import address_key, take
+from .storage.base import ServerStorage
 
 __all__ = ["take_press"]
 

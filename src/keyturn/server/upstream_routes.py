@@ -28,15 +28,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from ...errors import InvalidResponse, OAuthError
-from ...secret import Secret
-from ..device_flow import DeviceStatus
-from ..pages import PAGE_HEADERS, DevicePages, SignInOption
-from ..service import AuthorizationServer
-from .client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
-from .config import UpstreamConfig
-from .flow import LOGIN_LIFETIME, PendingLogin, admitted, begin, login_key, map_user, reauthenticated, resume
-from .presses import take_press
+from ..errors import InvalidResponse, OAuthError
+from ..secret import Secret
+from .device_flow import DeviceStatus
+from .pages import PAGE_HEADERS, DevicePages, SignInOption
+from .service import AuthorizationServer
+from .upstream_presses import take_press
+from .upstreams.client import UpstreamClient, UpstreamRefused, UpstreamUnavailable, quoted
+from .upstreams.config import UpstreamConfig
+from .upstreams.flow import (
+    LOGIN_LIFETIME,
+    PendingLogin,
+    admitted,
+    begin,
+    login_key,
+    map_user,
+    reauthenticated,
+    resume,
+)
 
 __all__ = ["BROWSER_COOKIE", "OUTCOMES", "UpstreamRoutes", "sign_in_options"]
 
