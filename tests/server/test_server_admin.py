@@ -340,3 +340,15 @@ def test_redis_index_drops_ended_logins_as_new_ones_come(redis_url: str) -> None
         assert held == ["B", "C"]
     finally:
         storage.close()
+
+
+def test_rotate_keys_refuses_a_data_dir_that_is_not_there(tmp_path) -> None:
+    """A mistyped --data-dir: rotate-keys would make a keyring no server reads (and say it
+    rotated); it exits 3 naming the file it looked for, and makes nothing."""
+    typo = tmp_path / "typo-dir"
+    result = subprocess.run([sys.executable, "-m", "keyturn.server", "rotate-keys", "--data-dir",
+                             str(typo)], env=Cli(tmp_path).env, capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3, result.stdout
+    assert f"no server's storage at {str(typo / DATABASE_NAME)!r}" in result.stderr
+    assert not typo.exists()

@@ -136,8 +136,9 @@ def rotate_keys(config_path: str | os.PathLike[str] | None = None, *,
     this configuration uses; the old ones stay published until their tokens have expired.
     Running servers pick the new key up at their next read of the keyring. Returns the ring,
     newest first."""
+    # existing: a mistyped --data-dir would get a keyring of its own, which no server reads.
     settings, storage = open_server_storage(config_path, data_dir=data_dir, redis_url=redis_url,
-                                            command="rotate-keys")
+                                            command="rotate-keys", existing=True)
     try:
         store = KeyStore(storage, policy_for(settings))
         try:
