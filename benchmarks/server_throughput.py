@@ -17,7 +17,10 @@ on each, then device authorization on each, ...) so that a drift of the machine 
 2. keyturn on Redis: the same with a private redis-server (127.0.0.1, a free port,
    ``--save '' --appendonly no``), its URL given in ``KEYTURN_REDIS_URL``;
 3. the npm oidc-provider of the tests (tests/support/providerfixture.start_provider);
-4. and, as a second figure, keyturn with ``--workers 2`` on SQLite and on Redis, on both cores
+4. keyturn's same app on its in-memory storage (benchmarks/_memory_server.py, the storage of
+   the tests; no ``keyturn serve`` option): oidc-provider here keeps its state in a JavaScript
+   Map, so this row compares the request handling alone;
+5. and, as a second figure, keyturn with ``--workers 2`` on SQLite and on Redis, on both cores
    (wrk then shares CPU 1 with a worker).
 
 Same work on both sides: both sign JWT access tokens with ES256 (keyturn: ``signing_alg =
@@ -332,6 +335,38 @@ def keyturn_server(work: Path, name: str, *, workers: int, cpus: set[int], redis
 
 
 @contextlib.contextmanager
+def keyturn_memory_server(work: Path, *, refresh_tokens: int) -> Iterator[Target]:
+    """_memory_server.py: the same app on its in-memory storage, as oidc-provider's Map."""
+    work.mkdir(parents=True)
+    service_secrets = {client_id: secrets.token_urlsafe(24) for client_id in service_ids()}
+    config = keyturn_config(work, service_secrets)
+    tokens = work / "tokens.json"
+    command = ["taskset", "-c", ",".join(map(str, sorted(SERVER_CPUS))), sys.executable,
+               str(BENCH_DIR / "_memory_server.py"), str(config), str(refresh_tokens), str(tokens)]
+    log = open(work / "server.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=BENCH_DIR)
+    try:
+        assert process.stdout is not None
+        issuer = process.stdout.readline().strip()
+        if not issuer.startswith("http"):
+            raise RuntimeError(f"_memory_server.py did not start (exit {process.poll()}):\n"
+                               + (work / "server.log").read_text()[-2000:])
+        wait_ready(f"{issuer}/.well-known/openid-configuration")
+        pool = iter([(client_id, token) for client_id, token in json.loads(tokens.read_text())])
+        yield Target(
+            name="keyturn (memory storage)", issuer=issuer,
+            discovery=f"{issuer}/.well-known/openid-configuration",
+            device_endpoint=f"{issuer}/device_authorization", token_endpoint=f"{issuer}/token",
+            root_pid=process.pid, secrets=service_secrets,
+            mint=lambda n: [next(pool) for _ in range(n)],
+            info={"workers": 1, "storage": "memory (benchmarks/_memory_server.py)"})
+    finally:
+        stop(process)
+        log.close()
+
+
+@contextlib.contextmanager
 def redis_server(work: Path) -> Iterator[Any]:
     from tests.support.redisfixture import RedisServer  # 127.0.0.1, --save '' --appendonly no
 
@@ -613,6 +648,7 @@ def main() -> None:
                 work / "redis-1", "keyturn serve (Redis)", workers=1, cpus=SERVER_CPUS,
                 redis_url=redis.url, redis_pid=redis.process.pid, refresh_tokens=tokens)),
             stack.enter_context(provider_server(work / "provider")),
+            stack.enter_context(keyturn_memory_server(work / "memory", refresh_tokens=tokens)),
         ]
         if not args.no_workers:
             targets += [

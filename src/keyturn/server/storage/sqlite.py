@@ -20,6 +20,7 @@ import math
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -93,6 +94,18 @@ WAL_PAGES = 10_000
 _GRACE = 3600.0
 
 
+def _checkpoint_periodically(path: Path, closing: threading.Event,
+                             storage: weakref.ref[SQLiteStorage]) -> None:
+    """A PASSIVE checkpoint every CHECKPOINT_SECONDS, until the storage is closed or dropped."""
+    while not closing.wait(CHECKPOINT_SECONDS) and storage() is not None:
+        # Another process's exclusive lock, a disk error: the next round tries again
+        # (correctness never depends on a checkpoint: the WAL is the data). A connection of
+        # its own per round: between rounds the thread holds no file open.
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(
+                sqlite3.connect(path, timeout=30.0, isolation_level=None)) as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 class SQLiteStorage(ServerStorage):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -105,8 +118,11 @@ class SQLiteStorage(ServerStorage):
         self._lock = threading.Lock()
         self._connection().executescript(_SCHEMA)
         self._closing = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_periodically, daemon=True,
-                                              name="keyturn-sqlite-checkpoint")
+        # The thread holds the storage only weakly: a storage dropped without close() (a test's,
+        # a script's) is collected, and its thread then ends.
+        self._checkpointer = threading.Thread(
+            target=_checkpoint_periodically, args=(self.path, self._closing, weakref.ref(self)),
+            daemon=True, name="keyturn-sqlite-checkpoint")
         self._checkpointer.start()
 
     def __repr__(self) -> str:
@@ -344,18 +360,6 @@ class SQLiteStorage(ServerStorage):
 
     def ping(self) -> None:
         self._one("SELECT 1")
-
-    def _checkpoint_periodically(self) -> None:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                             check_same_thread=False)
-        try:
-            while not self._closing.wait(CHECKPOINT_SECONDS):
-                # Another process's exclusive lock, a disk error: the next round tries again
-                # (correctness never depends on a checkpoint: the WAL is the data).
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            db.close()
 
     def close(self) -> None:
         """Close every thread's connection (call it once no request is running)."""
