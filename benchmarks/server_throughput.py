@@ -1,12 +1,12 @@
 """keyturn's device authorization server under wrk, beside the npm oidc-provider, in one run.
 
-    python benchmarks/server_throughput.py            # full run: 10 s per phase and server
+    python benchmarks/server_throughput.py            # full run: 8 s per phase and server (~8 min)
     python benchmarks/server_throughput.py --quick    # 2 s per phase: checks that it works
     python benchmarks/server_throughput.py --seconds N
 
 Load generator: Debian's ``wrk`` (a C program; its set-up here runs ``apt-get install -y wrk``
 when it is missing), one thread and 16 keep-alive connections, pinned to CPU 1
-(``taskset -c 1 wrk -t1 -c16 -d10s --latency``), with the Lua scripts of benchmarks/wrk/ so that
+(``taskset -c 1 wrk -t1 -c16 -d8s --latency``), with the Lua scripts of benchmarks/wrk/ so that
 the requests vary: many clients, many device codes, many refresh tokens. Every server is pinned
 to CPU 0 (``taskset -c 0``; for the Redis row redis-server too): the figures are per core.
 
@@ -613,13 +613,13 @@ def main() -> None:
     parser.add_argument("--report", action="store_true",
                         help="print server_results.json as the tables of SERVER_RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="2 s per phase (checks the script)")
-    parser.add_argument("--seconds", type=float, help="seconds per phase and server (default 10)")
+    parser.add_argument("--seconds", type=float, help="seconds per phase and server (default 8)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 rows")
     args = parser.parse_args()
     if args.report:
         print(markdown(json.loads((BENCH_DIR / "server_results.json").read_text())), end="")
         return
-    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
     warm = 1.0
     wrk = ensure_wrk()
     wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
