@@ -159,12 +159,15 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler, admit: Admis
         try:
             if server.signer.refresh_due():
                 reply = await run_in_threadpool(run_refreshed)
+            elif server.storage.may_wait:
+                # A SQLite lock held by another process or a Redis that stops answering would
+                # hold the event loop, and every other request with it: in the threadpool.
+                reply = await run_in_threadpool(run)
             else:
                 try:
-                    # On the loop: a storage step here (one SQLite statement on a local file, a
-                    # Redis round trip) costs less than the hop to a thread and back. What may
-                    # take long runs in the threadpool: a secret to hash, a due re-read of the
-                    # keyring (it may wait on a lock).
+                    # On the loop: the storage is this process's memory, which costs less than
+                    # the hop to a thread and back. What may take long runs in the threadpool:
+                    # a secret to hash, a due re-read of the keyring (it may wait on a lock).
                     reply = run(_NO_HASHING)
                 except _WouldHash:
                     reply = await run_in_threadpool(run)

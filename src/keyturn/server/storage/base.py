@@ -176,6 +176,12 @@ def refresh_from_json(text: str) -> RefreshRecord:
 class ServerStorage(abc.ABC):
     """The server's state. Methods are synchronous and short (one round trip or transaction)."""
 
+    #: Whether a call may wait on something outside this process (a SQLite write lock held by
+    #: another process, a Redis server that stops answering): the endpoints then make their
+    #: storage calls in the threadpool, so that one wait holds only the requests that need it,
+    #: never the event loop and with it discovery, the JWKS and /health (review R19 P-H1/H2).
+    may_wait: bool = True
+
     # -- device grants -----------------------------------------------------------------------------
 
     @abc.abstractmethod

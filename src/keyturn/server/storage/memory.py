@@ -36,6 +36,8 @@ _GRACE = 3600.0
 
 
 class MemoryStorage(ServerStorage):
+    may_wait = False  # a lock of this process, held for microseconds
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._grants: dict[str, tuple[int, float, str]] = {}  # hash -> (version, kept until, json)

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from ..device_flow import DeviceGrant
@@ -137,15 +137,23 @@ def _ttl(until: float, now: float) -> int:
     return max(1, math.ceil(until - now))
 
 
+#: Seconds a Redis command or connection may take before it is an outage: far above a round trip
+#: (under a millisecond on a LAN) or the longest script here (a purge batch).
+REDIS_TIMEOUT: Final = 5.0
+
+
 class RedisStorage(ServerStorage):
     def __init__(self, url: str, *, prefix: str = "keyturn-server", clock: Callable[[], float] | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, timeout: float = REDIS_TIMEOUT) -> None:
         import time
 
         from .redis_outage import OutageAwareRedis
 
         # A client that names a MISCONF reply by a class of its own: an outage, not a bug (503).
-        self._redis: Any = client if client is not None else OutageAwareRedis.from_url(url)
+        # Bounded waits: a Redis that stops answering (paused, a network partition) is an outage
+        # (TimeoutError: 503 with Retry-After), not a request held open for ever.
+        self._redis: Any = client if client is not None else OutageAwareRedis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._prefix = prefix
         self._clock = clock or time.time
         self._swap = self._redis.register_script(_SWAP)
