@@ -50,3 +50,22 @@ def test_the_thread_ends_with_the_storage(tmp_path, fast_rounds):
     gc.collect()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_the_thread_never_creates_a_deleted_database(tmp_path, fast_rounds):
+    # An operator removes the database (to reset it) while the server runs: the thread must not
+    # make an empty one with the umask's mode, which the restarted server would keep and write
+    # the signing key into (review R19 of 12.3, M2).
+    database = tmp_path / "db.sqlite3"
+    storage = SQLiteStorage(database)
+    try:
+        for path in tmp_path.iterdir():
+            path.unlink()
+        for _ in range(100):  # far more than two rounds of the thread (0.05 s each)
+            time.sleep(0.02)
+            if list(tmp_path.iterdir()):
+                break
+        assert storage._checkpointer.is_alive()  # it did run its rounds meanwhile
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        storage.close()

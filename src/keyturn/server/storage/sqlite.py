@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 from ..device_flow import DeviceGrant
 from .base import (
@@ -99,12 +100,16 @@ _GRACE = 3600.0
 def _checkpoint_periodically(path: Path, closing: threading.Event,
                              storage: weakref.ref[SQLiteStorage]) -> None:
     """A PASSIVE checkpoint every CHECKPOINT_SECONDS, until the storage is closed or dropped."""
+    uri = f"file:{quote(str(path.absolute()))}?mode=rw"
     while not closing.wait(CHECKPOINT_SECONDS) and storage() is not None:
         # Another process's exclusive lock, a disk error: the next round tries again
         # (correctness never depends on a checkpoint: the WAL is the data). A connection of
-        # its own per round: between rounds the thread holds no file open.
+        # its own per round: between rounds the thread holds no file open. mode=rw: it never
+        # creates the file: a database removed while the server runs (an operator's reset) would
+        # come back empty with the umask's mode (0644), and the restarted server would keep that
+        # mode and store its signing key in it; a missing file only fails this round.
         with contextlib.suppress(sqlite3.Error), contextlib.closing(
-                sqlite3.connect(path, timeout=30.0, isolation_level=None)) as db:
+                sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)) as db:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
