@@ -24,9 +24,11 @@ from keyturn.errors import ConfigError
 from keyturn.protocol.idtoken import KeySetCache, validate_id_token_flow
 from keyturn.protocol.metadata import discover
 from keyturn.server.config import parse_config
+from keyturn.server.keys import REFRESH_SECONDS, KeyPolicy, Keyring, KeyStore, decode_keyring
 from keyturn.server.passwords import hash_password
 from keyturn.server.replay import Sealer
 from keyturn.server.runner import ServerThread
+from keyturn.server.storage.sqlite import SQLiteStorage
 from keyturn.transport import run
 from tests.support.serverkit import basic, page_approve
 
@@ -158,3 +160,33 @@ def test_a_sealed_answer_is_jwe_compact_dir_a256gcm():
     assert sealer.open(theirs) == {"a": 2}
     assert Sealer("another-token").open(sealed) is None
     assert sealer.open(sealed[:-4] + "AAAA") is None
+
+
+def test_replicas_of_different_signing_alg_do_not_churn_the_keyring(tmp_path):
+    # A rolling change of signing_alg: two replicas, RS256 and ES256, on one SQLite file. Each
+    # signs with its own type's key, the ring stays at two keys over many reads, and the key the
+    # other retired stays published while its replica signs with it (review R19 of 12.3, M1).
+    database = tmp_path / "keyturn-server.sqlite3"
+    clock = [5_000_000.0]
+    retention = 60  # a few reads' worth: the loop below outlasts it three times
+    rs = Keyring(KeyStore(SQLiteStorage(database), KeyPolicy(retention=retention, alg="RS256")),
+                 clock=lambda: clock[0])
+    es = Keyring(KeyStore(SQLiteStorage(database), KeyPolicy(retention=retention, alg="ES256")),
+                 clock=lambda: clock[0])
+    reader = SQLiteStorage(database)
+    signing = {(rs.current.kid, rs.current.alg), (es.current.kid, es.current.alg)}
+    assert {alg for _, alg in signing} == {"RS256", "ES256"}
+    for _ in range(3 * (retention + int(REFRESH_SECONDS)) // int(REFRESH_SECONDS)):  # 9 reads each
+        clock[0] += REFRESH_SECONDS
+        for replica in (rs, es):
+            current = replica.current  # the due re-read
+            assert (current.kid, current.alg) in signing  # no new key
+            published = {key.kid: key for key in replica.published()}
+            # Its tokens (valid for `retention`) outlive no key of theirs.
+            drop_at = published[current.kid].drop_at
+            assert drop_at is None or drop_at >= clock[0] + REFRESH_SECONDS + retention
+        ring = decode_keyring(reader.setting("signing_key", lambda: "unused"))
+        assert len(ring) == 2
+    # The change done (the RS256 replica gone): its key leaves once its tokens have expired.
+    clock[0] += REFRESH_SECONDS + retention + 2 * REFRESH_SECONDS
+    assert [key.alg for key in es.published()] == ["ES256"]

@@ -16,7 +16,10 @@ access control.
 Each key is of the type the configuration's ``signing_alg`` asks for: an RSA 2048 key for RS256
 (the default), a P-256 key for ES256. Changing ``signing_alg`` is a rotation: at the next read
 of the ring a key of the new type signs, and the old one stays published (with its own ``alg``)
-until every token it signed has expired.
+until every token it signed has expired. A replica signs with the newest published key of its
+own ``signing_alg``: during a rolling change, one still on the old type goes on signing with the
+key the other retired (and keeps it published while it does), so the replicas do not rotate the
+ring back and forth at each read.
 """
 
 from __future__ import annotations
@@ -131,8 +134,8 @@ class KeyPolicy:
     kek: KeyEncryptionKey | None = None
     rotate_every: int | None = None
     retention: int = 600
-    #: What a new key signs with (``signing_alg``); a ring whose newest key is of another type
-    #: is rotated.
+    #: What a new key signs with (``signing_alg``); a ring holding no published key of this
+    #: type is rotated.
     alg: str = "RS256"
 
 
@@ -165,6 +168,13 @@ class SigningKey:
 
 def alg_of(key: PrivateJWK) -> str:
     return "ES256" if isinstance(key, jwk.ECKey) else "RS256"
+
+
+def signing_key(keys: Sequence[SigningKey], alg: str, now: float) -> SigningKey | None:
+    """The key a replica configured for ``alg`` signs with: the newest of that type still
+    published (retired or not), None if there is none."""
+    return next((key for key in keys if key.alg == alg and (key.drop_at is None or key.drop_at > now)),
+                None)
 
 
 def _new_key(now: float, alg: str = "RS256") -> SigningKey:
@@ -301,16 +311,26 @@ class KeyStore:
 
     def maintain(self, now: float | None = None) -> list[SigningKey]:
         """The ring after housekeeping: sealed if a KEK is configured, expired keys dropped, and
-        rotated if the schedule says the signing key is due or ``signing_alg`` asks for another
-        type of key."""
+        rotated if the schedule says this replica's signing key is due or the ring holds no
+        published key of ``signing_alg``'s type."""
         moment = time.time() if now is None else now
 
         def change(keys: list[SigningKey]) -> list[SigningKey] | None:
             every = self.policy.rotate_every
-            due = every is not None and keys[0].created_at + every <= moment
-            if due or keys[0].alg != self.policy.alg:
+            mine = signing_key(keys, self.policy.alg, moment)
+            # Not because the newest key is of another type: two replicas of different
+            # signing_alg (a rolling change) would each rotate to their own at every read, a new
+            # key and kid every REFRESH_SECONDS and a JWKS growing until retention (review R19 M1).
+            if mine is None or (every is not None and mine.created_at + every <= moment):
                 return [_new_key(moment, self.policy.alg), *self._retire_and_prune(keys, moment)]
             kept = [key for key in keys if key.drop_at is None or key.drop_at > moment]
+            # A key another type's replica retired still signs here, until the next read: it
+            # stays published until the tokens signed by then have expired.
+            needed = moment + REFRESH_SECONDS + self.policy.retention
+            if mine.drop_at is not None and mine.drop_at < needed:
+                # A read's margin more, so that not every read writes.
+                later = replace(mine, drop_at=needed + REFRESH_SECONDS)
+                return [later if key.kid == mine.kid else key for key in kept]
             return kept if len(kept) != len(keys) else None
 
         return self._change(moment, change)
@@ -329,7 +349,7 @@ class Keyring:
         self._unknown_kid_read_at = -math.inf
         # At start a wrong KEK or damaged keyring raises here, before the server listens.
         try:
-            self._keys = store.maintain(clock())
+            self._keys, self._current = self._signing(store.maintain(clock()))
         except KeyturnError:
             raise
         except Exception as exc:  # the backend's own error: one clear line, not a traceback
@@ -350,8 +370,14 @@ class Keyring:
             logger.warning("cannot re-read the signing keys (%s); using those read before",
                            exc.__class__.__name__)
             keys = self._keys
+        keys, current = self._signing(keys)
         with self._lock:
-            self._keys, self._read_at = keys, now
+            self._keys, self._current, self._read_at = keys, current, now
+
+    def _signing(self, keys: list[SigningKey]) -> tuple[list[SigningKey], SigningKey]:
+        # maintain() leaves a key of the configured type in the ring; the newest key otherwise
+        # (never reached, but a ring is never without a key that signs).
+        return keys, signing_key(keys, self._store.policy.alg, self._clock()) or keys[0]
 
     def refresh_due(self) -> bool:
         """Whether the next use re-reads the ring (which waits on the storage)."""
@@ -378,7 +404,9 @@ class Keyring:
 
     @property
     def current(self) -> SigningKey:
-        return self.keys()[0]
+        """The key that signs: the newest published one of the configured ``signing_alg``."""
+        self.keys()
+        return self._current
 
     def published(self, *, refresh: bool = True) -> list[SigningKey]:
         """The keys that verify (and the JWKS lists): every key of the ring not yet dropped.
