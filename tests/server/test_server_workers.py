@@ -141,3 +141,78 @@ def test_workers_must_be_at_least_one(tmp_path):
                            "--workers", "0", "--data-dir", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "workers must be at least 1" in done.stderr
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its exit status left (a zombie whoever adopted it has not reaped)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except OSError:
+        return True
+
+
+@contextmanager
+def no_orphans(pids: list[int]) -> Iterator[None]:
+    """On a failure, the workers that outlived their supervisor are ended here."""
+    try:
+        yield
+    finally:
+        for pid in pids:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def port_free(issuer: str) -> bool:
+    from keyturn.errors import ConfigError
+    from keyturn.server.runner import _bind
+
+    try:
+        _bind("127.0.0.1", int(issuer.rsplit(":", 1)[1]))  # what a restarted `keyturn serve` does
+    except ConfigError:
+        return False
+    else:
+        return True
+
+
+def test_workers_end_when_the_supervisor_is_killed(tmp_path):
+    # SIGKILL or the OOM killer leaves no orphan serving on (and holding the port): each worker
+    # is sent SIGTERM when its parent dies (review R19 of 12.3, M3).
+    with workers(tmp_path, "--data-dir", str(tmp_path / "data")) as (issuer, process):
+        pids = children(process.pid)
+        with no_orphans(pids):
+            with httpx.Client(trust_env=False) as http:
+                assert http.get(f"{issuer}/.well-known/openid-configuration").status_code == 200
+            assert not port_free(issuer)
+            process.kill()
+            process.wait(timeout=20)
+            wait_for(lambda: all(gone(pid) for pid in pids), "the workers to end")
+            wait_for(lambda: port_free(issuer), "the port to be free")
+
+
+def test_sighup_stops_the_supervisor_and_its_workers(tmp_path):
+    # SIGHUP (the terminal closed, `kill -HUP`) is a stop like SIGTERM: before, it killed the
+    # supervisor alone and its workers served on.
+    with workers(tmp_path, "--data-dir", str(tmp_path / "data")) as (issuer, process):
+        pids = children(process.pid)
+        with no_orphans(pids):
+            process.send_signal(signal.SIGHUP)
+            assert process.wait(timeout=20) == 0
+            assert all(gone(pid) for pid in pids)
+            assert port_free(issuer)
+
+
+def test_sigterm_lets_each_worker_close_its_storage(tmp_path):
+    # uvicorn raises the signal again once it has shut down: a worker that died of it skipped
+    # its storage's close (review R19 of 12.3, L2). SQLite removes the WAL file when the last
+    # connection to the database closes, and only then.
+    data = tmp_path / "data"
+    with workers(tmp_path, "--data-dir", str(data)) as (issuer, process):
+        for _ in range(4):  # writes, on either worker
+            with httpx.Client(trust_env=False) as http:
+                assert http.post(f"{issuer}/token", headers=basic("svc", SECRET),
+                                 data={"grant_type": "client_credentials"}).status_code == 200
+        assert (data / "keyturn-server.sqlite3-wal").exists()
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    assert not (data / "keyturn-server.sqlite3-wal").exists()
+    assert "failed" not in (tmp_path / "stderr").read_text()
