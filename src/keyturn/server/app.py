@@ -35,6 +35,7 @@ from .config import ClientConfig, ServerConfig
 from .errors import OUTAGE_RETRY_AFTER, BadForm, error_reply, storage_outages, unavailable
 from .fastroutes import FastRoutes
 from .housekeeping import purge_periodically
+from .keys import ReadOffTheLoop
 from .logformat import ACCESS_FIELDS
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import SHARED_DIR_ENV, Metrics, flush_periodically, token_matches
@@ -167,9 +168,10 @@ def _client_endpoint(server: AuthorizationServer, handler: Handler, admit: Admis
                 try:
                     # On the loop: the storage is this process's memory, which costs less than
                     # the hop to a thread and back. What may take long runs in the threadpool:
-                    # a secret to hash, a due re-read of the keyring (it may wait on a lock).
+                    # a secret to hash, a due re-read of the keyring (it may wait on a lock), a
+                    # token whose kid the keyring does not hold (re-read for it: ReadOffTheLoop).
                     reply = run(_NO_HASHING)
-                except _WouldHash:
+                except (_WouldHash, ReadOffTheLoop):
                     reply = await run_in_threadpool(run)
         except OAuthError as exc:
             # The one place an endpoint's refusal becomes HTTP (RFC 6749 §5.2).

@@ -24,6 +24,7 @@ ring back and forth at each read.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -47,8 +48,8 @@ from ..errors import ConfigError, KeyturnError, StoreError
 from .config import ServerConfig
 from .storage.base import ServerStorage
 
-__all__ = ["KeyEncryptionKey", "KeyPolicy", "KeyStore", "Keyring", "SigningKey", "parse_kek",
-           "policy_for", "unreadable"]
+__all__ = ["KeyEncryptionKey", "KeyPolicy", "KeyStore", "Keyring", "ReadOffTheLoop", "SigningKey",
+           "parse_kek", "policy_for", "unreadable"]
 
 logger = logging.getLogger("keyturn.server.keys")
 
@@ -336,11 +337,24 @@ class KeyStore:
         return self._change(moment, change)
 
 
+class ReadOffTheLoop(Exception):
+    """A token names a kid the ring does not hold, and the ring may be re-read for it now, but
+    the caller is on the event loop: it tries again in the threadpool, where the read is made.
+    Raised before anything was counted or changed (a check of a token only reads)."""
+
+
+def _on_the_event_loop() -> bool:
+    return asyncio._get_running_loop() is not None
+
+
 class Keyring:
     """The ring as a replica uses it: the key that signs and the keys that verify, re-read from
     the storage every :data:`REFRESH_SECONDS` (and for a token naming a kid it does not hold), so
-    a rotation made by another process or replica is picked up. Reads block on the storage: call
-    it from a worker thread, never on the event loop."""
+    a rotation made by another process or replica is picked up. Reads block on the storage and
+    decode every key (tens of milliseconds for RSA), so they are never made on the event loop,
+    which they would hold with every other request: there a due re-read waits for the next
+    request the app sends to its threadpool (it checks :meth:`refresh_due` first), and an
+    unknown kid raises :class:`ReadOffTheLoop`."""
 
     def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -384,7 +398,10 @@ class Keyring:
         return self._clock() - self._read_at >= REFRESH_SECONDS
 
     def keys(self) -> list[SigningKey]:
-        if self.refresh_due():
+        # Due on the loop: the re-read fell due after the endpoint checked (it would otherwise
+        # have sent the request to the threadpool); signing with the ring as read a moment ago
+        # is as good, and the next request re-reads it off the loop.
+        if self.refresh_due() and not _on_the_event_loop():
             self.refresh()
         return self._keys
 
@@ -398,6 +415,8 @@ class Keyring:
             now = self._clock()
             if now - self._unknown_kid_read_at < UNKNOWN_KID_REFRESH_SECONDS:
                 return False
+            if _on_the_event_loop():
+                raise ReadOffTheLoop  # the second's read is left to the threadpool's try
             self._unknown_kid_read_at = now
         self.refresh()
         return any(key.kid == kid for key in self._keys)
