@@ -88,8 +88,12 @@ CREATE TABLE IF NOT EXISTS once (
 """
 #: Seconds between the background checkpoints of the WAL.
 CHECKPOINT_SECONDS = 1.0
-#: The page cache of each connection, in KiB (SQLite's default: 2,000).
-CACHE_KIB = 64 * 1024
+#: The page cache of each connection, in KiB (SQLite's default: 2,000). Bounded for the sum:
+#: there is one connection per thread that touches the storage (the event loop's, and up to
+#: anyio's 40 threadpool threads, where the endpoints make their SQLite calls), each cache filling
+#: on its own up to the database's size: 8 MiB each is at most ~330 MiB per worker process (64
+#: MiB each could reach 2.6 GB). A page past it is read again, mostly from the OS's page cache.
+CACHE_KIB = 8 * 1024
 #: The WAL size (in pages of 4 KiB) past which a commit checkpoints (SQLite's default: 1,000).
 WAL_PAGES = 10_000
 #: A grant is kept this long past its expiry, so a late poll still gets expired_token rather than
