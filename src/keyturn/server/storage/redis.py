@@ -56,10 +56,15 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
-_SWAP = """
+#: A grant is replaced only by whoever read its current version (KEYS[1] the grant, ARGV[1] the
+#: version read): the compare half of every compare-and-swap of a grant, in one place.
+_IF_GRANT_VERSION = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
+"""
+
+_SWAP = _IF_GRANT_VERSION + """
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
@@ -87,10 +92,7 @@ return 1
 # KEYS: the grant, the refresh token it issued, the retry answer, the subject's logins. ARGV: the
 # version expected, the new grant's JSON, the refresh token's JSON ('' when none is issued) and
 # TTL, the answer's JSON ('' when none is kept) and TTL, the family id and its login's JSON.
-_REDEEM = """
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-if tonumber(cjson.decode(current)['version']) ~= tonumber(ARGV[1]) then return 0 end
+_REDEEM = _IF_GRANT_VERSION + """
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 if ARGV[3] ~= '' then
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
